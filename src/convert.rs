@@ -1,0 +1,150 @@
+//! diffusers model folder -> model file. Reads `config.json`, `scheduler_config.json` (diffusers
+//! defaults where absent) and the f32/f16 safetensors weights, checks them against the config
+//! and writes one quantized file. Used by the CLI; kept in the library so tests can call it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::config::{SchedulerConfig, UNet2DConfig};
+use crate::error::{Error, Result};
+use crate::model::parameter_shapes;
+use crate::weights::{write_model_file, Container, ModelMeta, Quant, TensorReport};
+
+/// The files of a diffusers model: a `UNet2DModel` folder, or a pipeline folder with `unet/`
+/// and `scheduler/` inside.
+#[derive(Debug, Clone)]
+pub struct DiffusersDir {
+    pub config: PathBuf,
+    pub weights: PathBuf,
+    pub scheduler_config: Option<PathBuf>,
+}
+
+impl DiffusersDir {
+    pub fn locate(dir: &Path) -> Result<Self> {
+        let unet_dir = if dir.join("unet").join("config.json").is_file() {
+            dir.join("unet")
+        } else {
+            dir.to_path_buf()
+        };
+        let config = unet_dir.join("config.json");
+        if !config.is_file() {
+            return Err(Error::io(format!(
+                "{}: expected a diffusers UNet2DModel folder with config.json (or a pipeline folder with unet/config.json), found none",
+                dir.display()
+            )));
+        }
+        let weights = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors", "model.safetensors"]
+            .iter()
+            .map(|n| unet_dir.join(n))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                Error::io(format!(
+                    "{}: expected diffusion_pytorch_model.safetensors, found none (convert .bin weights to safetensors first)",
+                    unet_dir.display()
+                ))
+            })?;
+        let scheduler_config = [
+            dir.join("scheduler").join("scheduler_config.json"),
+            unet_dir.join("scheduler_config.json"),
+            dir.join("scheduler_config.json"),
+        ]
+        .into_iter()
+        .find(|p| p.is_file());
+        Ok(Self {
+            config,
+            weights,
+            scheduler_config,
+        })
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(format!("{}: {e}", path.display())))
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io(format!("{}: {e}", path.display())))
+}
+
+/// Options of a conversion besides the quantization.
+#[derive(Debug, Clone, Default)]
+pub struct ConvertOptions {
+    pub name: Option<String>,
+    pub null_class: Option<usize>,
+    pub class_names: Vec<String>,
+}
+
+/// Converts diffusers weights in memory: returns the file bytes and a per-tensor report.
+pub fn convert_bytes(
+    config: UNet2DConfig,
+    scheduler: SchedulerConfig,
+    weights: &[u8],
+    quant: Quant,
+    opts: &ConvertOptions,
+) -> Result<(Vec<u8>, Vec<TensorReport>)> {
+    let expected = parameter_shapes(&config)?;
+    let container = Container::parse(weights)?;
+    let mut tensors = BTreeMap::new();
+    for (name, shape) in &expected {
+        let view = container.get(name).ok_or_else(|| {
+            Error::format(format!(
+                "weights: expected tensor `{name}` {shape:?} (from config.json), found missing"
+            ))
+        })?;
+        if &view.shape != shape {
+            return Err(Error::format(format!(
+                "weights: tensor `{name}`: expected shape {shape:?} (from config.json), found {:?}",
+                view.shape
+            )));
+        }
+        tensors.insert(name.clone(), (shape.clone(), view.to_f32(name)?));
+    }
+    if let Some(extra) = container.tensors.keys().find(|k| !tensors.contains_key(*k)) {
+        return Err(Error::format(format!(
+            "weights: tensor `{extra}` is not part of the UNet2DModel config.json describes (expected {} tensors, found {})",
+            expected.len(),
+            container.tensors.len()
+        )));
+    }
+    if let Some(n) = opts.null_class {
+        let k = config.num_class_embeds.unwrap_or(0);
+        if n >= k {
+            return Err(Error::invalid(format!(
+                "null class: expected 0 to {} (num_class_embeds - 1), found {n}",
+                k.saturating_sub(1)
+            )));
+        }
+    }
+    if !opts.class_names.is_empty() && Some(opts.class_names.len()) > config.num_class_embeds {
+        return Err(Error::invalid(format!(
+            "class names: expected at most num_class_embeds = {:?}, found {}",
+            config.num_class_embeds,
+            opts.class_names.len()
+        )));
+    }
+    let meta = ModelMeta {
+        quant,
+        unet: config,
+        scheduler,
+        null_class: opts.null_class,
+        class_names: opts.class_names.clone(),
+        name: opts.name.clone(),
+    };
+    write_model_file(&meta, &tensors)
+}
+
+/// Converts a diffusers folder into model-file bytes.
+pub fn convert_dir(
+    dir: &Path,
+    quant: Quant,
+    opts: &ConvertOptions,
+) -> Result<(Vec<u8>, Vec<TensorReport>)> {
+    let files = DiffusersDir::locate(dir)?;
+    let config = UNet2DConfig::from_json(&read_text(&files.config)?)?;
+    let scheduler = match &files.scheduler_config {
+        Some(p) => SchedulerConfig::from_json(&read_text(p)?)?,
+        None => SchedulerConfig::default(),
+    };
+    let weights = read(&files.weights)?;
+    convert_bytes(config, scheduler, &weights, quant, opts)
+}

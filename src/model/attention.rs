@@ -1,0 +1,81 @@
+//! The spatial self-attention of `AttnDownBlock2D`, `AttnUpBlock2D` and `UNetMidBlock2D`:
+//! diffusers `models/attention_processor.py` (`Attention` with a group norm, residual
+//! connection and `AttnProcessor2_0`).
+
+use burn::tensor::activation::softmax;
+use burn::tensor::Tensor;
+
+use super::layers::{GroupNorm, Linear};
+use crate::error::Result;
+use crate::weights::TensorSource;
+
+#[derive(Debug, Clone)]
+pub struct Attention {
+    /// Absent only in a scale-shift mid block without `attn_norm_num_groups` (as in diffusers).
+    pub group_norm: Option<GroupNorm>,
+    pub to_q: Linear,
+    pub to_k: Linear,
+    pub to_v: Linear,
+    /// `to_out.0` in diffusers (`to_out.1` is dropout).
+    pub to_out: Linear,
+    heads: usize,
+    rescale_output_factor: f64,
+}
+
+impl Attention {
+    pub fn load(
+        src: &mut impl TensorSource,
+        prefix: &str,
+        channels: usize,
+        head_dim: usize,
+        groups: Option<usize>,
+        eps: f64,
+        rescale_output_factor: f64,
+    ) -> Result<Self> {
+        let p = |n: &str| format!("{prefix}.{n}");
+        Ok(Self {
+            group_norm: match groups {
+                Some(g) => Some(GroupNorm::load(src, &p("group_norm"), g, channels, eps)?),
+                None => None,
+            },
+            to_q: Linear::load(src, &p("to_q"), channels, channels)?,
+            to_k: Linear::load(src, &p("to_k"), channels, channels)?,
+            to_v: Linear::load(src, &p("to_v"), channels, channels)?,
+            to_out: Linear::load(src, &p("to_out.0"), channels, channels)?,
+            heads: channels / head_dim,
+            rescale_output_factor,
+        })
+    }
+
+    /// `[B, C, H, W] -> [B, C, H, W]`: `(x + out(softmax(q k^T / sqrt(d)) v)) / rescale`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let n = h * w;
+        let d = c / self.heads;
+        let normed = match &self.group_norm {
+            Some(norm) => norm.forward(x.clone()),
+            None => x.clone(),
+        };
+        // [B, C, H, W] -> [B, HW, C]
+        let tokens = normed.reshape([b, c, n]).swap_dims(1, 2);
+        let split = |t: Tensor<3>| t.reshape([b, n, self.heads, d]).swap_dims(1, 2); // [B, heads, N, d]
+        let q = split(self.to_q.forward(tokens.clone()));
+        let k = split(self.to_k.forward(tokens.clone()));
+        let v = split(self.to_v.forward(tokens));
+        let scale = 1.0 / (d as f64).sqrt();
+        let scores = q.matmul(k.swap_dims(2, 3)) * scale;
+        let attn = softmax(scores, 3).matmul(v); // [B, heads, N, d]
+        let merged = attn.swap_dims(1, 2).reshape([b, n, c]);
+        let out = self
+            .to_out
+            .forward(merged)
+            .swap_dims(1, 2)
+            .reshape([b, c, h, w]);
+        let out = out + x;
+        if self.rescale_output_factor == 1.0 {
+            out
+        } else {
+            out / self.rescale_output_factor
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! `ResnetBlock2D`, `Downsample2D` and `Upsample2D`: diffusers `models/resnet.py`
+//! and `models/downsampling.py` / `models/upsampling.py`.
+
+use burn::tensor::Tensor;
+
+use super::layers::{silu, Conv2d, GroupNorm, Linear};
+use crate::error::Result;
+use crate::weights::TensorSource;
+
+/// How the time embedding enters a resnet block (`resnet_time_scale_shift`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeShift {
+    /// `h = norm2(conv1(...) + proj(temb))`
+    Default,
+    /// `h = norm2(conv1(...)) * (1 + scale) + shift`
+    ScaleShift,
+}
+
+/// `ResnetBlock2D` with pre-norm, SiLU, no up/down sampling inside (as UNet2DModel builds it).
+#[derive(Debug, Clone)]
+pub struct ResnetBlock2D {
+    pub norm1: GroupNorm,
+    pub conv1: Conv2d,
+    pub time_emb_proj: Linear,
+    pub norm2: GroupNorm,
+    pub conv2: Conv2d,
+    /// 1x1 conv when the channel count changes.
+    pub conv_shortcut: Option<Conv2d>,
+    time_shift: TimeShift,
+    output_scale_factor: f64,
+}
+
+/// Options shared by every resnet block of a U-Net.
+#[derive(Debug, Clone, Copy)]
+pub struct ResnetOptions {
+    pub temb_channels: usize,
+    pub groups: usize,
+    pub eps: f64,
+    pub time_shift: TimeShift,
+    pub output_scale_factor: f64,
+}
+
+impl ResnetBlock2D {
+    pub fn load(
+        src: &mut impl TensorSource,
+        prefix: &str,
+        in_channels: usize,
+        out_channels: usize,
+        opt: ResnetOptions,
+    ) -> Result<Self> {
+        let p = |n: &str| format!("{prefix}.{n}");
+        let proj_out = match opt.time_shift {
+            TimeShift::Default => out_channels,
+            TimeShift::ScaleShift => 2 * out_channels,
+        };
+        Ok(Self {
+            norm1: GroupNorm::load(src, &p("norm1"), opt.groups, in_channels, opt.eps)?,
+            conv1: Conv2d::load(src, &p("conv1"), in_channels, out_channels, 3, 1, (1, 1))?,
+            time_emb_proj: Linear::load(src, &p("time_emb_proj"), opt.temb_channels, proj_out)?,
+            norm2: GroupNorm::load(src, &p("norm2"), opt.groups, out_channels, opt.eps)?,
+            conv2: Conv2d::load(src, &p("conv2"), out_channels, out_channels, 3, 1, (1, 1))?,
+            conv_shortcut: if in_channels != out_channels {
+                Some(Conv2d::load(
+                    src,
+                    &p("conv_shortcut"),
+                    in_channels,
+                    out_channels,
+                    1,
+                    1,
+                    (0, 0),
+                )?)
+            } else {
+                None
+            },
+            time_shift: opt.time_shift,
+            output_scale_factor: opt.output_scale_factor,
+        })
+    }
+
+    /// `x: [B, in, H, W]`, `temb: [B, temb_channels]` (before SiLU) `-> [B, out, H, W]`
+    pub fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
+        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let t = self.time_emb_proj.forward(silu(temb));
+        let [b, c] = t.dims();
+        let t = t.reshape([b, c, 1, 1]);
+        let h = match self.time_shift {
+            TimeShift::Default => self.norm2.forward(h + t),
+            TimeShift::ScaleShift => {
+                let half = c / 2;
+                let scale = t.clone().narrow(1, 0, half);
+                let shift = t.narrow(1, half, half);
+                self.norm2.forward(h) * (scale + 1.0) + shift
+            }
+        };
+        let h = self.conv2.forward(silu(h));
+        let skip = match &self.conv_shortcut {
+            Some(conv) => conv.forward(x),
+            None => x,
+        };
+        let out = skip + h;
+        if self.output_scale_factor == 1.0 {
+            out
+        } else {
+            out / self.output_scale_factor
+        }
+    }
+}
+
+/// `Downsample2D(use_conv=True, name="op")`: a 3x3 stride-2 conv. With `padding = 0`
+/// diffusers pads one zero row and column at the end first, which the conv options express.
+#[derive(Debug, Clone)]
+pub struct Downsample2D {
+    pub conv: Conv2d,
+}
+
+impl Downsample2D {
+    pub fn load(
+        src: &mut impl TensorSource,
+        prefix: &str,
+        channels: usize,
+        padding: usize,
+    ) -> Result<Self> {
+        let pad = if padding == 0 {
+            (0, 1)
+        } else {
+            (padding, padding)
+        };
+        Ok(Self {
+            conv: Conv2d::load(
+                src,
+                &format!("{prefix}.conv"),
+                channels,
+                channels,
+                3,
+                2,
+                pad,
+            )?,
+        })
+    }
+
+    /// `[B, C, H, W] -> [B, C, H/2, W/2]`
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.conv.forward(x)
+    }
+}
+
+/// `Upsample2D(use_conv=True)`: nearest-neighbour 2x, then a 3x3 conv.
+#[derive(Debug, Clone)]
+pub struct Upsample2D {
+    pub conv: Conv2d,
+}
+
+impl Upsample2D {
+    pub fn load(src: &mut impl TensorSource, prefix: &str, channels: usize) -> Result<Self> {
+        Ok(Self {
+            conv: Conv2d::load(
+                src,
+                &format!("{prefix}.conv"),
+                channels,
+                channels,
+                3,
+                1,
+                (1, 1),
+            )?,
+        })
+    }
+
+    /// `[B, C, H, W] -> [B, C, 2H, 2W]`
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.conv.forward(upsample_nearest_2x(x))
+    }
+}
+
+/// Nearest-neighbour 2x upsampling (`F.interpolate(scale_factor=2, mode="nearest")`):
+/// every pixel becomes a 2x2 block.
+pub fn upsample_nearest_2x(x: Tensor<4>) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    x.reshape([b, c, h, 1, w, 1])
+        .expand([b, c, h, 2, w, 2])
+        .reshape([b, c, 2 * h, 2 * w])
+}

@@ -1,0 +1,286 @@
+//! The step-wise sampler: x_T -> U-Net -> (classifier-free guidance) -> scheduler step -> x_{t-1},
+//! one call per step, so a caller (the CLI, the browser) drives the loop, shows previews and
+//! stops when it likes. Nothing here knows about JS. Mirrors diffusers' `DDPMPipeline` /
+//! `DDIMPipeline` loops, plus guidance with a null class.
+
+use std::sync::Arc;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::config::{SchedulerConfig, SchedulerKind};
+use crate::error::{Error, Result};
+use crate::model::{LoadedModel, UNet2DModel};
+use crate::noise::BatchNoise;
+use crate::schedulers::{self, Scheduler};
+
+/// Largest batch one sampler accepts (guidance doubles it inside).
+pub const MAX_BATCH: usize = 64;
+
+/// What to sample. `Default` gives 50 DDIM steps, seed 0, batch 1, no guidance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleOptions {
+    pub scheduler: SchedulerKind,
+    pub steps: usize,
+    pub seed: u64,
+    /// DDIM's eta (0 = deterministic). Ignored by the other schedulers.
+    pub eta: f64,
+    pub batch: usize,
+    /// One label per image, or one for all; `None` samples unconditionally (the null class
+    /// for class-conditional models that have one).
+    pub class_labels: Option<Vec<usize>>,
+    /// Classifier-free guidance scale w: `eps = eps_null + w (eps_class - eps_null)`;
+    /// 1 disables guidance (one U-Net call per step instead of two).
+    pub guidance_scale: f64,
+    /// x_T supplied by the caller (NCHW, `batch * C * H * W` values) instead of the seed.
+    pub init_noise: Option<Vec<f32>>,
+}
+
+impl Default for SampleOptions {
+    fn default() -> Self {
+        Self {
+            scheduler: SchedulerKind::Ddim,
+            steps: 50,
+            seed: 0,
+            eta: 0.0,
+            batch: 1,
+            class_labels: None,
+            guidance_scale: 1.0,
+            init_noise: None,
+        }
+    }
+}
+
+/// What one [`Sampler::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepInfo {
+    /// 1-based index of the step just taken.
+    pub step: usize,
+    pub total_steps: usize,
+    pub timestep: usize,
+    pub last: bool,
+}
+
+/// One sampling run in progress.
+pub struct Sampler {
+    unet: Arc<UNet2DModel>,
+    scheduler: Box<dyn Scheduler>,
+    noise: BatchNoise,
+    /// Per-image labels for the conditional branch (empty for unconditional models).
+    labels: Vec<usize>,
+    null_class: Option<usize>,
+    guidance: f64,
+    shape: [usize; 4],
+    x: Tensor<4>,
+    x0: Option<Tensor<4>>,
+    step: usize,
+}
+
+impl Sampler {
+    /// Prepares a run: validates the options, draws x_T (or takes `init_noise`), builds the
+    /// scheduler from the model's scheduler config.
+    pub fn new(model: &LoadedModel, opts: &SampleOptions) -> Result<Self> {
+        Self::with_config(
+            model.unet.clone(),
+            &model.meta.scheduler,
+            model.meta.null_class,
+            opts,
+        )
+    }
+
+    pub fn with_config(
+        unet: Arc<UNet2DModel>,
+        scheduler_config: &SchedulerConfig,
+        null_class: Option<usize>,
+        opts: &SampleOptions,
+    ) -> Result<Self> {
+        let cfg = &unet.config;
+        let b = opts.batch;
+        if b == 0 || b > MAX_BATCH {
+            return Err(Error::invalid(format!(
+                "batch: expected 1 to {MAX_BATCH}, found {b}"
+            )));
+        }
+        if !opts.guidance_scale.is_finite() {
+            return Err(Error::invalid(format!(
+                "guidance scale: expected a finite number, found {}",
+                opts.guidance_scale
+            )));
+        }
+        let [h, w] = cfg.sample_hw().ok_or_else(|| {
+            Error::config(
+                "sample_size: expected the model config to give the image size, found none",
+            )
+        })?;
+        let c = cfg.in_channels;
+        let shape = [b, c, h, w];
+        let per_item = c * h * w;
+
+        // Labels: the conditional branch uses the requested classes; without them a
+        // class-conditional model samples its null class (unconditional generation).
+        let num_classes = cfg.num_class_embeds;
+        let labels: Vec<usize> = match (num_classes, &opts.class_labels) {
+            (None, None) => Vec::new(),
+            (None, Some(_)) => {
+                return Err(Error::invalid(
+                    "class labels: this model is unconditional, expected none, found some",
+                ))
+            }
+            (Some(_), None) => match null_class {
+                Some(n) => vec![n; b],
+                None => {
+                    return Err(Error::invalid(
+                        "class labels: this model is class-conditional and has no null class, expected a label, found none",
+                    ))
+                }
+            },
+            (Some(k), Some(l)) => {
+                let l = match l.len() {
+                    1 => vec![l[0]; b],
+                    n if n == b => l.clone(),
+                    n => {
+                        return Err(Error::invalid(format!(
+                            "class labels: expected 1 or {b} (the batch size), found {n}"
+                        )))
+                    }
+                };
+                if let Some(bad) = l.iter().find(|&&x| x >= k) {
+                    return Err(Error::invalid(format!("class label: expected 0 to {}, found {bad}", k - 1)));
+                }
+                l
+            }
+        };
+        let guided = opts.guidance_scale != 1.0 && !labels.is_empty();
+        if guided && null_class.is_none() {
+            return Err(Error::invalid(format!(
+                "guidance scale {}: expected a model with a null class for classifier-free guidance, found none (use guidance 1)",
+                opts.guidance_scale
+            )));
+        }
+
+        let scheduler = schedulers::build(opts.scheduler, scheduler_config, opts.steps, opts.eta)?;
+        let mut noise = BatchNoise::new(opts.seed, b);
+        let x_t = match &opts.init_noise {
+            Some(v) => {
+                if v.len() != b * per_item {
+                    return Err(Error::invalid(format!(
+                        "initial noise: expected {} values ({b}x{c}x{h}x{w}), found {}",
+                        b * per_item,
+                        v.len()
+                    )));
+                }
+                v.clone()
+            }
+            None => noise.sample(per_item),
+        };
+        let x = Tensor::from_data(TensorData::new(x_t, shape), unet.device());
+        Ok(Self {
+            unet,
+            scheduler,
+            noise,
+            labels,
+            null_class,
+            guidance: if guided { opts.guidance_scale } else { 1.0 },
+            shape,
+            x,
+            x0: None,
+            step: 0,
+        })
+    }
+
+    pub fn total_steps(&self) -> usize {
+        self.scheduler.timesteps().len()
+    }
+
+    /// Steps taken so far.
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.step >= self.total_steps()
+    }
+
+    pub fn timesteps(&self) -> &[usize] {
+        self.scheduler.timesteps()
+    }
+
+    /// `[batch, channels, height, width]` of the samples.
+    pub fn shape(&self) -> [usize; 4] {
+        self.shape
+    }
+
+    pub fn device(&self) -> &Device {
+        self.unet.device()
+    }
+
+    /// The current sample x_t (x_T before the first step, the final image after the last).
+    pub fn current(&self) -> Tensor<4> {
+        self.x.clone()
+    }
+
+    /// The latest prediction of the clean image x_0 (none before the first step).
+    pub fn predicted_x0(&self) -> Option<Tensor<4>> {
+        self.x0.clone()
+    }
+
+    /// Runs one U-Net evaluation (two batched into one with guidance) and one scheduler step.
+    /// Nothing is read back from the device.
+    pub fn step(&mut self) -> Result<StepInfo> {
+        let total = self.total_steps();
+        if self.is_done() {
+            return Err(Error::invalid(format!(
+                "step: all {total} steps are already done"
+            )));
+        }
+        let t = self.scheduler.timesteps()[self.step];
+        let b = self.shape[0];
+        let model_output = if self.guidance != 1.0 {
+            // Both branches in one call: [x; x] with [labels; null].
+            let null = self.null_class.expect("checked in new()");
+            let mut labels = self.labels.clone();
+            labels.extend(std::iter::repeat_n(null, b));
+            let input = Tensor::cat(vec![self.x.clone(), self.x.clone()], 0);
+            let out = self.unet.forward(input, &[t as f32], Some(&labels))?;
+            let cond = out.clone().narrow(0, 0, b);
+            let uncond = out.narrow(0, b, b);
+            uncond.clone() + (cond - uncond) * self.guidance
+        } else {
+            let labels = (!self.labels.is_empty()).then_some(self.labels.as_slice());
+            self.unet.forward(self.x.clone(), &[t as f32], labels)?
+        };
+        let noise = if self.scheduler.needs_noise(t) {
+            let [_, c, h, w] = self.shape;
+            let v = self.noise.sample(c * h * w);
+            Some(Tensor::from_data(
+                TensorData::new(v, self.shape),
+                self.unet.device(),
+            ))
+        } else {
+            None
+        };
+        let out = self
+            .scheduler
+            .step(model_output, t, self.x.clone(), noise)?;
+        self.x = out.prev_sample;
+        self.x0 = Some(out.pred_original_sample);
+        self.step += 1;
+        Ok(StepInfo {
+            step: self.step,
+            total_steps: total,
+            timestep: t,
+            last: self.step == total,
+        })
+    }
+}
+
+/// Reads a tensor back to the host (native; the browser uses `into_data_async`).
+pub fn read_back(t: Tensor<4>) -> Result<Vec<f32>> {
+    t.try_into_data()
+        .map_err(|e| {
+            Error::backend(format!(
+                "reading the sample back from the device failed: {e:?}"
+            ))
+        })?
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::backend(format!("expected f32 samples from the device, found {e:?}")))
+}

@@ -1,0 +1,222 @@
+//! Noise schedulers, one file per diffusers scheduler, over f64 tables on the CPU.
+//! The per-step update runs on the sample's device as a few tensor ops.
+//!
+//! API as in diffusers: build from a [`SchedulerConfig`] and a number of inference steps,
+//! read [`Scheduler::timesteps`], call [`Scheduler::step`] once per timestep in order.
+
+pub mod scheduling_ddim;
+pub mod scheduling_ddpm;
+pub mod scheduling_dpmsolver_multistep;
+
+use burn::tensor::Tensor;
+
+use crate::config::{SchedulerConfig, SchedulerKind};
+use crate::error::{Error, Result};
+
+pub use scheduling_ddim::DdimScheduler;
+pub use scheduling_ddpm::DdpmScheduler;
+pub use scheduling_dpmsolver_multistep::DpmSolverMultistepScheduler;
+
+/// Result of one denoising step.
+#[derive(Debug, Clone)]
+pub struct SchedulerOutput {
+    /// x_{t-1}: the sample to feed to the next step.
+    pub prev_sample: Tensor<4>,
+    /// The model's current estimate of the clean image x_0 (a free preview).
+    pub pred_original_sample: Tensor<4>,
+}
+
+/// A sampler's per-step rule.
+pub trait Scheduler {
+    /// The timesteps to visit, in order (descending).
+    fn timesteps(&self) -> &[usize];
+    /// Whether `step` at `timestep` consumes a noise tensor (DDPM for t > 0, DDIM with eta > 0).
+    fn needs_noise(&self, timestep: usize) -> bool;
+    /// One reverse step from `sample` (x_t) given the model output at `timestep`. `noise` must
+    /// be given (same shape as `sample`, standard normal) when [`Scheduler::needs_noise`] says so.
+    fn step(
+        &mut self,
+        model_output: Tensor<4>,
+        timestep: usize,
+        sample: Tensor<4>,
+        noise: Option<Tensor<4>>,
+    ) -> Result<SchedulerOutput>;
+}
+
+/// Builds the scheduler `kind` for `num_inference_steps` steps (`eta` is used by DDIM only).
+pub fn build(
+    kind: SchedulerKind,
+    config: &SchedulerConfig,
+    num_inference_steps: usize,
+    eta: f64,
+) -> Result<Box<dyn Scheduler>> {
+    Ok(match kind {
+        SchedulerKind::Ddpm => Box::new(DdpmScheduler::new(config, num_inference_steps)?),
+        SchedulerKind::Ddim => Box::new(DdimScheduler::new(config, num_inference_steps, eta)?),
+        SchedulerKind::DpmSolverMultistep => Box::new(DpmSolverMultistepScheduler::new(
+            config,
+            num_inference_steps,
+        )?),
+    })
+}
+
+/// The training noise schedule: betas and their cumulative products, in f64.
+#[derive(Debug, Clone)]
+pub struct BetaTable {
+    pub betas: Vec<f64>,
+    pub alphas_cumprod: Vec<f64>,
+}
+
+impl BetaTable {
+    /// The betas of `config.beta_schedule` and `alphas_cumprod = prod(1 - beta)`, in f64.
+    pub fn new(config: &SchedulerConfig) -> Result<Self> {
+        config.validate()?;
+        let t = config.num_train_timesteps;
+        let (start, end) = (config.beta_start, config.beta_end);
+        let frac = |i: usize| i as f64 / (t - 1) as f64;
+        let betas: Vec<f64> = match config.beta_schedule.as_str() {
+            "linear" => (0..t).map(|i| start + (end - start) * frac(i)).collect(),
+            // Latent-diffusion schedule: linear in sqrt(beta).
+            "scaled_linear" => (0..t)
+                .map(|i| (start.sqrt() + (end.sqrt() - start.sqrt()) * frac(i)).powi(2))
+                .collect(),
+            // Improved DDPM (Nichol & Dhariwal 2021), eq. 17, betas capped at 0.999.
+            "squaredcos_cap_v2" => {
+                let alpha_bar = |x: f64| {
+                    ((x + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
+                        .cos()
+                        .powi(2)
+                };
+                (0..t)
+                    .map(|i| {
+                        (1.0 - alpha_bar((i + 1) as f64 / t as f64)
+                            / alpha_bar(i as f64 / t as f64))
+                        .min(0.999)
+                    })
+                    .collect()
+            }
+            other => return Err(Error::unsupported(format!("beta_schedule `{other}`"))),
+        };
+        let mut acc = 1.0;
+        let alphas_cumprod = betas
+            .iter()
+            .map(|b| {
+                acc *= 1.0 - b;
+                acc
+            })
+            .collect();
+        Ok(Self {
+            betas,
+            alphas_cumprod,
+        })
+    }
+
+    /// The forward process q(x_t | x_0) (DDPM eq. 4): `sqrt(a_t) x_0 + sqrt(1 - a_t) noise`.
+    pub fn add_noise(&self, x0: Tensor<4>, noise: Tensor<4>, timestep: usize) -> Result<Tensor<4>> {
+        let a = *self.alphas_cumprod.get(timestep).ok_or_else(|| {
+            Error::invalid(format!(
+                "timestep: expected 0 to {}, found {timestep}",
+                self.alphas_cumprod.len() - 1
+            ))
+        })?;
+        Ok(x0 * a.sqrt() + noise * (1.0 - a).sqrt())
+    }
+}
+
+/// What the network predicts (`prediction_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prediction {
+    Epsilon,
+    Sample,
+    V,
+}
+
+impl Prediction {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "epsilon" => Ok(Self::Epsilon),
+            "sample" => Ok(Self::Sample),
+            "v_prediction" => Ok(Self::V),
+            other => Err(Error::unsupported(format!(
+                "prediction_type: expected epsilon, sample or v_prediction, found `{other}`"
+            ))),
+        }
+    }
+}
+
+/// Checks a requested number of inference steps.
+pub(crate) fn check_steps(config: &SchedulerConfig, n: usize) -> Result<()> {
+    let t = config.num_train_timesteps;
+    if n == 0 || n > t {
+        return Err(Error::invalid(format!(
+            "steps: expected 1 to {t} (num_train_timesteps), found {n}"
+        )));
+    }
+    Ok(())
+}
+
+/// Inference timesteps for DDPM and DDIM (`timestep_spacing`, Table 2 of Lin et al. 2023),
+/// computed the way diffusers' `set_timesteps` does with numpy (round half to even).
+pub(crate) fn spaced_timesteps(config: &SchedulerConfig, n: usize) -> Result<Vec<usize>> {
+    check_steps(config, n)?;
+    let t = config.num_train_timesteps;
+    let ts: Vec<i64> = match config.timestep_spacing.as_str() {
+        "linspace" => linspace(0.0, (t - 1) as f64, n)
+            .into_iter()
+            .rev()
+            .map(|x| x.round_ties_even() as i64)
+            .collect(),
+        "leading" => {
+            let ratio = t / n;
+            (0..n)
+                .rev()
+                .map(|i| (i * ratio + config.steps_offset) as i64)
+                .collect()
+        }
+        "trailing" => {
+            let ratio = t as f64 / n as f64;
+            arange_down(t as f64, ratio)
+                .into_iter()
+                .map(|x| x.round_ties_even() as i64 - 1)
+                .collect()
+        }
+        other => return Err(Error::unsupported(format!("timestep_spacing `{other}`"))),
+    };
+    to_valid_timesteps(ts, t)
+}
+
+pub(crate) fn to_valid_timesteps(ts: Vec<i64>, t: usize) -> Result<Vec<usize>> {
+    ts.into_iter()
+        .map(|x| {
+            usize::try_from(x).ok().filter(|&x| x < t).ok_or_else(|| {
+                Error::config(format!(
+                    "timestep spacing produced timestep {x}, expected 0 to {} (check steps_offset)",
+                    t - 1
+                ))
+            })
+        })
+        .collect()
+}
+
+/// `np.linspace(start, end, n)`.
+pub(crate) fn linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
+    if n == 1 {
+        return vec![start];
+    }
+    let step = (end - start) / (n - 1) as f64;
+    (0..n)
+        .map(|i| {
+            if i == n - 1 {
+                end
+            } else {
+                start + i as f64 * step
+            }
+        })
+        .collect()
+}
+
+/// `np.arange(start, 0, -step)` for positive `start` and `step`.
+pub(crate) fn arange_down(start: f64, step: f64) -> Vec<f64> {
+    let len = (start / step).ceil() as usize;
+    (0..len).map(|i| start - i as f64 * step).collect()
+}

@@ -1,0 +1,129 @@
+//! DDIM (Song et al. 2021, eq. 12): diffusers `scheduling_ddim.py`. `eta = 0` is the
+//! deterministic sampler; `eta = 1` adds DDPM-like noise.
+
+use burn::tensor::Tensor;
+
+use super::{spaced_timesteps, BetaTable, Prediction, Scheduler, SchedulerOutput};
+use crate::config::SchedulerConfig;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct DdimScheduler {
+    pub table: BetaTable,
+    timesteps: Vec<usize>,
+    prediction: Prediction,
+    clip_sample: Option<f64>,
+    /// alpha_cumprod used after the last step (1, or alphas_cumprod[0]).
+    final_alpha_cumprod: f64,
+    step_ratio: usize,
+    eta: f64,
+}
+
+impl DdimScheduler {
+    pub fn new(config: &SchedulerConfig, num_inference_steps: usize, eta: f64) -> Result<Self> {
+        if !(eta.is_finite() && eta >= 0.0) {
+            return Err(Error::invalid(format!(
+                "eta: expected a number >= 0, found {eta}"
+            )));
+        }
+        let table = BetaTable::new(config)?;
+        let final_alpha_cumprod = if config.set_alpha_to_one {
+            1.0
+        } else {
+            table.alphas_cumprod[0]
+        };
+        Ok(Self {
+            table,
+            timesteps: spaced_timesteps(config, num_inference_steps)?,
+            prediction: Prediction::parse(&config.prediction_type)?,
+            clip_sample: config.clip_sample.then_some(config.clip_sample_range),
+            final_alpha_cumprod,
+            step_ratio: config.num_train_timesteps / num_inference_steps,
+            eta,
+        })
+    }
+
+    fn alpha_prev(&self, t: usize) -> f64 {
+        match t.checked_sub(self.step_ratio) {
+            Some(p) => self.table.alphas_cumprod[p],
+            None => self.final_alpha_cumprod,
+        }
+    }
+
+    /// sigma_t^2 / eta^2 of DDIM eq. 16.
+    pub fn variance(&self, t: usize) -> f64 {
+        let a_t = self.table.alphas_cumprod[t];
+        let a_prev = self.alpha_prev(t);
+        (1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev)
+    }
+}
+
+impl Scheduler for DdimScheduler {
+    fn timesteps(&self) -> &[usize] {
+        &self.timesteps
+    }
+
+    fn needs_noise(&self, _timestep: usize) -> bool {
+        self.eta > 0.0
+    }
+
+    fn step(
+        &mut self,
+        model_output: Tensor<4>,
+        t: usize,
+        sample: Tensor<4>,
+        noise: Option<Tensor<4>>,
+    ) -> Result<SchedulerOutput> {
+        if t >= self.table.alphas_cumprod.len() {
+            return Err(Error::invalid(format!(
+                "timestep: expected 0 to {}, found {t}",
+                self.table.alphas_cumprod.len() - 1
+            )));
+        }
+        // 1-2. alphas of t and of the previous timestep t - T/n
+        let a_t = self.table.alphas_cumprod[t];
+        let a_prev = self.alpha_prev(t);
+        let beta_t = 1.0 - a_t;
+
+        // 3. predicted x_0 and epsilon ("predicted x_0" of eq. 12)
+        let (mut x0, eps) = match self.prediction {
+            Prediction::Epsilon => (
+                (sample.clone() - model_output.clone() * beta_t.sqrt()) / a_t.sqrt(),
+                model_output,
+            ),
+            Prediction::Sample => {
+                let eps = (sample.clone() - model_output.clone() * a_t.sqrt()) / beta_t.sqrt();
+                (model_output, eps)
+            }
+            Prediction::V => (
+                sample.clone() * a_t.sqrt() - model_output.clone() * beta_t.sqrt(),
+                model_output * a_t.sqrt() + sample.clone() * beta_t.sqrt(),
+            ),
+        };
+
+        // 4. clip
+        if let Some(r) = self.clip_sample {
+            x0 = x0.clamp(-r, r);
+        }
+
+        // 5-6. sigma_t (eq. 16) and the "direction pointing to x_t" of eq. 12
+        let std_dev = self.eta * self.variance(t).sqrt();
+        let direction = eps * (1.0 - a_prev - std_dev * std_dev).max(0.0).sqrt();
+
+        // 7. x_{t-1} without the random noise, then the noise
+        let mut prev = x0.clone() * a_prev.sqrt() + direction;
+        if self.eta > 0.0 {
+            let noise = noise.ok_or_else(|| {
+                Error::invalid(format!(
+                    "DDIM step with eta = {}: expected a noise tensor, found none",
+                    self.eta
+                ))
+            })?;
+            prev = prev + noise * std_dev;
+        }
+        Ok(SchedulerOutput {
+            prev_sample: prev,
+            pred_original_sample: x0,
+        })
+    }
+}

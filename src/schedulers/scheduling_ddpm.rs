@@ -1,0 +1,153 @@
+//! DDPM ancestral sampling (Ho et al. 2020, Algorithm 2): diffusers `scheduling_ddpm.py`.
+
+use burn::tensor::Tensor;
+
+use super::{spaced_timesteps, BetaTable, Prediction, Scheduler, SchedulerOutput};
+use crate::config::SchedulerConfig;
+use crate::error::{Error, Result};
+
+/// How the reverse-step variance is chosen (`variance_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarianceType {
+    /// beta~_t = (1 - a_{t-1}) / (1 - a_t) beta_t: the posterior variance (DDPM sec. 3.2).
+    FixedSmall,
+    /// Same variance, returned as a standard deviation (diffusers `fixed_small_log`).
+    FixedSmallLog,
+    /// beta_t.
+    FixedLarge,
+    /// log beta_t (diffusers `fixed_large_log`).
+    FixedLargeLog,
+}
+
+#[derive(Debug, Clone)]
+pub struct DdpmScheduler {
+    pub table: BetaTable,
+    timesteps: Vec<usize>,
+    prediction: Prediction,
+    variance_type: VarianceType,
+    clip_sample: Option<f64>,
+}
+
+impl DdpmScheduler {
+    pub fn new(config: &SchedulerConfig, num_inference_steps: usize) -> Result<Self> {
+        let variance_type = match config.variance_type.as_str() {
+            "fixed_small" => VarianceType::FixedSmall,
+            "fixed_small_log" => VarianceType::FixedSmallLog,
+            "fixed_large" => VarianceType::FixedLarge,
+            "fixed_large_log" => VarianceType::FixedLargeLog,
+            other => {
+                return Err(Error::unsupported(format!(
+                    "variance_type: expected fixed_small, fixed_small_log, fixed_large or fixed_large_log, found `{other}`"
+                )))
+            }
+        };
+        Ok(Self {
+            table: BetaTable::new(config)?,
+            timesteps: spaced_timesteps(config, num_inference_steps)?,
+            prediction: Prediction::parse(&config.prediction_type)?,
+            variance_type,
+            clip_sample: config.clip_sample.then_some(config.clip_sample_range),
+        })
+    }
+
+    /// The timestep after `t` in this run's schedule, or `None` after the last one.
+    fn previous_timestep(&self, t: usize) -> Option<usize> {
+        let i = self.timesteps.iter().position(|&x| x == t)?;
+        self.timesteps.get(i + 1).copied()
+    }
+
+    fn alpha_prev(&self, t: usize) -> f64 {
+        self.previous_timestep(t)
+            .map_or(1.0, |p| self.table.alphas_cumprod[p])
+    }
+
+    /// diffusers `_get_variance(t)`: the number its `variance_type` names (a variance, a
+    /// standard deviation for `fixed_small_log`, a log for `fixed_large_log`).
+    pub fn variance(&self, t: usize) -> f64 {
+        let a_t = self.table.alphas_cumprod[t];
+        let a_prev = self.alpha_prev(t);
+        let beta_t = 1.0 - a_t / a_prev;
+        // DDPM eq. 7, clamped as diffusers does so that log() is finite at t = 0.
+        let posterior = ((1.0 - a_prev) / (1.0 - a_t) * beta_t).max(1e-20);
+        match self.variance_type {
+            VarianceType::FixedSmall => posterior,
+            VarianceType::FixedSmallLog => (0.5 * posterior.ln()).exp(),
+            VarianceType::FixedLarge => beta_t,
+            VarianceType::FixedLargeLog => beta_t.ln(),
+        }
+    }
+
+    /// Standard deviation of the noise added at `t`.
+    fn noise_std(&self, t: usize) -> f64 {
+        match self.variance_type {
+            VarianceType::FixedSmallLog => self.variance(t),
+            // diffusers takes sqrt(log beta) here, which is NaN; use the standard deviation.
+            VarianceType::FixedLargeLog => self.variance(t).exp().sqrt(),
+            _ => self.variance(t).sqrt(),
+        }
+    }
+}
+
+impl Scheduler for DdpmScheduler {
+    fn timesteps(&self) -> &[usize] {
+        &self.timesteps
+    }
+
+    fn needs_noise(&self, timestep: usize) -> bool {
+        timestep > 0
+    }
+
+    fn step(
+        &mut self,
+        model_output: Tensor<4>,
+        t: usize,
+        sample: Tensor<4>,
+        noise: Option<Tensor<4>>,
+    ) -> Result<SchedulerOutput> {
+        if !self.timesteps.contains(&t) {
+            return Err(Error::invalid(format!(
+                "timestep: expected one of this run's timesteps, found {t}"
+            )));
+        }
+        // 1. alphas and betas
+        let a_t = self.table.alphas_cumprod[t];
+        let a_prev = self.alpha_prev(t);
+        let beta_prod_t = 1.0 - a_t;
+        let beta_prod_prev = 1.0 - a_prev;
+        let current_alpha = a_t / a_prev;
+        let current_beta = 1.0 - current_alpha;
+
+        // 2. predicted x_0 (DDPM eq. 15)
+        let mut x0 = match self.prediction {
+            Prediction::Epsilon => {
+                (sample.clone() - model_output * beta_prod_t.sqrt()) / a_t.sqrt()
+            }
+            Prediction::Sample => model_output,
+            Prediction::V => sample.clone() * a_t.sqrt() - model_output * beta_prod_t.sqrt(),
+        };
+
+        // 3. clip
+        if let Some(r) = self.clip_sample {
+            x0 = x0.clamp(-r, r);
+        }
+
+        // 4-5. posterior mean mu~_t(x_t, x_0) (DDPM eq. 7)
+        let x0_coeff = a_prev.sqrt() * current_beta / beta_prod_t;
+        let xt_coeff = current_alpha.sqrt() * beta_prod_prev / beta_prod_t;
+        let mut prev = x0.clone() * x0_coeff + sample * xt_coeff;
+
+        // 6. add noise
+        if t > 0 {
+            let noise = noise.ok_or_else(|| {
+                Error::invalid(format!(
+                    "DDPM step at t = {t}: expected a noise tensor, found none"
+                ))
+            })?;
+            prev = prev + noise * self.noise_std(t);
+        }
+        Ok(SchedulerOutput {
+            prev_sample: prev,
+            pred_original_sample: x0,
+        })
+    }
+}

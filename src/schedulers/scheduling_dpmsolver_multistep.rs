@@ -1,0 +1,246 @@
+//! DPM-Solver++ multistep, orders 1 and 2 (Lu et al. 2022, "DPM-Solver++", Algorithm 2, the
+//! "2M" sampler): diffusers `scheduling_dpmsolver_multistep.py` with
+//! `algorithm_type="dpmsolver++"`. Works on data predictions x_0, in half-log-SNR time
+//! lambda = log(alpha_t / sigma_t).
+
+use burn::tensor::Tensor;
+
+use super::{
+    arange_down, check_steps, linspace, to_valid_timesteps, BetaTable, Prediction, Scheduler,
+    SchedulerOutput,
+};
+use crate::config::SchedulerConfig;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SolverType {
+    Midpoint,
+    Heun,
+}
+
+#[derive(Debug, Clone)]
+pub struct DpmSolverMultistepScheduler {
+    pub table: BetaTable,
+    timesteps: Vec<usize>,
+    /// sigma = sqrt((1 - a) / a) at each timestep, then the final sigma; rounded to f32 as in
+    /// diffusers.
+    pub sigmas: Vec<f64>,
+    prediction: Prediction,
+    solver_order: usize,
+    solver_type: SolverType,
+    lower_order_final: bool,
+    euler_at_final: bool,
+    final_zero: bool,
+    /// The last `solver_order` data predictions, newest last.
+    model_outputs: Vec<Tensor<4>>,
+    step_index: usize,
+}
+
+fn refuse(flag: bool, name: &str) -> Result<()> {
+    if flag {
+        Err(Error::unsupported(format!(
+            "DPM-Solver++: `{name}`: expected false, found true"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+impl DpmSolverMultistepScheduler {
+    pub fn new(config: &SchedulerConfig, num_inference_steps: usize) -> Result<Self> {
+        check_steps(config, num_inference_steps)?;
+        if config.algorithm_type != "dpmsolver++" {
+            return Err(Error::unsupported(format!(
+                "DPM-Solver: algorithm_type: expected `dpmsolver++`, found `{}`",
+                config.algorithm_type
+            )));
+        }
+        if !(1..=2).contains(&config.solver_order) {
+            return Err(Error::unsupported(format!(
+                "DPM-Solver++: solver_order: expected 1 or 2, found {}",
+                config.solver_order
+            )));
+        }
+        let solver_type = match config.solver_type.as_str() {
+            "midpoint" => SolverType::Midpoint,
+            "heun" => SolverType::Heun,
+            other => {
+                return Err(Error::unsupported(format!(
+                    "DPM-Solver++: solver_type: expected midpoint or heun, found `{other}`"
+                )))
+            }
+        };
+        let final_zero = match config.final_sigmas_type.as_str() {
+            "zero" => true,
+            "sigma_min" => false,
+            other => {
+                return Err(Error::unsupported(format!(
+                    "DPM-Solver++: final_sigmas_type: expected zero or sigma_min, found `{other}`"
+                )))
+            }
+        };
+        refuse(config.use_karras_sigmas, "use_karras_sigmas")?;
+        refuse(config.use_exponential_sigmas, "use_exponential_sigmas")?;
+        refuse(config.use_beta_sigmas, "use_beta_sigmas")?;
+        refuse(config.use_lu_lambdas, "use_lu_lambdas")?;
+        refuse(config.use_flow_sigmas, "use_flow_sigmas")?;
+        if let Some(v) = &config.variance_type_dpm {
+            return Err(Error::unsupported(format!(
+                "DPM-Solver++: variance_type: expected null, found `{v}`"
+            )));
+        }
+
+        let table = BetaTable::new(config)?;
+        let n = num_inference_steps;
+        let t_train = config.num_train_timesteps;
+        // Timesteps whose lambda is below lambda_min_clipped are never visited.
+        let clipped = table
+            .alphas_cumprod
+            .iter()
+            .filter(|&&a| 0.5 * (a.ln() - (1.0 - a).ln()) < config.lambda_min_clipped)
+            .count();
+        let last = t_train - clipped;
+        let ts: Vec<i64> = match config.timestep_spacing.as_str() {
+            "linspace" => {
+                let v = linspace(0.0, last as f64 - 1.0, n + 1);
+                v.iter()
+                    .rev()
+                    .take(n)
+                    .map(|x| x.round_ties_even() as i64)
+                    .collect()
+            }
+            "leading" => {
+                let ratio = last / (n + 1);
+                (1..=n)
+                    .rev()
+                    .map(|i| (i * ratio + config.steps_offset) as i64)
+                    .collect()
+            }
+            "trailing" => {
+                let ratio = t_train as f64 / n as f64;
+                arange_down(last as f64, ratio)
+                    .iter()
+                    .map(|x| x.round_ties_even() as i64 - 1)
+                    .collect()
+            }
+            other => return Err(Error::unsupported(format!("timestep_spacing `{other}`"))),
+        };
+        let timesteps = to_valid_timesteps(ts, t_train)?;
+        let sigma_of = |a: f64| (((1.0 - a) / a).sqrt() as f32) as f64;
+        let mut sigmas: Vec<f64> = timesteps
+            .iter()
+            .map(|&t| sigma_of(table.alphas_cumprod[t]))
+            .collect();
+        sigmas.push(if final_zero {
+            0.0
+        } else {
+            sigma_of(table.alphas_cumprod[0])
+        });
+        Ok(Self {
+            table,
+            timesteps,
+            sigmas,
+            prediction: Prediction::parse(&config.prediction_type)?,
+            solver_order: config.solver_order,
+            solver_type,
+            lower_order_final: config.lower_order_final,
+            euler_at_final: config.euler_at_final,
+            final_zero,
+            model_outputs: Vec::new(),
+            step_index: 0,
+        })
+    }
+
+    /// (alpha_t, sigma_t) of the VP process for the ratio sigma = sigma_t / alpha_t.
+    fn alpha_sigma(sigma: f64) -> (f64, f64) {
+        let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
+        (alpha, sigma * alpha)
+    }
+
+    fn lambda(sigma: f64) -> f64 {
+        let (a, s) = Self::alpha_sigma(sigma);
+        a.ln() - s.ln()
+    }
+}
+
+impl Scheduler for DpmSolverMultistepScheduler {
+    fn timesteps(&self) -> &[usize] {
+        &self.timesteps
+    }
+
+    fn needs_noise(&self, _timestep: usize) -> bool {
+        false
+    }
+
+    fn step(
+        &mut self,
+        model_output: Tensor<4>,
+        t: usize,
+        sample: Tensor<4>,
+        _noise: Option<Tensor<4>>,
+    ) -> Result<SchedulerOutput> {
+        let i = self.step_index;
+        if self.timesteps.get(i) != Some(&t) {
+            return Err(Error::invalid(format!(
+                "DPM-Solver++ step {i}: expected timestep {:?}, found {t} (steps must be taken in order)",
+                self.timesteps.get(i)
+            )));
+        }
+        let n = self.timesteps.len();
+        let last = i == n - 1;
+        let lower_order_final =
+            last && (self.euler_at_final || (self.lower_order_final && n < 15) || self.final_zero);
+
+        // Convert the model output to a data prediction x_0 (eq. 11 of DPM-Solver++).
+        let (alpha_s0, sigma_s0) = Self::alpha_sigma(self.sigmas[i]);
+        let x0 = match self.prediction {
+            Prediction::Epsilon => (sample.clone() - model_output * sigma_s0) / alpha_s0,
+            Prediction::Sample => model_output,
+            Prediction::V => sample.clone() * alpha_s0 - model_output * sigma_s0,
+        };
+        self.model_outputs.push(x0.clone());
+        if self.model_outputs.len() > self.solver_order {
+            self.model_outputs.remove(0);
+        }
+
+        let sigma_next = self.sigmas[i + 1];
+        let (alpha_t, sigma_t) = Self::alpha_sigma(sigma_next);
+        let lambda_t = Self::lambda(sigma_next);
+        let lambda_s0 = Self::lambda(self.sigmas[i]);
+        let h = lambda_t - lambda_s0;
+        // With sigma_next = 0, lambda_t = inf and exp(-h) = 0: the step lands on x_0.
+        let phi = (-h).exp() - 1.0;
+        let ratio = if sigma_next == 0.0 {
+            0.0
+        } else {
+            sigma_t / sigma_s0
+        };
+
+        let first_order = self.solver_order == 1 || i == 0 || lower_order_final;
+        let prev = if first_order {
+            // DPM-Solver++(1), i.e. DDIM in lambda time.
+            sample * ratio - x0 * (alpha_t * phi)
+        } else {
+            // DPM-Solver++(2M): a finite difference of the last two data predictions.
+            let m0 = x0;
+            let m1 = self.model_outputs[0].clone();
+            let lambda_s1 = Self::lambda(self.sigmas[i - 1]);
+            let r0 = (lambda_s0 - lambda_s1) / h;
+            let d1 = (m0.clone() - m1) / r0;
+            match self.solver_type {
+                SolverType::Midpoint => {
+                    sample * ratio - m0 * (alpha_t * phi) - d1 * (0.5 * alpha_t * phi)
+                }
+                SolverType::Heun => {
+                    sample * ratio - m0 * (alpha_t * phi) + d1 * (alpha_t * (phi / h + 1.0))
+                }
+            }
+        };
+        self.step_index += 1;
+        let x0 = self.model_outputs.last().expect("pushed above").clone();
+        Ok(SchedulerOutput {
+            prev_sample: prev,
+            pred_original_sample: x0,
+        })
+    }
+}

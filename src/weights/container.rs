@@ -1,0 +1,343 @@
+//! Reading the safetensors container (<https://github.com/huggingface/safetensors>) from a
+//! byte slice, with every header field checked before anything large is allocated, and every
+//! error saying what was expected and what was found. Writing uses the `safetensors` crate.
+//!
+//! Layout: an 8-byte little-endian header length N, N bytes of JSON header
+//! `{"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}}`,
+//! then the data section, which the tensors must cover exactly, without gaps or overlaps.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Largest header accepted (the reference implementation uses the same bound).
+pub const MAX_HEADER_BYTES: usize = 100 * 1024 * 1024;
+/// Largest rank accepted for a tensor.
+pub const MAX_RANK: usize = 8;
+
+/// Element types this crate reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    F32,
+    F16,
+    BF16,
+    I8,
+    U8,
+    I64,
+}
+
+impl Dtype {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "F32" => Self::F32,
+            "F16" => Self::F16,
+            "BF16" => Self::BF16,
+            "I8" => Self::I8,
+            "U8" => Self::U8,
+            "I64" => Self::I64,
+            _ => return None,
+        })
+    }
+    pub fn size(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::BF16 => 2,
+            Self::I8 | Self::U8 => 1,
+            Self::I64 => 8,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "F32",
+            Self::F16 => "F16",
+            Self::BF16 => "BF16",
+            Self::I8 => "I8",
+            Self::U8 => "U8",
+            Self::I64 => "I64",
+        }
+    }
+}
+
+/// One tensor of the container: its type, shape and bytes (borrowed from the input).
+#[derive(Debug, Clone)]
+pub struct TensorView<'a> {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub data: &'a [u8],
+}
+
+impl TensorView<'_> {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The values as f32 (F32, F16 and BF16 tensors).
+    pub fn to_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let d = self.data;
+        Ok(match self.dtype {
+            Dtype::F32 => d
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => d
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => d
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(Error::format(format!(
+                    "tensor `{name}`: expected a float dtype (F32, F16 or BF16), found {}",
+                    other.name()
+                )))
+            }
+        })
+    }
+}
+
+/// A parsed container: metadata strings and tensor views over the original bytes.
+#[derive(Debug, Clone)]
+pub struct Container<'a> {
+    pub metadata: BTreeMap<String, String>,
+    pub tensors: BTreeMap<String, TensorView<'a>>,
+}
+
+impl<'a> Container<'a> {
+    /// Parses and validates the container. Allocates only the header's own structures.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        if bytes.len() < 8 {
+            return Err(Error::format(format!(
+                "expected at least 8 bytes (the safetensors header length), found {} bytes",
+                bytes.len()
+            )));
+        }
+        let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        let available = (bytes.len() - 8) as u64;
+        if n > available {
+            return Err(Error::format(format!(
+                "header length runs past the end of the file: expected at most {available} bytes after the length field, found {n} (file truncated or not a safetensors file)"
+            )));
+        }
+        if n as usize > MAX_HEADER_BYTES {
+            return Err(Error::format(format!(
+                "header length: expected at most {MAX_HEADER_BYTES} bytes, found {n}"
+            )));
+        }
+        if n < 2 {
+            return Err(Error::format(format!(
+                "header length: expected at least 2 bytes (`{{}}`), found {n}"
+            )));
+        }
+        let header = &bytes[8..8 + n as usize];
+        let data = &bytes[8 + n as usize..];
+        let text = std::str::from_utf8(header).map_err(|e| {
+            Error::format(format!(
+                "header: expected UTF-8 JSON, found invalid UTF-8 ({e})"
+            ))
+        })?;
+        if !text.starts_with('{') {
+            return Err(Error::format(format!(
+                "header: expected a JSON object starting with `{{`, found {:?} (not a safetensors file)",
+                text.chars().take(16).collect::<String>()
+            )));
+        }
+        let value: Value = serde_json::from_str(text.trim_end()).map_err(|e| {
+            Error::format(format!(
+                "header: expected valid JSON, found a parse error: {e}"
+            ))
+        })?;
+        let obj = value.as_object().ok_or_else(|| {
+            Error::format("header: expected a JSON object, found another JSON value")
+        })?;
+
+        let mut metadata = BTreeMap::new();
+        let mut entries: Vec<(String, Dtype, Vec<usize>, usize, usize)> =
+            Vec::with_capacity(obj.len());
+        for (name, entry) in obj {
+            if name == "__metadata__" {
+                let m = entry.as_object().ok_or_else(|| {
+                    Error::format("header `__metadata__`: expected an object of strings, found another JSON value")
+                })?;
+                for (k, v) in m {
+                    let s = v.as_str().ok_or_else(|| {
+                        Error::format(format!(
+                            "header `__metadata__.{k}`: expected a string, found {v}"
+                        ))
+                    })?;
+                    metadata.insert(k.clone(), s.to_string());
+                }
+                continue;
+            }
+            let e = entry.as_object().ok_or_else(|| {
+                Error::format(format!(
+                    "tensor `{name}`: expected an object with dtype, shape and data_offsets"
+                ))
+            })?;
+            let dtype_s = e.get("dtype").and_then(Value::as_str).ok_or_else(|| {
+                Error::format(format!(
+                    "tensor `{name}`: expected a string `dtype`, found none"
+                ))
+            })?;
+            let dtype = Dtype::parse(dtype_s).ok_or_else(|| {
+                Error::format(format!(
+                    "tensor `{name}`: expected dtype F32, F16, BF16, I8, U8 or I64, found `{dtype_s}`"
+                ))
+            })?;
+            let shape_v = e.get("shape").and_then(Value::as_array).ok_or_else(|| {
+                Error::format(format!(
+                    "tensor `{name}`: expected a `shape` array, found none"
+                ))
+            })?;
+            if shape_v.len() > MAX_RANK {
+                return Err(Error::format(format!(
+                    "tensor `{name}`: expected rank at most {MAX_RANK}, found {}",
+                    shape_v.len()
+                )));
+            }
+            let mut shape = Vec::with_capacity(shape_v.len());
+            for d in shape_v {
+                let d = d.as_u64().ok_or_else(|| {
+                    Error::format(format!(
+                        "tensor `{name}`: expected non-negative integer dimensions, found {d}"
+                    ))
+                })?;
+                shape.push(usize::try_from(d).map_err(|_| {
+                    Error::format(format!(
+                        "tensor `{name}`: dimension {d} does not fit this machine"
+                    ))
+                })?);
+            }
+            let offs = e
+                .get("data_offsets")
+                .and_then(Value::as_array)
+                .filter(|a| a.len() == 2);
+            let offs = offs.ok_or_else(|| {
+                Error::format(format!(
+                    "tensor `{name}`: expected `data_offsets` [begin, end], found none"
+                ))
+            })?;
+            let (Some(begin), Some(end)) = (offs[0].as_u64(), offs[1].as_u64()) else {
+                return Err(Error::format(format!(
+                    "tensor `{name}`: expected integer data_offsets, found {:?}",
+                    offs
+                )));
+            };
+            if begin > end || end > data.len() as u64 {
+                return Err(Error::format(format!(
+                    "tensor `{name}`: data_offsets out of range: expected begin <= end <= {} (the data section), found [{begin}, {end}] (file truncated?)",
+                    data.len()
+                )));
+            }
+            let numel = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+            let nbytes = numel
+                .and_then(|n| n.checked_mul(dtype.size()))
+                .ok_or_else(|| {
+                    Error::format(format!(
+                        "tensor `{name}`: shape {shape:?} overflows the address space"
+                    ))
+                })?;
+            if nbytes as u64 != end - begin {
+                return Err(Error::format(format!(
+                    "tensor `{name}`: shape {shape:?} of {} needs {nbytes} bytes, found data_offsets spanning {}",
+                    dtype.name(),
+                    end - begin
+                )));
+            }
+            entries.push((name.clone(), dtype, shape, begin as usize, end as usize));
+        }
+        // The tensors must tile the data section exactly: no overlap, no gap, nothing left over.
+        entries.sort_by_key(|e| (e.3, e.4));
+        let mut cursor = 0usize;
+        for (name, _, _, begin, end) in &entries {
+            if *begin != cursor {
+                let what = if *begin < cursor {
+                    "overlaps the previous tensor"
+                } else {
+                    "leaves a gap"
+                };
+                return Err(Error::format(format!(
+                    "tensor `{name}`: data_offsets {what}: expected it to begin at byte {cursor}, found {begin}"
+                )));
+            }
+            cursor = *end;
+        }
+        if cursor != data.len() {
+            return Err(Error::format(format!(
+                "data section: expected {cursor} bytes (the end of the last tensor), found {} (file truncated or padded)",
+                data.len()
+            )));
+        }
+        let tensors = entries
+            .into_iter()
+            .map(|(name, dtype, shape, b, e)| {
+                (
+                    name,
+                    TensorView {
+                        dtype,
+                        shape,
+                        data: &data[b..e],
+                    },
+                )
+            })
+            .collect();
+        Ok(Self { metadata, tensors })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&TensorView<'a>> {
+        self.tensors.get(name)
+    }
+}
+
+/// A tensor to write: dtype, shape and little-endian bytes.
+#[derive(Debug, Clone)]
+pub struct OwnedTensor {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+impl OwnedTensor {
+    pub fn f32(shape: Vec<usize>, values: &[f32]) -> Self {
+        Self {
+            dtype: Dtype::F32,
+            shape,
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+}
+
+impl safetensors::View for &OwnedTensor {
+    fn dtype(&self) -> safetensors::Dtype {
+        match self.dtype {
+            Dtype::F32 => safetensors::Dtype::F32,
+            Dtype::F16 => safetensors::Dtype::F16,
+            Dtype::BF16 => safetensors::Dtype::BF16,
+            Dtype::I8 => safetensors::Dtype::I8,
+            Dtype::U8 => safetensors::Dtype::U8,
+            Dtype::I64 => safetensors::Dtype::I64,
+        }
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Serializes tensors and metadata into safetensors bytes (readable by Python's `safetensors`).
+pub fn serialize(
+    tensors: &BTreeMap<String, OwnedTensor>,
+    metadata: BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let meta: std::collections::HashMap<String, String> = metadata.into_iter().collect();
+    safetensors::serialize(tensors.iter().map(|(k, v)| (k.clone(), v)), Some(meta))
+        .map_err(|e| Error::format(format!("could not serialize the model file: {e}")))
+}

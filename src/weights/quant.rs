@@ -1,0 +1,147 @@
+//! Weight quantization: f16, int8 (symmetric, per output channel) and int4 (symmetric,
+//! group-wise along each output channel's inputs, two values per byte).
+//!
+//! A weight `[out, ...]` is viewed as `out` rows of `k = numel / out` values.
+//! - int8: `q = round(w / s)`, `s = max|row| / 127`, q in [-127, 127]; scale tensor `[out]`.
+//! - int4: rows are cut into groups of [`INT4_GROUP`] values (the last group zero-padded),
+//!   `s = max|group| / 7`, q in [-7, 7], stored as `q + 8` in a nibble, the even element in
+//!   the low nibble; packed tensor `[out, groups * INT4_GROUP / 2]` (U8), scales `[out, groups]`.
+//! Dequantization is `w = q * s` in f32.
+
+use half::f16;
+
+/// Values per int4 group.
+pub const INT4_GROUP: usize = 32;
+
+/// How a model file stores its large weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quant {
+    F32,
+    F16,
+    Int8,
+    Int4,
+}
+
+impl Quant {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "f32" => Self::F32,
+            "f16" => Self::F16,
+            "int8" => Self::Int8,
+            "int4" => Self::Int4,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Int8 => "int8",
+            Self::Int4 => "int4",
+        }
+    }
+}
+
+pub fn to_f16_bytes(values: &[f32]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+        .collect()
+}
+
+/// int8 per-row quantization of `rows x k` values: `(q, scales)`.
+pub fn quantize_int8(values: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
+    let k = values.len() / rows;
+    let mut q = Vec::with_capacity(values.len());
+    let mut scales = Vec::with_capacity(rows);
+    for row in values.chunks_exact(k) {
+        let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+        scales.push(s);
+        q.extend(
+            row.iter()
+                .map(|v| (v / s).round().clamp(-127.0, 127.0) as i8),
+        );
+    }
+    (q, scales)
+}
+
+pub fn dequantize_int8(q: &[i8], scales: &[f32]) -> Vec<f32> {
+    let k = q.len() / scales.len().max(1);
+    q.chunks_exact(k.max(1))
+        .zip(scales)
+        .flat_map(|(row, &s)| row.iter().map(move |&v| v as f32 * s))
+        .collect()
+}
+
+/// Number of int4 groups per row of `k` values.
+pub fn int4_groups(k: usize) -> usize {
+    k.div_ceil(INT4_GROUP)
+}
+
+/// int4 group-wise quantization of `rows x k` values: `(packed bytes, scales [rows, groups])`.
+pub fn quantize_int4(values: &[f32], rows: usize) -> (Vec<u8>, Vec<f32>) {
+    let k = values.len() / rows;
+    let groups = int4_groups(k);
+    let padded = groups * INT4_GROUP;
+    let mut packed = Vec::with_capacity(rows * padded / 2);
+    let mut scales = Vec::with_capacity(rows * groups);
+    let mut nibbles = vec![0u8; padded];
+    for row in values.chunks_exact(k) {
+        nibbles.iter_mut().for_each(|n| *n = 8); // padding stores q = 0
+        for (g, group) in row.chunks(INT4_GROUP).enumerate() {
+            let max = group.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let s = if max > 0.0 { max / 7.0 } else { 1.0 };
+            scales.push(s);
+            for (j, v) in group.iter().enumerate() {
+                nibbles[g * INT4_GROUP + j] = ((v / s).round().clamp(-7.0, 7.0) as i32 + 8) as u8;
+            }
+        }
+        packed.extend(nibbles.chunks_exact(2).map(|p| p[0] | (p[1] << 4)));
+    }
+    (packed, scales)
+}
+
+/// Inverse of [`quantize_int4`] for `rows x k` values.
+pub fn dequantize_int4(packed: &[u8], scales: &[f32], rows: usize, k: usize) -> Vec<f32> {
+    let groups = int4_groups(k);
+    let row_bytes = groups * INT4_GROUP / 2;
+    let mut out = Vec::with_capacity(rows * k);
+    for r in 0..rows {
+        let bytes = &packed[r * row_bytes..(r + 1) * row_bytes];
+        let s = &scales[r * groups..(r + 1) * groups];
+        for j in 0..k {
+            let b = bytes[j / 2];
+            let nib = if j % 2 == 0 { b & 0x0f } else { b >> 4 };
+            out.push((nib as i32 - 8) as f32 * s[j / INT4_GROUP]);
+        }
+    }
+    out
+}
+
+/// Error summary of one quantized tensor against its f32 original.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuantError {
+    pub max_abs: f32,
+    /// `||w - w_q|| / ||w||`
+    pub rel_rms: f32,
+}
+
+pub fn quant_error(original: &[f32], restored: &[f32]) -> QuantError {
+    let mut max_abs = 0f32;
+    let (mut num, mut den) = (0f64, 0f64);
+    for (a, b) in original.iter().zip(restored) {
+        let d = (a - b).abs();
+        max_abs = max_abs.max(d);
+        num += (d as f64).powi(2);
+        den += (*a as f64).powi(2);
+    }
+    QuantError {
+        max_abs,
+        rel_rms: if den > 0.0 {
+            (num / den).sqrt() as f32
+        } else {
+            0.0
+        },
+    }
+}

@@ -1,0 +1,159 @@
+//! The command line end to end: convert a diffusers folder, inspect it, sample PNG grids with
+//! every scheduler, round-trip x_T and the final sample through .npy, and fail cleanly.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wasm-diffusion"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wasm-diffusion-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "command failed: {text}");
+    text
+}
+
+fn png_size(p: &Path) -> (u32, u32) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(p).unwrap()));
+    let reader = decoder.read_info().unwrap();
+    let info = reader.info();
+    (info.width, info.height)
+}
+
+fn npy_f32(p: &Path) -> Vec<f32> {
+    // float32 .npy: header length at bytes 8..10, data after the header.
+    let b = std::fs::read(p).unwrap();
+    let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
+    b[10 + hl..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn convert_info_sample_with_every_scheduler() {
+    let model = tmp("cc.int8.safetensors");
+    let out = run(bin()
+        .args([
+            "convert",
+            common::unet_dir("classcond").to_str().unwrap(),
+            "--quant",
+            "int8",
+            "-o",
+        ])
+        .arg(&model)
+        .args(["--null-class", "4", "--class-names", "a,b,c,d,null"]));
+    assert!(out.contains("int8") && out.contains("rel rms"), "{out}");
+    let info = run(bin().arg("info").arg(&model));
+    assert!(
+        info.contains("quantization:   int8") && info.contains("null class Some(4)"),
+        "{info}"
+    );
+    for (sched, steps) in [("ddpm", "6"), ("ddim", "5"), ("dpm++", "5")] {
+        let png = tmp(&format!("grid-{sched}.png"));
+        let frames = tmp(&format!("frames-{sched}"));
+        let text = run(bin()
+            .arg("sample")
+            .arg(&model)
+            .args([
+                "--scheduler",
+                sched,
+                "--steps",
+                steps,
+                "--batch",
+                "4",
+                "--class",
+                "b,c,1,d",
+                "--guidance",
+                "2",
+            ])
+            .arg("-o")
+            .arg(&png)
+            .arg("--frames")
+            .arg(&frames));
+        assert!(text.contains("ms/step"), "{text}");
+        // 4 images of 16x16 in a 2x2 grid with a 2-pixel gap.
+        assert_eq!(png_size(&png), (34, 34));
+        let n = std::fs::read_dir(&frames).unwrap().count();
+        assert_eq!(
+            n,
+            2 * steps.parse::<usize>().unwrap(),
+            "{sched}: x_t and x_0 previews per step"
+        );
+    }
+}
+
+#[test]
+fn init_noise_and_out_npy_round_trip() {
+    let model = tmp("plain.f32.safetensors");
+    run(bin()
+        .args([
+            "convert",
+            common::unet_dir("plain").to_str().unwrap(),
+            "--quant",
+            "f32",
+            "-o",
+        ])
+        .arg(&model));
+    let a = tmp("a.npy");
+    let b = tmp("b.npy");
+    let c = tmp("c.npy");
+    run(bin()
+        .arg("sample")
+        .arg(&model)
+        .args(["--steps", "3", "--seed", "5", "-o"])
+        .arg(tmp("a.png"))
+        .arg("--out-npy")
+        .arg(&a));
+    run(bin()
+        .arg("sample")
+        .arg(&model)
+        .args(["--steps", "3", "--seed", "5", "-o"])
+        .arg(tmp("b.png"))
+        .arg("--out-npy")
+        .arg(&b));
+    assert_eq!(npy_f32(&a), npy_f32(&b), "same seed, same numbers");
+    assert_eq!(npy_f32(&a).len(), 3 * 8 * 8);
+    // Feeding a sample back as x_T is accepted and changes the result.
+    run(bin()
+        .arg("sample")
+        .arg(&model)
+        .args(["--steps", "3", "-o"])
+        .arg(tmp("c.png"))
+        .arg("--init-noise")
+        .arg(&a)
+        .arg("--out-npy")
+        .arg(&c));
+    assert_ne!(npy_f32(&a), npy_f32(&c));
+}
+
+#[test]
+fn bad_inputs_fail_with_a_message() {
+    let junk = tmp("junk.bin");
+    std::fs::write(&junk, b"definitely not a model").unwrap();
+    let out = bin().arg("info").arg(&junk).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error:") && err.contains("expected"), "{err}");
+    let out = bin()
+        .args(["convert", "/nonexistent/dir", "-o"])
+        .arg(tmp("x"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("config.json"));
+}

@@ -1,0 +1,65 @@
+//! Helpers shared by the integration tests: fixture paths, reading fixture tensors, comparing.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use wasm_diffusion::weights::{Container, Dtype};
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
+}
+
+pub fn unet_dir(name: &str) -> PathBuf {
+    fixtures().join("unets").join(name)
+}
+
+/// A fixture tensor as (shape, f32 values); I64 tensors are converted.
+pub fn read_tensor(bytes: &[u8], name: &str) -> (Vec<usize>, Vec<f32>) {
+    let c = Container::parse(bytes).expect("fixture parses");
+    let v = c
+        .get(name)
+        .unwrap_or_else(|| panic!("fixture tensor {name} missing"));
+    let values = match v.dtype {
+        Dtype::I64 => v
+            .data
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32)
+            .collect(),
+        _ => v.to_f32(name).unwrap(),
+    };
+    (v.shape.clone(), values)
+}
+
+pub fn has_tensor(bytes: &[u8], name: &str) -> bool {
+    Container::parse(bytes).unwrap().get(name).is_some()
+}
+
+pub fn tensor4(shape: &[usize], values: Vec<f32>, device: &Device) -> Tensor<4> {
+    let s: [usize; 4] = shape.try_into().expect("rank 4");
+    Tensor::from_data(TensorData::new(values, s), device)
+}
+
+pub fn to_vec(t: Tensor<4>) -> Vec<f32> {
+    t.into_data().try_into_vec::<f32>().unwrap()
+}
+
+/// max |a - b| / max |b|: the error relative to the reference's scale.
+pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1e-12);
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()));
+    diff / scale
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .fold(0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()))
+}

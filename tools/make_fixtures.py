@@ -1,0 +1,667 @@
+#!/usr/bin/env python3
+"""Generate the golden test fixtures for wasm-diffusion from Hugging Face diffusers.
+
+What it makes (everything under tests/fixtures/, see tests/fixtures/README.md):
+
+  unets/<name>/config.json                           UNet2DModel config (save_pretrained)
+  unets/<name>/diffusion_pytorch_model.safetensors   random f32 weights (save_pretrained)
+  unets/<name>/io.safetensors                        inputs, output and hooked intermediate activations
+  unets/plain/scheduler_config.json                  DDPMScheduler(num_train_timesteps=1000) config
+  unets/attn/ddim_pipeline.safetensors               10-step DDIMPipeline run on the `attn` model
+  unets/attn/ddim_pipeline.json                      metadata for the above
+  schedulers.json                                    beta tables, timestep schedules, DDPM/DDIM/DPM++ loops
+  VERSIONS.json                                      torch / diffusers / safetensors / numpy versions
+
+U-Net names: plain, attn, classcond, flip, ddpm_cifar_like_tiny.
+
+How to run (from the repository root; needs torch, diffusers, safetensors, numpy):
+
+    python tools/make_fixtures.py
+
+The script is deterministic (fixed torch seeds, one CPU thread) and idempotent: it deletes
+tests/fixtures/unets/ and rewrites schedulers.json and VERSIONS.json on every run.
+tests/fixtures/README.md is maintained by hand and is not touched.
+"""
+
+import json
+import math
+import os
+import shutil
+import sys
+
+import numpy as np
+import torch
+
+torch.set_num_threads(1)
+torch.set_grad_enabled(False)
+
+import diffusers  # noqa: E402
+import safetensors  # noqa: E402
+from diffusers import (  # noqa: E402
+    DDIMPipeline,
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    UNet2DModel,
+)
+from safetensors.torch import save_file  # noqa: E402
+
+import diffusers.pipelines.ddim.pipeline_ddim as pipeline_ddim_mod  # noqa: E402
+import diffusers.schedulers.scheduling_ddpm as scheduling_ddpm_mod  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIX = os.path.join(ROOT, "tests", "fixtures")
+UNETS = os.path.join(FIX, "unets")
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def flat(t):
+    """Tensor -> flat list of python floats (NCHW order). f32 values are exact in f64 repr."""
+    return [float(v) for v in t.detach().to(torch.float64).reshape(-1).tolist()]
+
+
+def ints(t):
+    return [int(v) for v in t.reshape(-1).tolist()]
+
+
+def noise_for_step(k, shape):
+    """noise[k][i] = float32(sin(1.7*i + 0.3*k)), computed in float64 and rounded to f32."""
+    n = int(np.prod(shape))
+    i = np.arange(n, dtype=np.float64)
+    v = np.sin(1.7 * i + 0.3 * k).astype(np.float32)
+    return torch.from_numpy(v).reshape(shape)
+
+
+NOISE_FORMULA = (
+    "noise[k][i] = float32(sin(1.7*i + 0.3*k)); evaluated in float64 then rounded to float32; "
+    "k = 0-based step index within the loop (index into the scheduler's timesteps), "
+    "i = flat index in NCHW (row-major) order over a tensor of shape x_T_shape"
+)
+
+
+def dummy_model(sample, t):
+    """diffusers' tests dummy model: (sample * t) / (t + 1), all float32."""
+    t = torch.as_tensor(t).reshape(-1, *([1] * (sample.dim() - 1))).to(sample.dtype)
+    return sample * t / (t + 1)
+
+
+DUMMY_MODEL_FORMULA = (
+    "model_output = (sample * tf) / (tf + 1) elementwise in float32, "
+    "tf = float32(t) with t the integer timestep passed to step()"
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. U-Nets
+# ----------------------------------------------------------------------------------------------
+
+# Channel counts are half of those first planned (plain/flip/attn (16, 32), classcond (32, 32, 64),
+# ddpm_cifar_like_tiny (16, 16, 32, 32)) to keep tests/fixtures under ~3 MB; groups and head sizes
+# are chosen so that every GroupNorm has >= 2 channels per group and attention keeps several heads.
+UNET_CASES = {
+    "plain": dict(
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+    ),
+    "attn": dict(
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(8, 16),
+        layers_per_block=2,
+        norm_num_groups=4,
+        attention_head_dim=4,
+    ),
+    "classcond": dict(
+        sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(16, 16, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        attention_head_dim=8,
+        num_class_embeds=5,
+    ),
+    "flip": dict(
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        flip_sin_to_cos=False,
+        freq_shift=1,
+        center_input_sample=True,
+        norm_eps=1e-6,
+        downsample_padding=0,
+        add_attention=False,
+    ),
+    "ddpm_cifar_like_tiny": dict(
+        sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        flip_sin_to_cos=False,
+        freq_shift=1,
+        downsample_padding=0,
+        attention_head_dim=None,
+        norm_eps=1e-6,  # as in google/ddpm-cifar10-32
+        resnet_time_scale_shift="default",
+    ),
+}
+
+UNET_TIMESTEPS = [10, 999]
+CLASS_LABELS = [1, 4]
+
+
+def rerandomise(model):
+    """Overwrite every parameter so that all weights matter (diffusers zero-inits some)."""
+    norm_types = (torch.nn.GroupNorm, torch.nn.LayerNorm)
+    for mname, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if isinstance(module, norm_types) and pname == "weight":
+                p.copy_(1.0 + 0.2 * torch.randn_like(p))
+            else:
+                p.copy_(torch.randn_like(p) * 0.2)
+
+
+def build_unet(name, seed):
+    torch.manual_seed(seed)
+    model = UNet2DModel(**UNET_CASES[name])
+    rerandomise(model)
+    model.eval()
+    return model
+
+
+def run_unet_with_hooks(model, sample, timesteps_long, class_labels):
+    acts = {}
+    handles = []
+
+    def hook(key):
+        def fn(_mod, _inp, out):
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            acts[key] = out.detach().clone().contiguous()
+
+        return fn
+
+    handles.append(model.time_proj.register_forward_hook(hook("time_proj")))
+    handles.append(model.time_embedding.register_forward_hook(hook("time_embedding")))
+    if model.class_embedding is not None:
+        handles.append(model.class_embedding.register_forward_hook(hook("class_embedding")))
+    handles.append(model.conv_in.register_forward_hook(hook("conv_in")))
+    for i, b in enumerate(model.down_blocks):
+        handles.append(b.register_forward_hook(hook(f"down_blocks.{i}")))
+    if model.mid_block is not None:
+        handles.append(model.mid_block.register_forward_hook(hook("mid_block")))
+    for i, b in enumerate(model.up_blocks):
+        handles.append(b.register_forward_hook(hook(f"up_blocks.{i}")))
+    try:
+        out = model(sample, timesteps_long, class_labels=class_labels).sample
+    finally:
+        for h in handles:
+            h.remove()
+    return out, acts
+
+
+def make_unets():
+    summary = {}
+    for idx, name in enumerate(UNET_CASES):
+        d = os.path.join(UNETS, name)
+        os.makedirs(d, exist_ok=True)
+        model = build_unet(name, seed=100 + idx)
+        model.save_pretrained(d, safe_serialization=True)
+
+        cfg = model.config
+        size = cfg.sample_size
+        gen = torch.Generator().manual_seed(200 + idx)
+        sample = torch.randn((2, cfg.in_channels, size, size), generator=gen, dtype=torch.float32)
+        timesteps = torch.tensor(UNET_TIMESTEPS, dtype=torch.long)
+        class_labels = (
+            torch.tensor(CLASS_LABELS, dtype=torch.long) if cfg.num_class_embeds is not None else None
+        )
+        out, acts = run_unet_with_hooks(model, sample, timesteps, class_labels)
+
+        std = float(out.std())
+        assert 0.1 < std < 10.0, f"{name}: output std {std} out of range"
+        for k, v in acts.items():
+            assert torch.isfinite(v).all(), f"{name}: {k} not finite"
+
+        tensors = {
+            "sample": sample.contiguous(),
+            "timesteps": timesteps.to(torch.float32),
+            "output": out.contiguous(),
+        }
+        if class_labels is not None:
+            tensors["class_labels"] = class_labels.to(torch.int64)
+        tensors.update(acts)
+        save_file(tensors, os.path.join(d, "io.safetensors"))
+
+        if name == "plain":
+            DDPMScheduler(num_train_timesteps=1000).save_pretrained(d)
+
+        summary[name] = {
+            k: {"shape": list(v.shape), "std": float(v.float().std()), "absmax": float(v.float().abs().max())}
+            for k, v in tensors.items()
+        }
+        print(f"[unet] {name}: output std {std:.4f}; params {sum(p.numel() for p in model.parameters())}")
+        if name == "attn":
+            make_ddim_pipeline(model, d)
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. DDIM pipeline on the `attn` model
+# ----------------------------------------------------------------------------------------------
+
+
+def make_ddim_pipeline(unet, d):
+    num_steps, eta = 10, 0.0
+    x_T = torch.randn((2, 3, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+
+    scheduler = DDIMScheduler(num_train_timesteps=1000)
+    pipe = DDIMPipeline(unet=unet, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+
+    orig = pipeline_ddim_mod.randn_tensor
+
+    def fake_randn(shape, generator=None, device=None, dtype=None, layout=None):
+        assert tuple(shape) == tuple(x_T.shape), shape
+        return x_T.clone()
+
+    pipeline_ddim_mod.randn_tensor = fake_randn
+    try:
+        image = pipe(batch_size=2, num_inference_steps=num_steps, eta=eta, output_type="np").images
+    finally:
+        pipeline_ddim_mod.randn_tensor = orig
+    image = torch.from_numpy(np.ascontiguousarray(image)).to(torch.float32)
+
+    # by hand
+    sched = DDIMScheduler(num_train_timesteps=1000)
+    sched.set_timesteps(num_steps)
+    x = x_T.clone()
+    outs, prevs, x0s = [], [], []
+    for t in sched.timesteps:
+        eps = unet(x, t).sample
+        res = sched.step(eps, t, x, eta=eta)
+        x = res.prev_sample
+        outs.append(eps)
+        prevs.append(x)
+        x0s.append(res.pred_original_sample)
+    final = x
+    by_hand_image = (final / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+    diff = float((by_hand_image - image).abs().max())
+    assert diff <= 1e-6, f"DDIM by-hand loop differs from pipeline: {diff}"
+
+    save_file(
+        {
+            "x_T": x_T.contiguous(),
+            "image": image.contiguous(),
+            "final_sample": final.contiguous(),
+            "timesteps": sched.timesteps.to(torch.float32).contiguous(),
+            "model_outputs": torch.stack(outs).contiguous(),
+            "prev_samples": torch.stack(prevs).contiguous(),
+            "pred_original_samples": torch.stack(x0s).contiguous(),
+        },
+        os.path.join(d, "ddim_pipeline.safetensors"),
+    )
+    meta = {
+        "model": "unets/attn",
+        "scheduler": "DDIMScheduler",
+        "scheduler_kwargs": {"num_train_timesteps": 1000},
+        "scheduler_config": config_dict(sched.config),
+        "num_inference_steps": num_steps,
+        "eta": eta,
+        "batch_size": 2,
+        "output_type": "np",
+        "timesteps": ints(sched.timesteps),
+        "x_T": "torch.randn((2,3,8,8), generator=torch.Generator().manual_seed(0)) (stored in safetensors)",
+        "image": "pipeline output, NHWC, (final_sample / 2 + 0.5).clamp(0, 1)",
+        "max_abs_diff_by_hand_vs_pipeline": diff,
+    }
+    with open(os.path.join(d, "ddim_pipeline.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+        f.write("\n")
+    print(f"[ddim pipeline] timesteps {ints(sched.timesteps)}; by-hand vs pipeline max diff {diff}")
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Schedulers
+# ----------------------------------------------------------------------------------------------
+
+TABLE_INDICES = [0, 1, 2, 10, 100, 487, 500, 999]
+VARIANCE_T = [0, 1, 10, 487, 999]
+BETA_SCHEDULES = ["linear", "scaled_linear", "squaredcos_cap_v2"]
+
+
+def config_dict(cfg):
+    """Resolved scheduler config without diffusers' private keys (their order is not deterministic)."""
+    return to_jsonable({k: v for k, v in dict(cfg).items() if not str(k).startswith("_")})
+
+
+def to_jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_jsonable(v) for v in x]
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, float) and math.isinf(x):
+        return "-inf" if x < 0 else "inf"
+    return x
+
+
+def betas_f64(schedule, n=1000, beta_start=1e-4, beta_end=0.02):
+    if schedule == "linear":
+        return np.linspace(beta_start, beta_end, n, dtype=np.float64)
+    if schedule == "scaled_linear":
+        return np.linspace(beta_start**0.5, beta_end**0.5, n, dtype=np.float64) ** 2
+    if schedule == "squaredcos_cap_v2":
+
+        def abar(t):
+            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        return np.array(
+            [min(1 - abar((i + 1) / n) / abar(i / n), 0.999) for i in range(n)], dtype=np.float64
+        )
+    raise ValueError(schedule)
+
+
+def make_tables():
+    out = {}
+    for sch in BETA_SCHEDULES:
+        s = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule=sch)
+        b64 = betas_f64(sch)
+        ac64 = np.cumprod(1.0 - b64)
+        var = {"t": VARIANCE_T}
+        for vt in ["fixed_small", "fixed_large", "fixed_small_log", "fixed_large_log"]:
+            var[vt] = [float(s._get_variance(t, variance_type=vt)) for t in VARIANCE_T]
+        out[sch] = {
+            "config": {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02, "beta_schedule": sch},
+            "indices": TABLE_INDICES,
+            "betas_f32": [float(s.betas[i]) for i in TABLE_INDICES],
+            "betas_f64": [float(b64[i]) for i in TABLE_INDICES],
+            "alphas_cumprod_f32": [float(s.alphas_cumprod[i]) for i in TABLE_INDICES],
+            "alphas_cumprod_f64": [float(ac64[i]) for i in TABLE_INDICES],
+            "betas_f32_all": flat(s.betas),
+            "alphas_cumprod_f32_all": flat(s.alphas_cumprod),
+            "ddpm_variance": var,
+        }
+    return out
+
+
+def make_timesteps():
+    rows = []
+    for cls in [DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler]:
+        for spacing in ["leading", "trailing", "linspace"]:
+            for offset in [0, 1]:
+                steps_list = [10, 20, 50] + ([1000] if cls is not DPMSolverMultistepScheduler else [])
+                for n in steps_list:
+                    cfg = {"num_train_timesteps": 1000, "timestep_spacing": spacing, "steps_offset": offset}
+                    s = cls(**cfg)
+                    s.set_timesteps(n)
+                    row = {
+                        "scheduler": cls.__name__,
+                        "config": cfg,
+                        "num_inference_steps": n,
+                        "timesteps": ints(s.timesteps),
+                    }
+                    rows.append(row)
+    return rows
+
+
+def make_x_T():
+    return torch.randn((1, 3, 4, 4), generator=torch.Generator().manual_seed(42), dtype=torch.float32)
+
+
+def loop_ddpm(name, cfg, n, x_T, record_every=None, x_T_scale=1.0):
+    s = DDPMScheduler(**cfg)
+    s.set_timesteps(n)
+    state = {"k": None, "calls": 0}
+    orig = scheduling_ddpm_mod.randn_tensor
+
+    def fake_randn(shape, generator=None, device=None, dtype=None, layout=None):
+        state["calls"] += 1
+        return noise_for_step(state["k"], tuple(shape)).to(dtype or torch.float32)
+
+    scheduling_ddpm_mod.randn_tensor = fake_randn
+    steps, recorded = [], []
+    x = x_T.clone()
+    try:
+        T = len(s.timesteps)
+        for k, t in enumerate(s.timesteps):
+            state["k"] = k
+            eps = dummy_model(x, t)
+            res = s.step(eps, t, x)
+            x = res.prev_sample
+            if record_every is None or k % record_every == 0 or k == T - 1:
+                recorded.append(k)
+                steps.append(
+                    {
+                        "k": k,
+                        "t": int(t),
+                        "prev_sample": flat(x),
+                        "pred_original_sample": flat(res.pred_original_sample),
+                    }
+                )
+    finally:
+        scheduling_ddpm_mod.randn_tensor = orig
+    assert state["calls"] == len(s.timesteps) - int((s.timesteps == 0).sum()), state
+    entry = {
+        "name": name,
+        "scheduler": "DDPMScheduler",
+        "config": cfg,
+        "full_config": config_dict(s.config),
+        "num_inference_steps": n,
+        "timesteps": ints(s.timesteps),
+        "uses_noise": True,
+        "x_T_shape": list(x_T.shape),
+        "x_T_scale": x_T_scale,
+        "x_T": flat(x_T),
+        "all_steps_recorded": record_every is None,
+        "recorded_steps": recorded,
+        "steps": steps,
+        "final_sample": flat(x),
+    }
+    return entry
+
+
+def loop_ddim(name, cfg, n, x_T, eta, x_T_scale=1.0):
+    s = DDIMScheduler(**cfg)
+    s.set_timesteps(n)
+    steps = []
+    x = x_T.clone()
+    for k, t in enumerate(s.timesteps):
+        eps = dummy_model(x, t)
+        if eta > 0:
+            res = s.step(eps, t, x, eta=eta, variance_noise=noise_for_step(k, tuple(x.shape)))
+        else:
+            res = s.step(eps, t, x, eta=eta)
+        x = res.prev_sample
+        steps.append(
+            {"k": k, "t": int(t), "prev_sample": flat(x), "pred_original_sample": flat(res.pred_original_sample)}
+        )
+    return {
+        "name": name,
+        "scheduler": "DDIMScheduler",
+        "config": cfg,
+        "full_config": config_dict(s.config),
+        "num_inference_steps": n,
+        "eta": eta,
+        "timesteps": ints(s.timesteps),
+        "uses_noise": eta > 0,
+        "x_T_shape": list(x_T.shape),
+        "x_T_scale": x_T_scale,
+        "x_T": flat(x_T),
+        "all_steps_recorded": True,
+        "recorded_steps": list(range(len(steps))),
+        "steps": steps,
+        "final_sample": flat(x),
+    }
+
+
+def loop_dpm(name, cfg, n, x_T, x_T_scale=1.0):
+    s = DPMSolverMultistepScheduler(**cfg)
+    s.set_timesteps(n)
+    sigmas = flat(s.sigmas)
+    steps = []
+    x = x_T.clone()
+    for k, t in enumerate(s.timesteps):
+        eps = dummy_model(x, t)
+        res = s.step(eps, t, x)
+        x = res.prev_sample
+        steps.append(
+            {
+                "k": k,
+                "t": int(t),
+                "prev_sample": flat(x),
+                # x0 prediction produced by convert_model_output (dpmsolver++), not returned by step()
+                "converted_model_output": flat(s.model_outputs[-1]),
+            }
+        )
+    return {
+        "name": name,
+        "scheduler": "DPMSolverMultistepScheduler",
+        "config": cfg,
+        "full_config": config_dict(s.config),
+        "num_inference_steps": n,
+        "timesteps": ints(s.timesteps),
+        "sigmas": sigmas,
+        "uses_noise": False,
+        "x_T_shape": list(x_T.shape),
+        "x_T_scale": x_T_scale,
+        "x_T": flat(x_T),
+        "all_steps_recorded": True,
+        "recorded_steps": list(range(len(steps))),
+        "steps": steps,
+        "final_sample": flat(x),
+    }
+
+
+def make_loops():
+    x_T = make_x_T()
+    base = {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02, "beta_schedule": "linear"}
+    loops = []
+
+    # DDPM
+    ddpm_eps = dict(base, prediction_type="epsilon", variance_type="fixed_small", clip_sample=True)
+    loops.append(loop_ddpm("ddpm_eps_10", ddpm_eps, 10, x_T))
+    loops.append(loop_ddpm("ddpm_eps_1000", ddpm_eps, 1000, x_T, record_every=50))
+    loops.append(loop_ddpm("ddpm_v_10", dict(ddpm_eps, prediction_type="v_prediction"), 10, x_T))
+    loops.append(loop_ddpm("ddpm_sample_10", dict(ddpm_eps, prediction_type="sample"), 10, x_T))
+    loops.append(loop_ddpm("ddpm_fixed_large_10", dict(ddpm_eps, variance_type="fixed_large"), 10, x_T))
+    # With the dummy model and x_T ~ N(0,1), pred_original_sample never leaves [-1, 1] for epsilon
+    # prediction, so clip_sample would be untested; the clip/no-clip pairs use a scaled x_T.
+    x_T20 = x_T * 20.0
+    loops.append(loop_ddpm("ddpm_clip_x20_10", ddpm_eps, 10, x_T20, x_T_scale=20.0))
+    loops.append(loop_ddpm("ddpm_noclip_x20_10", dict(ddpm_eps, clip_sample=False), 10, x_T20, x_T_scale=20.0))
+    loops.append(loop_ddpm("ddpm_cos_10", dict(ddpm_eps, beta_schedule="squaredcos_cap_v2"), 10, x_T))
+    loops.append(loop_ddpm("ddpm_trailing_10", dict(ddpm_eps, timestep_spacing="trailing"), 10, x_T))
+
+    # DDIM
+    ddim = dict(base, clip_sample=True, set_alpha_to_one=True, steps_offset=0, prediction_type="epsilon")
+    loops.append(loop_ddim("ddim_eta0_10", ddim, 10, x_T, 0.0))
+    loops.append(loop_ddim("ddim_eta0_50", ddim, 50, x_T, 0.0))
+    loops.append(loop_ddim("ddim_eta0.5_10", ddim, 10, x_T, 0.5))
+    loops.append(loop_ddim("ddim_eta1_10", ddim, 10, x_T, 1.0))
+    loops.append(
+        loop_ddim("ddim_noalphaone_offset1_10", dict(ddim, set_alpha_to_one=False, steps_offset=1), 10, x_T, 0.0)
+    )
+    loops.append(loop_ddim("ddim_v_10", dict(ddim, prediction_type="v_prediction"), 10, x_T, 0.0))
+    x_T4 = x_T * 4.0
+    loops.append(loop_ddim("ddim_clip_x4_10", ddim, 10, x_T4, 0.0, x_T_scale=4.0))
+    loops.append(loop_ddim("ddim_noclip_x4_10", dict(ddim, clip_sample=False), 10, x_T4, 0.0, x_T_scale=4.0))
+    loops.append(loop_ddim("ddim_trailing_10", dict(ddim, timestep_spacing="trailing"), 10, x_T, 0.0))
+
+    # DPM-Solver++ (final_sigmas_type / timestep_spacing left at diffusers' defaults; see full_config)
+    dpm = dict(
+        base,
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        solver_type="midpoint",
+        lower_order_final=True,
+        use_karras_sigmas=False,
+        thresholding=False,
+        prediction_type="epsilon",
+    )
+    for pred in ["epsilon", "v_prediction"]:
+        for n in [10, 15, 20]:
+            tag = "eps" if pred == "epsilon" else "v"
+            loops.append(loop_dpm(f"dpmpp2m_{tag}_{n}", dict(dpm, prediction_type=pred), n, x_T))
+    loops.append(loop_dpm("dpmpp1_eps_10", dict(dpm, solver_order=1), 10, x_T))
+    return x_T, loops
+
+
+def make_schedulers_json():
+    x_T, loops = make_loops()
+    doc = {
+        "description": "Golden numbers from diffusers schedulers; see tests/fixtures/README.md",
+        "dummy_model": DUMMY_MODEL_FORMULA,
+        "noise_formula": NOISE_FORMULA,
+        "x_T_shape": list(x_T.shape),
+        "x_T": flat(x_T),
+        "x_T_origin": "torch.randn((1,3,4,4), generator=torch.Generator().manual_seed(42)), float32",
+        "dpm_default_final_sigmas_type": DPMSolverMultistepScheduler().config.final_sigmas_type,
+        "dpm_default_timestep_spacing": DPMSolverMultistepScheduler().config.timestep_spacing,
+        "tables": make_tables(),
+        "timesteps": make_timesteps(),
+        "loops": loops,
+    }
+    path = os.path.join(FIX, "schedulers.json")
+    with open(path, "w") as f:
+        json.dump(doc, f, separators=(",", ":"))
+        f.write("\n")
+    print(f"[schedulers] {len(loops)} loops, {len(doc['timesteps'])} timestep rows, {os.path.getsize(path)} bytes")
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def main():
+    os.makedirs(FIX, exist_ok=True)
+    if os.path.isdir(UNETS):
+        shutil.rmtree(UNETS)
+    os.makedirs(UNETS)
+
+    versions = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "safetensors": safetensors.__version__,
+        "numpy": np.__version__,
+    }
+    with open(os.path.join(FIX, "VERSIONS.json"), "w") as f:
+        json.dump(versions, f, indent=1)
+        f.write("\n")
+
+    make_unets()
+    make_schedulers_json()
+    print("done:", versions)
+
+
+if __name__ == "__main__":
+    main()
