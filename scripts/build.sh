@@ -100,6 +100,41 @@ if [ "$opt" = 1 ]; then
     echo "    wasm-opt: $((SECONDS - t0)) s"
 fi
 
+echo "==> npm package in $out_dir/ (JS API from src/web/js)"
+cp src/web/js/index.js src/web/js/index.d.ts src/web/js/worker.js src/web/js/worker-client.js "$out_dir/"
+version="$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)"
+cat > "$out_dir/package.json" <<JSON
+{
+  "name": "wasm-diffusion",
+  "version": "$version",
+  "description": "Diffusion sampling (diffusers UNet2DModel, DDPM/DDIM/DPM-Solver++) in the browser on WebGPU, from Rust/WebAssembly",
+  "license": "MIT OR Apache-2.0",
+  "type": "module",
+  "main": "./index.js",
+  "module": "./index.js",
+  "types": "./index.d.ts",
+  "exports": {
+    ".": { "types": "./index.d.ts", "default": "./index.js" },
+    "./worker": "./worker.js",
+    "./wasm_diffusion_bg.wasm": "./wasm_diffusion_bg.wasm",
+    "./package.json": "./package.json"
+  },
+  "files": [
+    "index.js",
+    "index.d.ts",
+    "worker.js",
+    "worker-client.js",
+    "wasm_diffusion.js",
+    "wasm_diffusion.d.ts",
+    "wasm_diffusion_bg.wasm",
+    "wasm_diffusion_bg.wasm.d.ts"
+  ],
+  "sideEffects": false,
+  "keywords": ["diffusion", "webgpu", "wasm", "diffusers", "ddpm", "ddim"]
+}
+JSON
+rm -f "$out_dir/.gitignore"
+
 mb() { awk -v b="$1" 'BEGIN { printf "%.2f MB", b / 1e6 }'; }
 size_cargo=$(stat -c %s "$wasm")
 size_final=$(stat -c %s "$bg")

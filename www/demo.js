@@ -18,7 +18,9 @@ async function main() {
   const url = new URL(`models/${index.default}`, location.href).href;
   $("model-url").textContent = index.default;
   if (index.note) $("model-note").textContent = index.note;
-  const backend = new URLSearchParams(location.search).get("backend") || "auto";
+  const params = new URLSearchParams(location.search);
+  const backend = params.get("backend") || "auto";
+  if (params.get("steps")) $("steps").value = params.get("steps");
   const t0 = performance.now();
   state.sampler = await Sampler.load(url, {
     backend,

@@ -1,0 +1,300 @@
+// Tests of the built npm package (pkg/) in headless Chromium with real WebGPU on SwiftShader.
+// Run by scripts/test.sh after scripts/build.sh: `node --test pkg-tests/`.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { chromium } from "playwright-core";
+import { startServer } from "./server.mjs";
+
+const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
+const CLI = path.join(process.env.CARGO_TARGET_DIR || path.join(os.homedir(), ".cache/wasm-diffusion/target"), "release/wasm-diffusion");
+const MODELS = fs.mkdtempSync(path.join(os.tmpdir(), "wd-pkg-tests-"));
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const BASE_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"];
+const WEBGPU_ARGS = ["--disable-gpu-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader", "--use-webgpu-adapter=swiftshader", "--use-angle=swiftshader"];
+const NO_GPU_ARGS = ["--disable-features=WebGPU,Vulkan", "--disable-gpu"];
+
+let server, browser, page;
+
+function cli(...args) {
+  const r = spawnSync(CLI, args, { encoding: "utf8" });
+  assert.equal(r.status, 0, `${CLI} ${args.join(" ")}: ${r.stderr}`);
+  return r.stdout;
+}
+
+async function newPage(b = browser) {
+  const p = await b.newPage();
+  p.on("pageerror", (e) => console.error("pageerror:", e.message));
+  await p.goto(`${server.url}/pkg-tests/page.html`);
+  await p.waitForFunction(() => window.ready === true);
+  return p;
+}
+
+before(async () => {
+  assert.ok(fs.existsSync(path.join(REPO, "pkg/index.js")), "pkg/ missing: run scripts/build.sh first");
+  assert.ok(fs.existsSync(CLI), `${CLI} missing: run cargo build --release first`);
+  cli("convert", path.join(REPO, "tests/fixtures/unets/classcond"), "--quant", "int8", "-o", path.join(MODELS, "cc.int8.safetensors"), "--null-class", "4", "--class-names", "a,b,c,d,null");
+  cli("convert", path.join(REPO, "tests/fixtures/unets/plain"), "--quant", "f32", "-o", path.join(MODELS, "plain.f32.safetensors"));
+  fs.writeFileSync(path.join(MODELS, "not-a-model.safetensors"), "<html>hello</html>");
+  const full = fs.readFileSync(path.join(MODELS, "cc.int8.safetensors"));
+  fs.writeFileSync(path.join(MODELS, "truncated.safetensors"), full.subarray(0, Math.floor(full.length * 0.6)));
+  server = await startServer({ roots: { "/": REPO, "/m/": MODELS } });
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...BASE_ARGS, ...WEBGPU_ARGS] });
+  page = await newPage();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.close();
+  fs.rmSync(MODELS, { recursive: true, force: true });
+});
+
+test("load reports progress and exposes config and backend", async () => {
+  const r = await page.evaluate(async () => {
+    const events = [];
+    const s = await wd.Sampler.load("/m/cc.int8.safetensors", { backend: "cpu", onProgress: (p) => events.push(p) });
+    const out = { backend: s.backend, config: s.config, events };
+    s.dispose();
+    return out;
+  });
+  assert.equal(r.backend, "cpu");
+  assert.ok(r.events.length >= 1);
+  const last = r.events.at(-1);
+  assert.equal(last.loaded, last.total);
+  assert.ok(last.total > 10000);
+  assert.equal(r.config.quantization, "int8");
+  assert.equal(r.config.nullClass, 4);
+  assert.deepEqual(r.config.classNames, ["a", "b", "c", "d", "null"]);
+  assert.deepEqual(r.config.sampleSize, [16, 16]);
+});
+
+test("each scheduler yields frames in order with the final one last", async () => {
+  const r = await page.evaluate(async () => {
+    const s = await wd.Sampler.load("/m/cc.int8.safetensors", { backend: "cpu" });
+    const out = {};
+    for (const scheduler of ["ddpm", "ddim", "dpm++"]) {
+      const frames = [];
+      for await (const f of s.sample({ scheduler, steps: 7, previewEvery: 3, seed: 1, batch: 2, classLabels: [1, 2], guidanceScale: 2 })) {
+        frames.push({ step: f.step, total: f.totalSteps, final: f.final, n: f.images.length, w: f.images[0].width, t: f.timestep });
+      }
+      out[scheduler] = frames;
+    }
+    s.dispose();
+    return out;
+  });
+  for (const [scheduler, frames] of Object.entries(r)) {
+    assert.deepEqual(frames.map((f) => f.step), [3, 6, 7], scheduler);
+    assert.deepEqual(frames.map((f) => f.final), [false, false, true], scheduler);
+    assert.ok(frames.every((f) => f.total === 7 && f.n === 2 && f.w === 16), scheduler);
+    assert.ok(frames[0].t > frames[2].t, `${scheduler}: timesteps descend`);
+  }
+});
+
+async function finalPixels(p, opts) {
+  return p.evaluate(async (opts) => {
+    const s = await wd.Sampler.load(opts.url, { backend: opts.backend });
+    let last;
+    for await (const f of s.sample(opts.sample)) last = f;
+    s.dispose();
+    return Array.from(last.images[0].data);
+  }, opts);
+}
+
+test("same seed gives the same pixels, another seed other pixels", async () => {
+  const o = { url: "/m/cc.int8.safetensors", backend: "cpu", sample: { steps: 5, seed: 11, classLabels: [2] } };
+  const a = await finalPixels(page, o);
+  const b = await finalPixels(page, o);
+  const c = await finalPixels(page, { ...o, sample: { ...o.sample, seed: 12 } });
+  assert.deepEqual(a, b);
+  assert.notDeepEqual(a, c);
+});
+
+test("the browser gives the native CLI's pixels for the same seed", async () => {
+  const png = path.join(MODELS, "cli.npy");
+  cli("sample", path.join(MODELS, "plain.f32.safetensors"), "--scheduler", "ddim", "--steps", "6", "--seed", "21", "-o", path.join(MODELS, "cli.png"), "--out-npy", png);
+  const buf = fs.readFileSync(png);
+  const hl = buf.readUInt16LE(8);
+  const values = new Float32Array(buf.buffer.slice(buf.byteOffset + 10 + hl, buf.byteOffset + buf.length));
+  const px = await finalPixels(page, { url: "/m/plain.f32.safetensors", backend: "cpu", sample: { scheduler: "ddim", steps: 6, seed: 21 } });
+  const plane = 64;
+  let worst = 0;
+  for (let i = 0; i < plane; i++) {
+    for (let c = 0; c < 3; c++) {
+      const want = Math.round(Math.min(1, Math.max(0, values[c * plane + i] / 2 + 0.5)) * 255);
+      worst = Math.max(worst, Math.abs(px[i * 4 + c] - want));
+    }
+  }
+  assert.ok(worst <= 1, `max pixel difference ${worst}`);
+});
+
+test("WebGPU (SwiftShader) and CPU backends agree", async () => {
+  const o = { url: "/m/plain.f32.safetensors", sample: { scheduler: "dpm++", steps: 3, seed: 5 } };
+  const cpu = await finalPixels(page, { ...o, backend: "cpu" });
+  const gpu = await finalPixels(page, { ...o, backend: "webgpu" });
+  const worst = cpu.reduce((m, v, i) => Math.max(m, Math.abs(v - gpu[i])), 0);
+  assert.ok(worst <= 2, `max pixel difference ${worst}`);
+  const backend = await page.evaluate(async () => {
+    const s = await wd.Sampler.load("/m/plain.f32.safetensors", { backend: "auto" });
+    const b = s.backend;
+    s.dispose();
+    return b;
+  });
+  assert.equal(backend, "cpu", "auto must treat SwiftShader as a software adapter");
+});
+
+test("falls back to the CPU when WebGPU is unavailable", async () => {
+  const b = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...BASE_ARGS, ...NO_GPU_ARGS] });
+  try {
+    const p = await newPage(b);
+    const r = await p.evaluate(async () => {
+      const s = await wd.Sampler.load("/m/plain.f32.safetensors");
+      let frames = 0;
+      for await (const f of s.sample({ steps: 2, seed: 1 })) frames++;
+      const err = await wd.Sampler.load("/m/plain.f32.safetensors", { backend: "webgpu" }).then(() => null, (e) => e.message);
+      return { backend: s.backend, frames, err };
+    });
+    assert.equal(r.backend, "cpu");
+    assert.equal(r.frames, 2);
+    assert.match(r.err, /webgpu.*expected a WebGPU adapter, found none/i);
+  } finally {
+    await b.close();
+  }
+});
+
+test("abort stops a download and a sampling loop, and the sampler stays usable", async () => {
+  const r = await page.evaluate(async () => {
+    const ac = new AbortController();
+    let progressed = 0;
+    const dl = wd.Sampler.load("/slow/m/cc.int8.safetensors", {
+      signal: ac.signal,
+      onProgress: () => {
+        if (++progressed === 2) ac.abort();
+      },
+    }).then(() => "loaded", (e) => e.name);
+    const downloadResult = await dl;
+    const s = await wd.Sampler.load("/m/cc.int8.safetensors", { backend: "cpu" });
+    const ac2 = new AbortController();
+    const steps = [];
+    let sampleResult = "finished";
+    try {
+      for await (const f of s.sample({ steps: 50, seed: 1, signal: ac2.signal })) {
+        steps.push(f.step);
+        if (f.step === 3) ac2.abort();
+      }
+    } catch (e) {
+      sampleResult = e.name;
+    }
+    let again = 0;
+    for await (const f of s.sample({ steps: 2, seed: 1 })) again = f.step;
+    s.dispose();
+    return { downloadResult, progressed, sampleResult, steps, again };
+  });
+  assert.equal(r.downloadResult, "AbortError");
+  assert.equal(r.sampleResult, "AbortError");
+  assert.deepEqual(r.steps, [1, 2, 3], "no frame after the abort");
+  assert.equal(r.again, 2, "the sampler works after an abort");
+});
+
+test("bad sources reject with clear messages", async () => {
+  const r = await page.evaluate(async () => {
+    const msg = (p) => p.then(() => "resolved", (e) => e.message);
+    const bytes = new Uint8Array(await (await fetch("/m/cc.int8.safetensors")).arrayBuffer());
+    return {
+      notFound: await msg(wd.Sampler.load("/m/missing.safetensors", { backend: "cpu" })),
+      integrity: await msg(wd.Sampler.load("/m/cc.int8.safetensors", { backend: "cpu", integrity: "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" })),
+      badIntegrity: await msg(wd.Sampler.load(bytes, { integrity: "md5-xyz" })),
+      truncated: await msg(wd.Sampler.load("/m/truncated.safetensors", { backend: "cpu" })),
+      notModel: await msg(wd.Sampler.load("/m/not-a-model.safetensors", { backend: "cpu" })),
+      badOption: await msg(wd.Sampler.load(bytes, { backend: "cpu" }).then((s) => s.sample({ scheduler: "euler" }).next())),
+      disposed: await msg(wd.Sampler.load(bytes, { backend: "cpu" }).then((s) => { s.dispose(); return s.sample({}).next(); })),
+      badClass: await msg(wd.Sampler.load(bytes, { backend: "cpu" }).then((s) => s.sample({ classLabels: [9] }).next())),
+    };
+  });
+  assert.match(r.notFound, /HTTP 404.*|404/);
+  assert.match(r.notFound, /missing\.safetensors/);
+  assert.match(r.integrity, /integrity mismatch.*expected sha256-A+=, found sha256-/);
+  assert.match(r.badIntegrity, /integrity: expected "sha256-<base64>", found "md5-xyz"/);
+  assert.match(r.truncated, /expected .*found|truncated/);
+  assert.match(r.notModel, /expected .*found/);
+  assert.match(r.badOption, /scheduler: expected "ddpm", "ddim" or "dpm\+\+", found "euler"/);
+  assert.match(r.disposed, /disposed/);
+  assert.match(r.badClass, /class label: expected 0 to 4, found 9/);
+});
+
+test("a cached model loads with the server stopped", async () => {
+  const own = await startServer({ roots: { "/": REPO, "/m/": MODELS } });
+  const p = await browser.newPage();
+  await p.goto(`${own.url}/pkg-tests/page.html`);
+  await p.waitForFunction(() => window.ready === true);
+  await p.evaluate(async () => {
+    // Import the wasm module now, so that nothing but the model would need the network later.
+    const s = await wd.Sampler.load("/m/cc.int8.safetensors", { backend: "cpu", cache: true });
+    s.dispose();
+  });
+  await own.close();
+  const r = await p.evaluate(async () => {
+    const s = await wd.Sampler.load("/m/cc.int8.safetensors", { backend: "cpu", cache: true });
+    let frames = 0;
+    for await (const f of s.sample({ steps: 2, seed: 3 })) frames++;
+    s.dispose();
+    // A corrupt cached copy is detected, evicted and (here, with no server) the load fails cleanly.
+    const cache = await caches.open("wasm-diffusion-models-v1");
+    const key = new URL("/m/cc.int8.safetensors", location.href).href;
+    await cache.put(key, new Response(new Uint8Array([1, 2, 3])));
+    const err = await wd.Sampler.load("/m/cc.int8.safetensors", { backend: "cpu", cache: true }).then(() => "loaded", (e) => e.message);
+    const evicted = !(await cache.match(key));
+    return { frames, err, evicted };
+  });
+  await p.close();
+  assert.equal(r.frames, 2);
+  assert.match(r.err, /expected|fetching/);
+  assert.ok(r.evicted, "the corrupt copy must be evicted");
+});
+
+test("the worker entry samples off the main thread", async () => {
+  const r = await page.evaluate(async () => {
+    const s = await wd.SamplerWorker.load("/m/cc.int8.safetensors", { backend: "cpu" });
+    const frames = [];
+    for await (const f of s.sample({ steps: 4, previewEvery: 2, seed: 2, classLabels: [0] })) {
+      frames.push({ step: f.step, final: f.final, bitmap: f.images[0] instanceof ImageBitmap, w: f.images[0].width });
+    }
+    const backend = s.backend;
+    s.dispose();
+    return { frames, backend };
+  });
+  assert.equal(r.backend, "cpu");
+  assert.deepEqual(r.frames.map((f) => f.step), [2, 4]);
+  assert.ok(r.frames.every((f) => f.bitmap && f.w === 16));
+  assert.equal(r.frames.at(-1).final, true);
+});
+
+test("the demo page renders an image", async () => {
+  const p = await browser.newPage();
+  const errors = [];
+  p.on("pageerror", (e) => errors.push(e.message));
+  await p.goto(`${server.url}/index.html?backend=cpu&steps=12`);
+  await p.waitForFunction(() => /Done|Error|Could not/.test(document.body.innerText), null, { timeout: 240000 });
+  const status = await p.evaluate(() => document.getElementById("sample-status").textContent);
+  assert.match(status, /Done/);
+  const shot = path.join(process.env.SCREENSHOT_DIR || MODELS, "demo.png");
+  await p.screenshot({ path: shot, fullPage: true });
+  const stats = await p.evaluate(() => {
+    const c = document.getElementById("canvas");
+    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    let sum = 0, sq = 0, n = 0;
+    for (let i = 0; i < d.length; i += 4) {
+      const v = (d[i] + d[i + 1] + d[i + 2]) / 3;
+      sum += v;
+      sq += v * v;
+      n++;
+    }
+    const mean = sum / n;
+    return { w: c.width, std: Math.sqrt(sq / n - mean * mean) };
+  });
+  assert.ok(stats.w > 32 && stats.std > 5, `canvas looks blank: ${JSON.stringify(stats)}`);
+  assert.deepEqual(errors, []);
+  await p.close();
+});
