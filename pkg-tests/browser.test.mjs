@@ -298,3 +298,35 @@ test("the demo page renders an image", async () => {
   assert.deepEqual(errors, []);
   await p.close();
 });
+
+test("the demo keeps working offline after the first visit", async () => {
+  const own = await startServer({ roots: { "/": REPO } });
+  const context = await browser.newContext();
+  const p = await context.newPage();
+  try {
+    await p.goto(`${own.url}/index.html?backend=cpu&steps=3`);
+    await p.waitForFunction(() => /Done|Error|Could not/.test(document.body.innerText), null, { timeout: 120000 });
+    // Wait until the service worker has cached the page, the package and the model.
+    await p.evaluate(async () => {
+      await navigator.serviceWorker.ready;
+      for (let i = 0; i < 200; i++) {
+        const keys = await caches.keys();
+        const demo = keys.find((k) => k.startsWith("wasm-diffusion-demo"));
+        if (demo) {
+          const c = await caches.open(demo);
+          if ((await c.keys()).some((r) => r.url.endsWith(".safetensors"))) return;
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error("the service worker did not cache the model");
+    });
+    await own.close();
+    await p.reload();
+    await p.waitForFunction(() => /Done|Error|Could not/.test(document.body.innerText), null, { timeout: 120000 });
+    const status = await p.evaluate(() => document.getElementById("sample-status").textContent + " | " + document.getElementById("load-status").textContent);
+    assert.match(status, /Done/, status);
+  } finally {
+    await context.close();
+    await own.close().catch(() => {});
+  }
+});
