@@ -65,37 +65,7 @@ enum Command {
         verbose: bool,
     },
     /// Sample a grid of images from a model file.
-    Sample {
-        file: PathBuf,
-        #[arg(long, default_value = "ddim")]
-        scheduler: String,
-        #[arg(long, default_value_t = 50)]
-        steps: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long, default_value_t = 0.0)]
-        eta: f64,
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
-        /// Class label (index or name); a comma-separated list gives one per image
-        #[arg(long)]
-        class: Option<String>,
-        #[arg(long, default_value_t = 1.0)]
-        guidance: f64,
-        /// x_T as float32 NCHW .npy instead of the seed
-        #[arg(long)]
-        init_noise: Option<PathBuf>,
-        /// Write the final sample (float32 NCHW in [-1, 1]) as .npy
-        #[arg(long)]
-        out_npy: Option<PathBuf>,
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Write previews of x_t and the predicted x_0 after each step into this folder
-        #[arg(long)]
-        frames: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "cpu")]
-        backend: BackendArg,
-    },
+    Sample(SampleArgs),
     /// Show a model file's config, quantization, parameter count and size.
     Info { file: PathBuf },
 }
@@ -112,35 +82,7 @@ fn main() -> ExitCode {
             class_names,
             verbose,
         } => run_convert(&dir, quant, &output, name, null_class, class_names, verbose),
-        Command::Sample {
-            file,
-            scheduler,
-            steps,
-            seed,
-            eta,
-            batch,
-            class,
-            guidance,
-            init_noise,
-            out_npy,
-            output,
-            frames,
-            backend,
-        } => run_sample(SampleArgs {
-            file,
-            scheduler,
-            steps,
-            seed,
-            eta,
-            batch,
-            class,
-            guidance,
-            init_noise,
-            out_npy,
-            output,
-            frames,
-            backend,
-        }),
+        Command::Sample(args) => run_sample(args),
         Command::Info { file } => run_info(&file),
     };
     match result {
@@ -235,19 +177,36 @@ fn run_convert(
     Ok(())
 }
 
+#[derive(clap::Args)]
 struct SampleArgs {
     file: PathBuf,
+    #[arg(long, default_value = "ddim")]
     scheduler: String,
+    #[arg(long, default_value_t = 50)]
     steps: usize,
+    #[arg(long, default_value_t = 0)]
     seed: u64,
+    #[arg(long, default_value_t = 0.0)]
     eta: f64,
+    #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Class label (index or name); a comma-separated list gives one per image
+    #[arg(long)]
     class: Option<String>,
+    #[arg(long, default_value_t = 1.0)]
     guidance: f64,
+    /// x_T as float32 NCHW .npy instead of the seed
+    #[arg(long)]
     init_noise: Option<PathBuf>,
+    /// Write the final sample (float32 NCHW in [-1, 1]) as .npy
+    #[arg(long)]
     out_npy: Option<PathBuf>,
+    #[arg(short, long)]
     output: PathBuf,
+    /// Write previews of x_t and the predicted x_0 after each step into this folder
+    #[arg(long)]
     frames: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendArg,
 }
 

@@ -18,6 +18,27 @@ pub struct AttnOptions {
     pub eps: f64,
 }
 
+impl AttnOptions {
+    /// The `Attention` of a block with `channels` channels at `prefix`.
+    fn load(
+        self,
+        src: &mut impl TensorSource,
+        prefix: &str,
+        channels: usize,
+        resnet: ResnetOptions,
+    ) -> Result<Attention> {
+        Attention::load(
+            src,
+            prefix,
+            channels,
+            self.head_dim,
+            self.groups,
+            self.eps,
+            resnet.output_scale_factor,
+        )
+    }
+}
+
 /// `DownBlock2D` (no attention) or `AttnDownBlock2D`.
 #[derive(Debug, Clone)]
 pub struct DownBlock2D {
@@ -51,14 +72,11 @@ impl DownBlock2D {
                 resnet,
             )?);
             if let Some(a) = attn {
-                attentions.push(Attention::load(
+                attentions.push(a.load(
                     src,
                     &format!("{prefix}.attentions.{i}"),
                     out_channels,
-                    a.head_dim,
-                    a.groups,
-                    a.eps,
-                    resnet.output_scale_factor,
+                    resnet,
                 )?);
             }
         }
@@ -134,15 +152,7 @@ impl UNetMidBlock2D {
             )?,
         ];
         let attentions = match attn {
-            Some(a) => vec![Attention::load(
-                src,
-                &format!("{prefix}.attentions.0"),
-                channels,
-                a.head_dim,
-                a.groups,
-                a.eps,
-                resnet.output_scale_factor,
-            )?],
+            Some(a) => vec![a.load(src, &format!("{prefix}.attentions.0"), channels, resnet)?],
             None => Vec::new(),
         };
         Ok(Self {
@@ -202,14 +212,11 @@ impl UpBlock2D {
                 resnet,
             )?);
             if let Some(a) = attn {
-                attentions.push(Attention::load(
+                attentions.push(a.load(
                     src,
                     &format!("{prefix}.attentions.{i}"),
                     out_channels,
-                    a.head_dim,
-                    a.groups,
-                    a.eps,
-                    resnet.output_scale_factor,
+                    resnet,
                 )?);
             }
         }
