@@ -1,0 +1,51 @@
+// Compile-time checks of pkg/index.d.ts: typical use must type-check, misuse must not.
+// Checked by pkg-tests/types.test.mjs with `tsc --noEmit --strict`.
+import { Sampler, SamplerWorker, seededNoise, addNoise, imageDataToSample, sampleToImageData } from "wasm-diffusion";
+import type { Frame, LoadOptions, ModelConfig, SampleOptions, WorkerFrame, Backend } from "wasm-diffusion";
+
+export async function typical(ctx: CanvasRenderingContext2D, signal: AbortSignal): Promise<void> {
+  const opts: LoadOptions = { backend: "auto", onProgress: ({ loaded, total }) => console.log(loaded / total), signal, integrity: "sha256-x", cache: true };
+  const s: Sampler = await Sampler.load(new URL("https://example.invalid/m.safetensors"), opts);
+  const backend: Backend = s.backend;
+  const cfg: ModelConfig = s.config;
+  const names: string[] = cfg.classNames;
+  const size: [number, number] | null = cfg.sampleSize;
+  const o: SampleOptions = { steps: 50, scheduler: "dpm++", seed: 1, eta: 0, batch: 2, classLabels: [1], guidanceScale: 3, previewEvery: 2, preview: "xt", signal, initNoise: new Float32Array(6144) };
+  for await (const f of s.sample(o)) {
+    const frame: Frame = f;
+    const im: ImageData = frame.images[0];
+    const fin: boolean = frame.final;
+    ctx.putImageData(im, 0, 0);
+    console.log(frame.step, frame.totalSteps, frame.timestep, frame.elapsedMs, fin, backend, names, size);
+  }
+  s.dispose();
+  await Sampler.load(new Uint8Array(8));
+  await Sampler.load(new ArrayBuffer(8), { backend: "cpu" });
+  const w = await SamplerWorker.load("m.safetensors", { workerUrl: "w.js" });
+  for await (const f of w.sample({ steps: 4 })) {
+    const wf: WorkerFrame = f;
+    const bm: ImageBitmap = wf.images[0];
+    ctx.drawImage(bm, 0, 0);
+  }
+  w.dispose();
+  const n: Float32Array = await seededNoise(0, 1, 3072);
+  const xt: Float32Array = await addNoise(n, [1, 3, 32, 32], 500, 0);
+  const back: ImageData = sampleToImageData(xt, 32, 32);
+  const again: Float32Array = imageDataToSample(back);
+  console.log(again);
+}
+
+export async function misuse(s: Sampler): Promise<void> {
+  // @ts-expect-error unknown scheduler
+  s.sample({ scheduler: "euler" });
+  // @ts-expect-error preview is "x0" | "xt"
+  s.sample({ preview: "both" });
+  // @ts-expect-error backend is "auto" | "webgpu" | "cpu"
+  await Sampler.load("m", { backend: "webgl" });
+  // @ts-expect-error the constructor is private: use Sampler.load
+  new Sampler();
+  // @ts-expect-error initNoise is a Float32Array
+  s.sample({ initNoise: [0, 1] });
+  // @ts-expect-error backend is read-only
+  s.backend = "cpu";
+}
