@@ -295,6 +295,9 @@ test("the demo page renders an image", async () => {
     return { w: c.width, std: Math.sqrt(sq / n - mean * mean) };
   });
   assert.ok(stats.w > 32 && stats.std > 5, `canvas looks blank: ${JSON.stringify(stats)}`);
+  // The forward-process panel noises the last image at six timesteps.
+  await p.click("#forward-use-last");
+  await p.waitForFunction(() => document.querySelectorAll("#forward-strip canvas").length === 6, null, { timeout: 60000 });
   assert.deepEqual(errors, []);
   await p.close();
 });
