@@ -164,6 +164,23 @@ fn to_vec(t: Tensor<4>) -> Vec<f32> {
     t.into_data().try_into_vec::<f32>().unwrap()
 }
 
+/// The scheduler a fixture loop ran (built as diffusers configured it) and the sample shape.
+fn loop_scheduler(l: &Value) -> (Box<dyn schedulers::Scheduler>, [usize; 4]) {
+    let name = l["name"].as_str().unwrap();
+    let kind = kind_of(l["scheduler"].as_str().unwrap());
+    let n = l["num_inference_steps"].as_u64().unwrap() as usize;
+    let eta = l.get("eta").and_then(Value::as_f64).unwrap_or(0.0);
+    let s =
+        schedulers::build(kind, &config_of(l), n, eta).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let shape: [usize; 4] = f64s(&l["x_T_shape"])
+        .iter()
+        .map(|&x| x as usize)
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap();
+    (s, shape)
+}
+
 #[test]
 fn whole_loops_match_diffusers() {
     let f = fixture();
@@ -172,20 +189,9 @@ fn whole_loops_match_diffusers() {
     assert!(loops.len() >= 20);
     for l in loops {
         let name = l["name"].as_str().unwrap();
-        let kind = kind_of(l["scheduler"].as_str().unwrap());
-        let config = config_of(l);
-        let n = l["num_inference_steps"].as_u64().unwrap() as usize;
-        let eta = l.get("eta").and_then(Value::as_f64).unwrap_or(0.0);
-        let mut s =
-            schedulers::build(kind, &config, n, eta).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (mut s, shape) = loop_scheduler(l);
         let want_ts: Vec<usize> = f64s(&l["timesteps"]).iter().map(|&x| x as usize).collect();
         assert_eq!(s.timesteps(), &want_ts[..], "{name}: timesteps");
-        let shape: [usize; 4] = f64s(&l["x_T_shape"])
-            .iter()
-            .map(|&x| x as usize)
-            .collect::<Vec<_>>()
-            .try_into()
-            .unwrap();
         let numel = shape.iter().product();
         let mut x = to_tensor(shape, f32s(&l["x_T"]), &device);
         let recorded: std::collections::HashMap<usize, &Value> = l["steps"]
@@ -306,16 +312,7 @@ fn single_steps_from_diffusers_states_match() {
             continue; // DPM-Solver++ carries state between steps
         }
         let name = l["name"].as_str().unwrap();
-        let config = config_of(l);
-        let n = l["num_inference_steps"].as_u64().unwrap() as usize;
-        let eta = l.get("eta").and_then(Value::as_f64).unwrap_or(0.0);
-        let mut s = schedulers::build(kind, &config, n, eta).unwrap();
-        let shape: [usize; 4] = f64s(&l["x_T_shape"])
-            .iter()
-            .map(|&x| x as usize)
-            .collect::<Vec<_>>()
-            .try_into()
-            .unwrap();
+        let (mut s, shape) = loop_scheduler(l);
         let numel = shape.iter().product();
         let steps = l["steps"].as_array().unwrap();
         let mut x_prev = f32s(&l["x_T"]);
