@@ -47,24 +47,33 @@ fn ddim_loop_matches_diffusers_pipeline() {
     let e = rel_err(&got, &final_sample);
     println!("DDIM pipeline: final relative error {e:.3e}, worst step {worst:.3e}");
     // The random-weight fixture network amplifies the ~1e-6 per-call difference about 2x per
-    // step (measured: 8e-7 after step 1, 1.6e-4 after step 10).
+    // step (measured: 8e-7 after step 1; after step 10 1.6e-4 with scalar CPU kernels, 4.5e-4
+    // with burn-flex SIMD, whose summation order differs).
     assert!(e < 1e-3, "final sample relative error {e:.3e}");
     assert!(worst < 1e-3, "a step's relative error {worst:.3e}");
-    // The pipeline's image is (x / 2 + 0.5).clamp(0, 1) in NHWC.
+    // The pipeline's image is (x / 2 + 0.5).clamp(0, 1) in NHWC. Converting diffusers' own final
+    // sample that way must give its image exactly; ours differs by the loop's drift above (the
+    // image halves it, and the clamp can only shrink it).
     let (ishape, image) = read_tensor(&fx, "image");
     let [b, h, w, c] = [ishape[0], ishape[1], ishape[2], ishape[3]];
-    let mut ours = vec![0f32; image.len()];
-    for n in 0..b {
-        for y in 0..h {
-            for x in 0..w {
-                for ch in 0..c {
-                    let v = got[((n * c + ch) * h + y) * w + x];
-                    ours[((n * h + y) * w + x) * c + ch] = (v / 2.0 + 0.5).clamp(0.0, 1.0);
+    let to_image = |x: &[f32]| {
+        let mut out = vec![0f32; image.len()];
+        for n in 0..b {
+            for y in 0..h {
+                for xx in 0..w {
+                    for ch in 0..c {
+                        let v = x[((n * c + ch) * h + y) * w + xx];
+                        out[((n * h + y) * w + xx) * c + ch] = (v / 2.0 + 0.5).clamp(0.0, 1.0);
+                    }
                 }
             }
         }
-    }
-    assert!(max_abs_diff(&ours, &image) < 1e-4);
+        out
+    };
+    assert!(max_abs_diff(&to_image(&final_sample), &image) < 1e-6);
+    let scale = final_sample.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = max_abs_diff(&to_image(&got), &image);
+    assert!(d <= 1e-3 * scale as f64 / 2.0, "image max |diff| {d:.3e} (scale {scale})");
 }
 
 #[test]
