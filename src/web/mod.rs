@@ -17,8 +17,24 @@ use crate::model::{load_model, LoadedModel};
 use crate::pipeline::{SampleOptions, Sampler};
 use crate::SchedulerKind;
 
+// The constructors wasm-ld collects (the `inventory` registrations of burn's dependencies). When
+// no exported function calls them, wasm-ld treats the module as a "command" and runs them again
+// at the top of EVERY export: a measured ~4% of a CPU sampling step went to re-running them (see
+// BENCHMARKS.md). Calling them once here, from the start function wasm-bindgen runs right after
+// instantiation, makes the module a "reactor" and leaves the exports unwrapped.
+#[cfg(target_family = "wasm")]
+unsafe extern "C" {
+    fn __wasm_call_ctors();
+}
+
 #[wasm_bindgen(start)]
 pub fn start() {
+    // SAFETY: the linker-made constructor list; its entries are idempotent registrations, and
+    // this runs once per instance before any other export can be called.
+    #[cfg(target_family = "wasm")]
+    unsafe {
+        __wasm_call_ctors();
+    }
     console_error_panic_hook::set_once();
 }
 
