@@ -218,6 +218,20 @@ impl Sampler {
         self.x.clone()
     }
 
+    /// Replaces the current sample x_t, e.g. to go on from a sample made elsewhere. The next
+    /// [`step`](Self::step) denoises it at the next timestep of the schedule.
+    pub fn set_current(&mut self, x: Tensor<4>) -> Result<()> {
+        if x.dims() != self.shape {
+            return Err(Error::invalid(format!(
+                "set_current: expected a sample of shape {:?}, found {:?}",
+                self.shape,
+                x.dims()
+            )));
+        }
+        self.x = x.to_device(self.unet.device());
+        Ok(())
+    }
+
     /// The latest prediction of the clean image x_0 (none before the first step).
     pub fn predicted_x0(&self) -> Option<Tensor<4>> {
         self.x0.clone()

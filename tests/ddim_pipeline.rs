@@ -3,7 +3,7 @@
 
 mod common;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
 use wasm_diffusion::convert::{convert_dir, ConvertOptions};
 use wasm_diffusion::pipeline::{read_back, SampleOptions, Sampler};
@@ -27,30 +27,62 @@ fn ddim_loop_matches_diffusers_pipeline() {
         init_noise: Some(x_t),
         ..SampleOptions::default()
     };
-    let mut s = Sampler::new(&m, &opts).unwrap();
+    let schedule = Sampler::new(&m, &opts).unwrap();
     let (_, want_ts) = read_tensor(&fx, "timesteps");
     assert_eq!(
-        s.timesteps().iter().map(|&t| t as f32).collect::<Vec<_>>(),
+        schedule
+            .timesteps()
+            .iter()
+            .map(|&t| t as f32)
+            .collect::<Vec<_>>(),
         want_ts
     );
     let (_, prev_samples) = read_tensor(&fx, "prev_samples");
     let per_step = shape.iter().product::<usize>();
+    let diffusers_step = |i: usize| &prev_samples[i * per_step..(i + 1) * per_step];
+    // Step by step from diffusers' own x_t (DDIM with eta = 0 keeps no state between steps):
+    // what one U-Net call plus one scheduler step adds, without compounding.
+    let mut forced = Sampler::new(&m, &opts).unwrap();
+    let mut worst_single = 0f64;
+    for i in 0..forced.total_steps() {
+        if i > 0 {
+            let x = Tensor::from_data(
+                TensorData::new(
+                    diffusers_step(i - 1).to_vec(),
+                    [shape[0], shape[1], shape[2], shape[3]],
+                ),
+                forced.device(),
+            );
+            forced.set_current(x).unwrap();
+        }
+        forced.step().unwrap();
+        worst_single = worst_single.max(rel_err(
+            &read_back(forced.current()).unwrap(),
+            diffusers_step(i),
+        ));
+    }
+    // The whole loop from x_T, compounding.
+    let mut s = Sampler::new(&m, &opts).unwrap();
     let mut worst = 0f64;
     while !s.is_done() {
         let info = s.step().unwrap();
         let got = read_back(s.current()).unwrap();
-        let want = &prev_samples[(info.step - 1) * per_step..info.step * per_step];
-        worst = worst.max(rel_err(&got, want));
+        worst = worst.max(rel_err(&got, diffusers_step(info.step - 1)));
     }
     let got = read_back(s.current()).unwrap();
     let (_, final_sample) = read_tensor(&fx, "final_sample");
     let e = rel_err(&got, &final_sample);
-    println!("DDIM pipeline: final relative error {e:.3e}, worst step {worst:.3e}");
-    // The random-weight fixture network amplifies the ~1e-6 per-call difference about 2x per
-    // step (measured: 8e-7 after step 1; after step 10 1.6e-4 with scalar CPU kernels, 4.5e-4
-    // with burn-flex SIMD, whose summation order differs).
-    assert!(e < 1e-3, "final sample relative error {e:.3e}");
-    assert!(worst < 1e-3, "a step's relative error {worst:.3e}");
+    println!("DDIM pipeline: single steps from diffusers' x_t <= {worst_single:.3e}; whole loop: final relative error {e:.3e}, worst step {worst:.3e}");
+    assert!(
+        worst_single < 5e-6,
+        "a single step's relative error {worst_single:.3e}"
+    );
+    // The random-weight fixture network amplifies a ~1e-6 difference about 2x per step
+    // (measured: 8e-7 after step 1; after step 10 1.6e-4 with scalar CPU kernels, 4.5e-4 with
+    // burn-flex SIMD, 7.9e-4 with the fused GroupNorm+SiLU kernel: summation order alone).
+    // The single-step bound above is the tight check; this one catches a loop that goes wrong.
+    assert!(e < 5e-3, "final sample relative error {e:.3e}");
+    assert!(worst < 5e-3, "a step's relative error {worst:.3e}");
     // The pipeline's image is (x / 2 + 0.5).clamp(0, 1) in NHWC. Converting diffusers' own final
     // sample that way must give its image exactly; ours differs by the loop's drift above (the
     // image halves it, and the clamp can only shrink it).
@@ -73,7 +105,10 @@ fn ddim_loop_matches_diffusers_pipeline() {
     assert!(max_abs_diff(&to_image(&final_sample), &image) < 1e-6);
     let scale = final_sample.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = max_abs_diff(&to_image(&got), &image);
-    assert!(d <= 1e-3 * scale as f64 / 2.0, "image max |diff| {d:.3e} (scale {scale})");
+    assert!(
+        d <= 5e-3 * scale as f64 / 2.0,
+        "image max |diff| {d:.3e} (scale {scale})"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::Tensor;
 
+use super::cpu;
 use crate::error::Result;
 use crate::weights::TensorSource;
 
@@ -117,8 +118,34 @@ impl GroupNorm {
         })
     }
 
+    /// From tensors already in hand (`weight` and `bias` of length C).
+    pub fn new(weight: Tensor<1>, bias: Tensor<1>, groups: usize, eps: f64) -> Self {
+        Self {
+            weight,
+            bias,
+            groups,
+            eps,
+        }
+    }
+
     /// `[B, C, H, W] -> [B, C, H, W]`, normalised per (sample, group) with the biased variance.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match cpu::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, false) {
+            Ok(y) => y,
+            Err(x) => self.forward_generic(x),
+        }
+    }
+
+    /// `silu(self.forward(x))`, fused into one pass on the CPU backend.
+    pub fn forward_silu(&self, x: Tensor<4>) -> Tensor<4> {
+        match cpu::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, true) {
+            Ok(y) => y,
+            Err(x) => burn::tensor::activation::silu(self.forward_generic(x)),
+        }
+    }
+
+    /// The same with generic tensor ops (every backend; WebGPU uses this).
+    pub(crate) fn forward_generic(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let grouped = x.reshape([b, self.groups, (c / self.groups) * h * w]);
         let (var, mean) = grouped.clone().var_mean_bias(2);
@@ -130,5 +157,5 @@ impl GroupNorm {
 
 /// SiLU / swish, the only activation `UNet2DModel` configs use in practice.
 pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    burn::tensor::activation::silu(x)
+    cpu::silu(x).unwrap_or_else(burn::tensor::activation::silu)
 }

@@ -2,6 +2,7 @@
 //! diffusers file. Backend-agnostic: the same code runs on WebGPU (wgpu) and the CPU (flex).
 
 pub mod attention;
+pub mod cpu;
 pub mod embeddings;
 pub mod layers;
 pub mod resnet;

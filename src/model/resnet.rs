@@ -79,20 +79,21 @@ impl ResnetBlock2D {
 
     /// `x: [B, in, H, W]`, `temb: [B, temb_channels]` (before SiLU) `-> [B, out, H, W]`
     pub fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let h = self.conv1.forward(self.norm1.forward_silu(x.clone()));
         let t = self.time_emb_proj.forward(silu(temb));
         let [b, c] = t.dims();
         let t = t.reshape([b, c, 1, 1]);
         let h = match self.time_shift {
-            TimeShift::Default => self.norm2.forward(h + t),
+            TimeShift::Default => self.norm2.forward_silu(h + t),
             TimeShift::ScaleShift => {
                 let half = c / 2;
                 let scale = t.clone().narrow(1, 0, half);
                 let shift = t.narrow(1, half, half);
-                self.norm2.forward(h) * (scale + 1.0) + shift
+                silu(self.norm2.forward(h) * (scale + 1.0) + shift)
             }
         };
-        let h = self.conv2.forward(silu(h));
+        // (dropout sits here in diffusers; it is the identity at inference)
+        let h = self.conv2.forward(h);
         let skip = match &self.conv_shortcut {
             Some(conv) => conv.forward(x),
             None => x,

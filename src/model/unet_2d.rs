@@ -4,7 +4,7 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::embeddings::{TimestepEmbedding, Timesteps};
-use super::layers::{silu, Conv2d, GroupNorm};
+use super::layers::{Conv2d, GroupNorm};
 use super::resnet::{ResnetOptions, TimeShift};
 use super::unet_2d_blocks::{AttnOptions, DownBlock2D, UNetMidBlock2D, UpBlock2D};
 use crate::config::UNet2DConfig;
@@ -269,7 +269,7 @@ impl UNet2DModel {
         }
 
         // 6. post-process
-        let x = self.conv_out.forward(silu(self.conv_norm_out.forward(x)));
+        let x = self.conv_out.forward(self.conv_norm_out.forward_silu(x));
         Ok(x)
     }
 

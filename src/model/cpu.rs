@@ -1,0 +1,206 @@
+//! Fused kernels for the CPU (flex) backend: GroupNorm (+ SiLU) and SiLU as single passes over
+//! host memory.
+//!
+//! Why: a profile of a CPU sampling step in the browser (BENCHMARKS.md, `bench/profile.mjs`)
+//! spent ~11% in the scalar `expf` of flex's sigmoid and a few % more in the 6-8 separate tensor
+//! passes (each with its own allocation) that GroupNorm is made of with generic tensor ops. Here
+//! the statistics are one pass, the normalisation, affine and SiLU another, and the exponential
+//! is a polynomial the compiler vectorises (wasm simd128, AVX natively).
+//!
+//! Only used when the tensor lives on the flex device and its data can be read synchronously;
+//! every other case (WebGPU, wgpu) takes the generic path in [`super::layers`], which the parity
+//! tests compare against the same diffusers numbers.
+
+use burn::tensor::{try_read_sync, Device, Tensor, TensorData};
+
+/// The host data of a flex tensor, or `None` on any other device (or if it is not ready).
+fn host_data<const D: usize>(x: &Tensor<D>) -> Option<Vec<f32>> {
+    if x.device() != Device::flex() {
+        return None;
+    }
+    let data = try_read_sync(x.clone().into_data_async())?.ok()?;
+    data.try_into_vec::<f32>().ok()
+}
+
+fn from_host<const D: usize>(v: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+/// `e^x` in f32 to within a few ulp: Cody-Waite reduction `x = n ln 2 + r`, `|r| <= ln2 / 2`,
+/// and the degree-7 Taylor polynomial of `e^r` (truncation error < 6e-9 relative), scaled by
+/// `2^n` through the exponent bits. Inputs are clamped to [-87.3, 88.3] (the normal range).
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split so that n * LN2_HI is exact for |n| < 2^8.
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = x.clamp(-87.3, 88.3);
+    let n = (x * LOG2E + 0.5).floor();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (1.0 / 2.0
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// `x * sigmoid(x)` written as `x / (1 + e^-x)`.
+#[inline(always)]
+pub fn silu_f32(x: f32) -> f32 {
+    x / (1.0 + exp_f32(-x))
+}
+
+/// SiLU on a flex tensor; `Err(x)` hands the tensor back for the generic path.
+// Both variants are the same tensor type; boxing the error would only add an allocation.
+#[allow(clippy::result_large_err)]
+pub fn silu<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+    let Some(mut v) = host_data(&x) else {
+        return Err(x);
+    };
+    for e in v.iter_mut() {
+        *e = silu_f32(*e);
+    }
+    Ok(from_host(v, x.dims(), &x.device()))
+}
+
+/// GroupNorm over `[B, C, H, W]` with per-channel affine, optionally followed by SiLU, on a flex
+/// tensor; `Err(x)` hands the tensor back for the generic path. Mean and biased variance are
+/// accumulated in f64 (two passes over each group, as torch does in spirit), then each channel
+/// is one multiply-add (+ SiLU).
+#[allow(clippy::result_large_err)]
+pub fn group_norm(
+    x: Tensor<4>,
+    weight: &Tensor<1>,
+    bias: &Tensor<1>,
+    groups: usize,
+    eps: f64,
+    with_silu: bool,
+) -> Result<Tensor<4>, Tensor<4>> {
+    let [b, c, h, w] = x.dims();
+    let (Some(mut v), Some(gamma), Some(beta)) =
+        (host_data(&x), host_data(weight), host_data(bias))
+    else {
+        return Err(x);
+    };
+    if groups == 0 || c % groups != 0 || gamma.len() != c || beta.len() != c {
+        return Err(x);
+    }
+    let hw = h * w;
+    let cpg = c / groups;
+    let n = (cpg * hw) as f64;
+    for sample in v.chunks_exact_mut(c * hw) {
+        for (g, group) in sample.chunks_exact_mut(cpg * hw).enumerate() {
+            let mean = group.iter().map(|&e| e as f64).sum::<f64>() / n;
+            let var = group
+                .iter()
+                .map(|&e| {
+                    let d = e as f64 - mean;
+                    d * d
+                })
+                .sum::<f64>()
+                / n;
+            let rstd = 1.0 / (var + eps).sqrt();
+            for (ci, plane) in group.chunks_exact_mut(hw).enumerate() {
+                let ch = g * cpg + ci;
+                let scale = (rstd * gamma[ch] as f64) as f32;
+                let shift = (beta[ch] as f64 - mean * rstd * gamma[ch] as f64) as f32;
+                if with_silu {
+                    for e in plane.iter_mut() {
+                        *e = silu_f32(*e * scale + shift);
+                    }
+                } else {
+                    for e in plane.iter_mut() {
+                        *e = *e * scale + shift;
+                    }
+                }
+            }
+        }
+    }
+    Ok(from_host(v, [b, c, h, w], &x.device()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_std_to_a_few_ulp() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let want = (x as f64).exp();
+            let got = exp_f32(x) as f64;
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 4e-7, "worst relative error {worst:e}");
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert!(exp_f32(-1000.0) < 1e-37 && exp_f32(-1000.0) >= 0.0);
+        assert!(exp_f32(1000.0).is_finite() && exp_f32(1000.0) > 1e38);
+        assert!(exp_f32(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn silu_matches_the_definition_and_its_limits() {
+        for i in -2000..2000 {
+            let x = i as f32 * 0.01;
+            let want = x as f64 / (1.0 + (-(x as f64)).exp());
+            let got = silu_f32(x) as f64;
+            assert!(
+                (got - want).abs() <= 2e-7 * want.abs().max(1e-3),
+                "silu({x}) = {got}, want {want}"
+            );
+        }
+        assert_eq!(silu_f32(1e4), 1e4);
+        assert!(silu_f32(-1e4).abs() < 1e-30);
+    }
+
+    #[test]
+    fn fused_group_norm_matches_the_generic_ops() {
+        use crate::model::layers::GroupNorm;
+        let device = Device::flex();
+        // A deterministic, non-trivial input: offsets and scales differ per channel.
+        let [b, c, h, w] = [2, 12, 5, 3];
+        let x: Vec<f32> = (0..b * c * h * w)
+            .map(|i| {
+                ((i * 7919 % 1000) as f32 / 250.0 - 2.0) * (1.0 + (i / (h * w) % c) as f32)
+                    + (i % 5) as f32
+            })
+            .collect();
+        let x = Tensor::<4>::from_data(TensorData::new(x, [b, c, h, w]), &device);
+        for groups in [1, 3, 4, 12] {
+            let weight: Vec<f32> = (0..c).map(|i| 0.5 + i as f32 * 0.1).collect();
+            let bias: Vec<f32> = (0..c).map(|i| i as f32 * 0.05 - 0.3).collect();
+            let gn = GroupNorm::new(
+                Tensor::from_data(TensorData::new(weight, [c]), &device),
+                Tensor::from_data(TensorData::new(bias, [c]), &device),
+                groups,
+                1e-5,
+            );
+            // The fused kernel must really be what runs on flex.
+            assert!(group_norm(x.clone(), &gn.weight, &gn.bias, groups, 1e-5, true).is_ok());
+            let read = |t: Tensor<4>| t.into_data().try_into_vec::<f32>().unwrap();
+            let generic = read(gn.forward_generic(x.clone()));
+            let generic_silu = read(burn::tensor::activation::silu(
+                gn.forward_generic(x.clone()),
+            ));
+            for (fused, want) in [
+                (read(gn.forward(x.clone())), &generic),
+                (read(gn.forward_silu(x.clone())), &generic_silu),
+            ] {
+                let worst = fused
+                    .iter()
+                    .zip(want.iter())
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst < 2e-6,
+                    "groups {groups}: max |fused - generic| = {worst:e}"
+                );
+            }
+        }
+    }
+}
