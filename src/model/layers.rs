@@ -3,7 +3,9 @@
 
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::Tensor;
+use std::sync::OnceLock;
+
+use burn::tensor::{Device, Tensor};
 
 use super::cpu;
 use crate::error::Result;
@@ -23,6 +25,9 @@ pub struct Conv2d {
     pub weight: Tensor<4>,
     pub bias: Tensor<1>,
     options: ConvOptions<2>,
+    geometry: cpu::ConvGeometry,
+    /// Host copies of weight and bias for the CPU kernel, read once on first use on flex.
+    host: OnceLock<Option<(Vec<f32>, Vec<f32>)>>,
 }
 
 impl Conv2d {
@@ -48,11 +53,38 @@ impl Conv2d {
             weight,
             bias,
             options,
+            geometry: cpu::ConvGeometry {
+                c_in: in_channels,
+                c_out: out_channels,
+                kernel,
+                stride,
+                padding,
+            },
+            host: OnceLock::new(),
         })
     }
 
     /// `[B, in, H, W] -> [B, out, H', W']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = if x.device() == Device::flex() {
+            let host = self
+                .host
+                .get_or_init(|| Some((cpu::host_data(&self.weight)?, cpu::host_data(&self.bias)?)));
+            match host {
+                Some((w, b)) => match cpu::conv2d(x, w, b, self.geometry) {
+                    Ok(y) => return y,
+                    Err(x) => x,
+                },
+                None => x,
+            }
+        } else {
+            x
+        };
+        self.forward_generic(x)
+    }
+
+    /// The same with burn's conv2d (every backend; WebGPU uses this).
+    pub(crate) fn forward_generic(&self, x: Tensor<4>) -> Tensor<4> {
         conv2d(
             x,
             self.weight.clone(),
