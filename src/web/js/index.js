@@ -26,6 +26,27 @@ function abortError(signal) {
   return new DOMException(typeof reason === "string" ? reason : "The operation was aborted.", "AbortError");
 }
 
+// Lets the page run (input, rendering, an abort) between two sampling steps. Not
+// setTimeout(0): browsers clamp nested timers to >= 4 ms after five levels, which a sampling loop
+// reaches at once (measured: ~4 ms added to every CPU step, about 10% of an emoji step; see
+// BENCHMARKS.md). scheduler.yield() where the browser has it, else a MessageChannel round trip.
+let yieldChannel = null;
+const yieldWaiters = [];
+function nextTask() {
+  if (typeof globalThis.scheduler?.yield === "function") return globalThis.scheduler.yield();
+  if (typeof MessageChannel === "undefined") return new Promise((r) => setTimeout(r, 0));
+  if (yieldChannel === null) {
+    yieldChannel = new MessageChannel();
+    yieldChannel.port1.onmessage = () => yieldWaiters.shift()?.();
+    // In Node an open port would keep the process alive.
+    yieldChannel.port1.unref?.();
+  }
+  return new Promise((r) => {
+    yieldWaiters.push(r);
+    yieldChannel.port2.postMessage(null);
+  });
+}
+
 function throwIfAborted(signal) {
   if (signal && signal.aborted) throw abortError(signal);
 }
@@ -317,7 +338,7 @@ export class Sampler {
             };
           } else {
             // Give the page (and an abort) a chance between steps without reading back.
-            await new Promise((r) => setTimeout(r, 0));
+            await nextTask();
           }
         }
       } finally {
