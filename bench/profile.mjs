@@ -1,0 +1,92 @@
+// Where a CPU sampling step's time goes in the browser: V8's sampling profiler (Chrome DevTools
+// Protocol) over a run of our Sampler, self time summed per wasm/JS function and per group.
+//
+//   node bench/profile.mjs [--model emoji|cifar10] [--steps N] [--top N] [--out FILE.cpuprofile]
+//
+// Needs pkg/ (bash scripts/build.sh) and the benchmark models (bench/make_models.py, run by
+// bench/run.sh). Chromium runs with --no-liftoff, as in the steady-state rows of BENCHMARKS.md.
+// The wasm keeps its name section, so rows are Rust function names. Sampling every 200 us adds
+// some overhead; read the shares, not the absolute times.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { chromium } from "playwright-core";
+import { startServer } from "../pkg-tests/server.mjs";
+
+const HERE = path.dirname(new URL(import.meta.url).pathname);
+const REPO = path.resolve(HERE, "..");
+const argv = process.argv.slice(2);
+const arg = (k, d) => (argv.includes(k) ? argv[argv.indexOf(k) + 1] : d);
+const CACHE = process.env.WASM_DIFFUSION_CACHE || path.join(os.homedir(), ".cache/wasm-diffusion");
+const MODELS = path.resolve(arg("--models", path.join(CACHE, "bench")));
+const MODEL = arg("--model", "emoji");
+const STEPS = Number(arg("--steps", MODEL === "emoji" ? 30 : 6));
+const TOP = Number(arg("--top", 15));
+const OUT = arg("--out", null);
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+
+const file = path.join(MODELS, `${MODEL}.int8.safetensors`);
+if (!fs.existsSync(file)) throw new Error(`${file} missing: run bash bench/run.sh (or bench/make_models.py) first`);
+if (!fs.existsSync(path.join(REPO, "pkg/index.js"))) throw new Error("pkg/ missing: run bash scripts/build.sh first");
+
+// Groups, first match wins. Self time only: a function's callees count in their own rows.
+const GROUPS = [
+  ["GEMM microkernels", /gemm_f32::microkernel/],
+  ["GEMM packing and driver", /gemm_common|gemm_f32::gemm|gemm::gemm/],
+  ["our conv2d (im2col, bias)", /wasm_diffusion::model::cpu::conv2d|im2col/],
+  ["our GroupNorm(+SiLU) / SiLU", /wasm_diffusion::model::cpu::/],
+  ["flex conv (other shapes)", /burn_flex::ops::conv/],
+  ["flex attention / matmul / softmax", /burn_flex::ops::(attention|matmul|activation)/],
+  ["flex elementwise, copies, layout", /burn_flex|macerator|burn_std|cubecl_environment|copy_2d/],
+  ["allocation", /alloc|malloc|dlmalloc|__rdl|__rust_alloc/],
+  ["idle (waiting between steps)", /^\(idle\)$/],
+  ["JS, GC, V8 (program)", /^\((program|garbage collector)\)$|^[^:]*$/],
+];
+const groupOf = (name) => (GROUPS.find(([, re]) => re.test(name)) || ["other wasm"])[0];
+
+const server = await startServer({ roots: { "/": REPO, "/m/": MODELS } });
+const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox", "--js-flags=--no-liftoff"] });
+try {
+  const page = await browser.newPage();
+  page.on("pageerror", (e) => console.error("pageerror:", e.message));
+  await page.goto(`${server.url}/pkg-tests/page.html`);
+  await page.waitForFunction(() => window.ready === true);
+  await page.evaluate(async (url) => {
+    window.s = await wd.Sampler.load(url, { backend: "cpu" });
+    for await (const _ of window.s.sample({ scheduler: "ddim", steps: 3, seed: 1, previewEvery: 3 }));
+  }, `/m/${MODEL}.int8.safetensors`);
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Profiler.enable");
+  await cdp.send("Profiler.setSamplingInterval", { interval: 200 });
+  await cdp.send("Profiler.start");
+  const ms = await page.evaluate(async (steps) => {
+    let last;
+    for await (const f of window.s.sample({ scheduler: "ddim", steps, seed: 1, previewEvery: steps })) last = f;
+    return last.elapsedMs;
+  }, STEPS);
+  const { profile } = await cdp.send("Profiler.stop");
+  if (OUT) fs.writeFileSync(OUT, JSON.stringify(profile));
+
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const self = new Map();
+  let total = 0;
+  profile.samples.forEach((id, i) => {
+    const dt = profile.timeDeltas[i] || 0;
+    const name = byId.get(id).callFrame.functionName || "(anonymous)";
+    self.set(name, (self.get(name) || 0) + dt);
+    total += dt;
+  });
+  const groups = new Map();
+  for (const [name, t] of self) groups.set(groupOf(name), (groups.get(groupOf(name)) || 0) + t);
+  const pct = (t) => `${((100 * t) / total).toFixed(1).padStart(5)}%`;
+  console.log(`${MODEL}, CPU (wasm), ${STEPS} DDIM steps in ${ms.toFixed(0)} ms = ${(ms / STEPS).toFixed(1)} ms/step (profiled, sampling every 200 us)`);
+  console.log("\nby group (self time)");
+  for (const [g, t] of [...groups].sort((a, b) => b[1] - a[1])) console.log(`  ${pct(t)}  ${g}`);
+  console.log(`\ntop ${TOP} functions (self time)`);
+  for (const [name, t] of [...self].sort((a, b) => b[1] - a[1]).slice(0, TOP)) {
+    console.log(`  ${pct(t)}  ${name.replace(/::h[0-9a-f]{16}$/, "").slice(0, 110)}`);
+  }
+} finally {
+  await browser.close();
+  server.close?.();
+}
