@@ -21,11 +21,21 @@ use burn::tensor::{try_read_sync, Device, Tensor, TensorData};
 
 /// The host data of a flex tensor, or `None` on any other device (or if it is not ready).
 pub(crate) fn host_data<const D: usize>(x: &Tensor<D>) -> Option<Vec<f32>> {
+    with_host(x, <[f32]>::to_vec)
+}
+
+/// Runs `f` on the host data of a flex tensor (`None` on any other device). The tensor is
+/// shared with the caller, so flex copies its buffer once; the slice is read in place from that
+/// copy (a second, aligning copy only if the allocator returned an unaligned buffer).
+fn with_host<const D: usize, R>(x: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     if x.device() != Device::flex() {
         return None;
     }
     let data = try_read_sync(x.clone().into_data_async())?.ok()?;
-    data.try_into_vec::<f32>().ok()
+    if let Ok(slice) = data.as_slice::<f32>() {
+        return Some(f(slice));
+    }
+    Some(f(&data.try_into_vec::<f32>().ok()?))
 }
 
 fn from_host<const D: usize>(v: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
@@ -63,13 +73,10 @@ pub fn silu_f32(x: f32) -> f32 {
 // Both variants are the same tensor type; boxing the error would only add an allocation.
 #[allow(clippy::result_large_err)]
 pub fn silu<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
-    let Some(mut v) = host_data(&x) else {
-        return Err(x);
-    };
-    for e in v.iter_mut() {
-        *e = silu_f32(*e);
+    match with_host(&x, |v| v.iter().map(|&e| silu_f32(e)).collect::<Vec<f32>>()) {
+        Some(out) => Ok(from_host(out, x.dims(), &x.device())),
+        None => Err(x),
     }
-    Ok(from_host(v, x.dims(), &x.device()))
 }
 
 /// GroupNorm over `[B, C, H, W]` with per-channel affine, optionally followed by SiLU, on a flex
@@ -86,9 +93,7 @@ pub fn group_norm(
     with_silu: bool,
 ) -> Result<Tensor<4>, Tensor<4>> {
     let [b, c, h, w] = x.dims();
-    let (Some(mut v), Some(gamma), Some(beta)) =
-        (host_data(&x), host_data(weight), host_data(bias))
-    else {
+    let (Some(gamma), Some(beta)) = (host_data(weight), host_data(bias)) else {
         return Err(x);
     };
     if groups == 0 || c % groups != 0 || gamma.len() != c || beta.len() != c {
@@ -97,35 +102,39 @@ pub fn group_norm(
     let hw = h * w;
     let cpg = c / groups;
     let n = (cpg * hw) as f64;
-    for sample in v.chunks_exact_mut(c * hw) {
-        for (g, group) in sample.chunks_exact_mut(cpg * hw).enumerate() {
-            let mean = group.iter().map(|&e| e as f64).sum::<f64>() / n;
-            let var = group
-                .iter()
-                .map(|&e| {
-                    let d = e as f64 - mean;
-                    d * d
-                })
-                .sum::<f64>()
-                / n;
-            let rstd = 1.0 / (var + eps).sqrt();
-            for (ci, plane) in group.chunks_exact_mut(hw).enumerate() {
-                let ch = g * cpg + ci;
-                let scale = (rstd * gamma[ch] as f64) as f32;
-                let shift = (beta[ch] as f64 - mean * rstd * gamma[ch] as f64) as f32;
-                if with_silu {
-                    for e in plane.iter_mut() {
-                        *e = silu_f32(*e * scale + shift);
-                    }
-                } else {
-                    for e in plane.iter_mut() {
-                        *e = *e * scale + shift;
+    // Written by extend (no zero-fill first), in the order of the input.
+    let normalise = |v: &[f32]| {
+        let mut out = Vec::with_capacity(v.len());
+        for sample in v.chunks_exact(c * hw) {
+            for (g, group) in sample.chunks_exact(cpg * hw).enumerate() {
+                let mean = group.iter().map(|&e| e as f64).sum::<f64>() / n;
+                let var = group
+                    .iter()
+                    .map(|&e| {
+                        let d = e as f64 - mean;
+                        d * d
+                    })
+                    .sum::<f64>()
+                    / n;
+                let rstd = 1.0 / (var + eps).sqrt();
+                for (ci, plane) in group.chunks_exact(hw).enumerate() {
+                    let ch = g * cpg + ci;
+                    let scale = (rstd * gamma[ch] as f64) as f32;
+                    let shift = (beta[ch] as f64 - mean * rstd * gamma[ch] as f64) as f32;
+                    if with_silu {
+                        out.extend(plane.iter().map(|&e| silu_f32(e * scale + shift)));
+                    } else {
+                        out.extend(plane.iter().map(|&e| e * scale + shift));
                     }
                 }
             }
         }
+        out
+    };
+    match with_host(&x, normalise) {
+        Some(out) => Ok(from_host(out, [b, c, h, w], &x.device())),
+        None => Err(x),
     }
-    Ok(from_host(v, [b, c, h, w], &x.device()))
 }
 
 /// Geometry of a square-kernel 2-D convolution with (begin, end) zero padding on both axes.
@@ -165,59 +174,68 @@ pub fn conv2d(
     {
         return Err(x);
     }
-    let Some(v) = host_data(&x) else {
-        return Err(x);
-    };
     let oh = (h + pb + pe - k) / s + 1;
     let ow = (w + pb + pe - k) / s + 1;
     let p = oh * ow;
     let kk = c_in * k * k;
     let pointwise = k == 1 && s == 1 && pb == 0 && pe == 0;
-    let mut col = if pointwise {
-        Vec::new()
-    } else {
-        vec![0f32; kk * p]
+    let run = |v: &[f32]| {
+        COL.with_borrow_mut(|col| {
+            // The patch matrix is scratch kept between calls; im2col overwrites all of it.
+            if !pointwise && col.len() < kk * p {
+                col.resize(kk * p, 0.0);
+            }
+            // Output rows start as the bias (written once, no zero-fill), the GEMM adds onto them.
+            let mut out: Vec<f32> = Vec::with_capacity(b * c_out * p);
+            for xb in v.chunks_exact(c_in * h * w) {
+                let start = out.len();
+                for &bv in bias {
+                    out.extend(std::iter::repeat_n(bv, p));
+                }
+                let ob = &mut out[start..];
+                if !pointwise {
+                    im2col_nchw(xb, &mut col[..kk * p], c_in, h, w, k, s, pb, oh, ow);
+                }
+                let rhs = if pointwise { xb } else { &col[..kk * p] };
+                // SAFETY: all three matrices are row-major and exactly m x k, k x n, m x n inside the
+                // slices above (checked sizes); gemm reads lhs/rhs and writes dst only in those bounds.
+                // dst = 1 * dst + 1 * (W @ col): the bias rows plus the convolution.
+                unsafe {
+                    gemm::gemm(
+                        c_out,
+                        p,
+                        kk,
+                        ob.as_mut_ptr(),
+                        1,
+                        p as isize,
+                        true,
+                        weight.as_ptr(),
+                        1,
+                        kk as isize,
+                        rhs.as_ptr(),
+                        1,
+                        p as isize,
+                        1.0f32,
+                        1.0f32,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+            out
+        })
     };
-    let mut out = vec![0f32; b * c_out * p];
-    for (xb, ob) in v
-        .chunks_exact(c_in * h * w)
-        .zip(out.chunks_exact_mut(c_out * p))
-    {
-        if !pointwise {
-            im2col_nchw(xb, &mut col, c_in, h, w, k, s, pb, oh, ow);
-        }
-        let rhs = if pointwise { xb } else { &col[..] };
-        for (row, &bv) in ob.chunks_exact_mut(p).zip(bias) {
-            row.fill(bv);
-        }
-        // SAFETY: all three matrices are row-major and exactly m x k, k x n, m x n inside the
-        // slices above (checked sizes); gemm reads lhs/rhs and writes dst only in those bounds.
-        // dst = 1 * dst + 1 * (W @ col): the bias rows plus the convolution.
-        unsafe {
-            gemm::gemm(
-                c_out,
-                p,
-                kk,
-                ob.as_mut_ptr(),
-                1,
-                p as isize,
-                true,
-                weight.as_ptr(),
-                1,
-                kk as isize,
-                rhs.as_ptr(),
-                1,
-                p as isize,
-                1.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+    match with_host(&x, run) {
+        Some(out) => Ok(from_host(out, [b, c_out, oh, ow], &x.device())),
+        None => Err(x),
     }
-    Ok(from_host(out, [b, c_out, oh, ow], &x.device()))
+}
+
+thread_local! {
+    /// im2col scratch of [`conv2d`], grown to the largest layer and reused.
+    static COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Rows `(ci, ky, kx)` of the `[c_in k k, oh ow]` patch matrix of one image; padding is zero.
@@ -252,10 +270,11 @@ fn im2col_nchw(
                         // ix = ox + kx - pad: one contiguous run, zeros either side.
                         let lo = pad.saturating_sub(kx).min(ow);
                         let hi = (w + pad).saturating_sub(kx).clamp(lo, ow);
-                        dst.fill(0.0);
+                        dst[..lo].fill(0.0);
                         if lo < hi {
                             dst[lo..hi].copy_from_slice(&src[lo + kx - pad..hi + kx - pad]);
                         }
+                        dst[hi..].fill(0.0);
                     } else {
                         for (ox, d) in dst.iter_mut().enumerate() {
                             let ix = (ox * s + kx) as isize - pad as isize;
