@@ -24,9 +24,31 @@ pub(crate) fn host_data<const D: usize>(x: &Tensor<D>) -> Option<Vec<f32>> {
     with_host(x, <[f32]>::to_vec)
 }
 
-/// Runs `f` on the host data of a flex tensor (`None` on any other device). The tensor is
-/// shared with the caller, so flex copies its buffer once; the slice is read in place from that
-/// copy (a second, aligning copy only if the allocator returned an unaligned buffer).
+/// Takes the host data of a flex tensor and runs `f` on it in place (`Err(x)` on any other
+/// device, or if the data is not f32). A tensor the caller no longer shares is not copied at all:
+/// flex hands its buffer over; a shared one is copied once by flex.
+#[allow(clippy::result_large_err)]
+fn take_host<const D: usize, R>(
+    x: Tensor<D>,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> Result<(TensorData, R), Tensor<D>> {
+    let device = x.device();
+    if device != Device::flex() {
+        return Err(x);
+    }
+    // flex computes on the calling thread: its read future is ready at the first poll and does
+    // not fail (what burn's own synchronous `into_data` relies on for this backend).
+    let mut data = x.into_data();
+    match data.as_mut_slice::<f32>() {
+        Ok(v) => {
+            let r = f(v);
+            Ok((data, r))
+        }
+        Err(_) => Err(Tensor::from_data(data, &device)),
+    }
+}
+
+/// A copy of a (small) flex tensor's data, e.g. weights; `None` on any other device.
 fn with_host<const D: usize, R>(x: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     if x.device() != Device::flex() {
         return None;
@@ -73,10 +95,13 @@ pub fn silu_f32(x: f32) -> f32 {
 // Both variants are the same tensor type; boxing the error would only add an allocation.
 #[allow(clippy::result_large_err)]
 pub fn silu<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
-    match with_host(&x, |v| v.iter().map(|&e| silu_f32(e)).collect::<Vec<f32>>()) {
-        Some(out) => Ok(from_host(out, x.dims(), &x.device())),
-        None => Err(x),
-    }
+    let device = x.device();
+    let (data, ()) = take_host(x, |v| {
+        for e in v.iter_mut() {
+            *e = silu_f32(*e);
+        }
+    })?;
+    Ok(Tensor::from_data(data, &device))
 }
 
 /// GroupNorm over `[B, C, H, W]` with per-channel affine, optionally followed by SiLU, on a flex
@@ -92,7 +117,7 @@ pub fn group_norm(
     eps: f64,
     with_silu: bool,
 ) -> Result<Tensor<4>, Tensor<4>> {
-    let [b, c, h, w] = x.dims();
+    let [_, c, h, w] = x.dims();
     let (Some(gamma), Some(beta)) = (host_data(weight), host_data(bias)) else {
         return Err(x);
     };
@@ -102,11 +127,10 @@ pub fn group_norm(
     let hw = h * w;
     let cpg = c / groups;
     let n = (cpg * hw) as f64;
-    // Written by extend (no zero-fill first), in the order of the input.
-    let normalise = |v: &[f32]| {
-        let mut out = Vec::with_capacity(v.len());
-        for sample in v.chunks_exact(c * hw) {
-            for (g, group) in sample.chunks_exact(cpg * hw).enumerate() {
+    let device = x.device();
+    let normalise = |v: &mut [f32]| {
+        for sample in v.chunks_exact_mut(c * hw) {
+            for (g, group) in sample.chunks_exact_mut(cpg * hw).enumerate() {
                 let mean = group.iter().map(|&e| e as f64).sum::<f64>() / n;
                 let var = group
                     .iter()
@@ -117,24 +141,25 @@ pub fn group_norm(
                     .sum::<f64>()
                     / n;
                 let rstd = 1.0 / (var + eps).sqrt();
-                for (ci, plane) in group.chunks_exact(hw).enumerate() {
+                for (ci, plane) in group.chunks_exact_mut(hw).enumerate() {
                     let ch = g * cpg + ci;
                     let scale = (rstd * gamma[ch] as f64) as f32;
                     let shift = (beta[ch] as f64 - mean * rstd * gamma[ch] as f64) as f32;
                     if with_silu {
-                        out.extend(plane.iter().map(|&e| silu_f32(e * scale + shift)));
+                        for e in plane.iter_mut() {
+                            *e = silu_f32(*e * scale + shift);
+                        }
                     } else {
-                        out.extend(plane.iter().map(|&e| e * scale + shift));
+                        for e in plane.iter_mut() {
+                            *e = *e * scale + shift;
+                        }
                     }
                 }
             }
         }
-        out
     };
-    match with_host(&x, normalise) {
-        Some(out) => Ok(from_host(out, [b, c, h, w], &x.device())),
-        None => Err(x),
-    }
+    let (data, ()) = take_host(x, normalise)?;
+    Ok(Tensor::from_data(data, &device))
 }
 
 /// Geometry of a square-kernel 2-D convolution with (begin, end) zero padding on both axes.
@@ -227,10 +252,9 @@ pub fn conv2d(
             out
         })
     };
-    match with_host(&x, run) {
-        Some(out) => Ok(from_host(out, [b, c_out, oh, ow], &x.device())),
-        None => Err(x),
-    }
+    let device = x.device();
+    let (_, out) = take_host(x, |v| run(v))?;
+    Ok(from_host(out, [b, c_out, oh, ow], &device))
 }
 
 thread_local! {
