@@ -257,6 +257,36 @@ pub fn conv2d(
     Ok(from_host(out, [b, c_out, oh, ow], &device))
 }
 
+/// One im2col row of a stride-1 "same" convolution: `row[y w + x] = plane[(y + dy) w + (x + dx)]`,
+/// zero where that falls outside the plane. In flat indices this is ONE shifted copy of the
+/// plane (offset `dy w + dx`), then the `|dx|` columns that wrapped around from the
+/// neighbouring row are zeroed: far fewer, longer copies than one per output row (wasm's
+/// `memory.copy` has a high fixed cost per call).
+fn same_shift(plane: &[f32], row: &mut [f32], h: usize, w: usize, dy: isize, dx: isize) {
+    let n = (h * w) as isize;
+    let off = dy * w as isize + dx;
+    // Flat destination range whose source index j + off lies inside the plane.
+    let lo = (-off).clamp(0, n) as usize;
+    let hi = (n - off).clamp(0, n) as usize;
+    row[..lo].fill(0.0);
+    if lo < hi {
+        row[lo..hi]
+            .copy_from_slice(&plane[(lo as isize + off) as usize..(hi as isize + off) as usize]);
+    }
+    row[hi.max(lo)..].fill(0.0);
+    // Columns whose source x + dx is outside [0, w) picked up a neighbour row's pixel.
+    let (c0, c1) = if dx < 0 {
+        (0, (-dx as usize).min(w))
+    } else {
+        (w.saturating_sub(dx as usize), w)
+    };
+    if c0 < c1 {
+        for r in row.chunks_exact_mut(w) {
+            r[c0..c1].fill(0.0);
+        }
+    }
+}
+
 thread_local! {
     /// im2col scratch of [`conv2d`], grown to the largest layer and reused.
     static COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -282,6 +312,17 @@ fn im2col_nchw(
         for ky in 0..k {
             for kx in 0..k {
                 let row = &mut col[((ci * k + ky) * k + kx) * p..][..p];
+                if s == 1 && ow == w && oh == h {
+                    same_shift(
+                        plane,
+                        row,
+                        h,
+                        w,
+                        ky as isize - pad as isize,
+                        kx as isize - pad as isize,
+                    );
+                    continue;
+                }
                 for oy in 0..oh {
                     let dst = &mut row[oy * ow..(oy + 1) * ow];
                     let iy = (oy * s + ky) as isize - pad as isize;
@@ -411,6 +452,8 @@ mod tests {
             (6, 6, 3, 2, (1, 1), 8, 8),
             (6, 4, 3, 2, (0, 1), 9, 8),
             (4, 4, 3, 1, (1, 1), 1, 1),
+            (3, 2, 5, 1, (2, 2), 4, 6),
+            (2, 3, 3, 1, (1, 1), 2, 2),
         ] {
             let b = 2;
             let x: Vec<f32> = (0..b * c_in * h * w).map(|i| value(i, 997)).collect();
