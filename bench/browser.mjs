@@ -16,22 +16,14 @@
 //    median of the timed calls; each call includes uploading the inputs and reading the output
 //    back (3x32x32 floats per image).
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import zlib from "node:zlib";
 import { chromium } from "playwright-core";
 import { startServer } from "../pkg-tests/server.mjs";
+import { REPO, CHROMIUM, ORT_DIST, MODELS, argv, arg } from "./common.mjs";
 
-const HERE = path.dirname(new URL(import.meta.url).pathname);
-const REPO = path.resolve(HERE, "..");
-const argv = process.argv.slice(2);
-const arg = (k, d) => (argv.includes(k) ? argv[argv.indexOf(k) + 1] : d);
-const CACHE = process.env.WASM_DIFFUSION_CACHE || path.join(os.homedir(), ".cache/wasm-diffusion");
-const MODELS = path.resolve(arg("--models", path.join(CACHE, "bench")));
 const OUT = arg("--out", null);
 const SLOW = argv.includes("--slow");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const ORT_DIST = path.join(HERE, "node_modules/onnxruntime-web/dist");
 const ARGS = [
   "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
   "--disable-gpu-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader",

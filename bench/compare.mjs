@@ -9,14 +9,12 @@
 // 2 rounds; ORT wasm (1 thread) is timed in each round as the common peer. WebGPU (SwiftShader):
 // (elapsed(3) - elapsed(1)) / 2 after a warm-up run, 2 rounds, no peer (minutes per call).
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
 import { startServer } from "../pkg-tests/server.mjs";
+import { REPO, CACHE, CHROMIUM, ORT_DIST, argv } from "./common.mjs";
 
-const HERE = path.dirname(new URL(import.meta.url).pathname);
-const REPO = path.resolve(HERE, "..");
-const argv = process.argv.slice(2);
+
 const opts = new Map();
 const dirs = [];
 for (let i = 0; i < argv.length; i++) {
@@ -26,10 +24,7 @@ for (let i = 0; i < argv.length; i++) {
 const MODEL = opts.get("--model") ?? "emoji";
 const BACKEND = opts.get("--backend") ?? "cpu";
 const STEPS = Number(opts.get("--steps") ?? (MODEL === "emoji" ? 22 : 6));
-const CACHE = process.env.WASM_DIFFUSION_CACHE || path.join(os.homedir(), ".cache/wasm-diffusion");
 const MODELS = path.resolve(opts.get("--models") ?? path.join(CACHE, "bench"));
-const ORT_DIST = path.join(HERE, "node_modules/onnxruntime-web/dist");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 if (dirs.length === 0) throw new Error("usage: node bench/compare.mjs [--model M] [--backend cpu|webgpu] PKG_DIR...");
 for (const d of dirs) if (!fs.existsSync(path.join(d, "index.js"))) throw new Error(`${d}/index.js missing: expected a copy of pkg/`);
 

@@ -8,22 +8,15 @@
 // The wasm keeps its name section, so rows are Rust function names. Sampling every 200 us adds
 // some overhead; read the shares, not the absolute times.
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
 import { startServer } from "../pkg-tests/server.mjs";
+import { REPO, CHROMIUM, MODELS, arg } from "./common.mjs";
 
-const HERE = path.dirname(new URL(import.meta.url).pathname);
-const REPO = path.resolve(HERE, "..");
-const argv = process.argv.slice(2);
-const arg = (k, d) => (argv.includes(k) ? argv[argv.indexOf(k) + 1] : d);
-const CACHE = process.env.WASM_DIFFUSION_CACHE || path.join(os.homedir(), ".cache/wasm-diffusion");
-const MODELS = path.resolve(arg("--models", path.join(CACHE, "bench")));
 const MODEL = arg("--model", "emoji");
 const STEPS = Number(arg("--steps", MODEL === "emoji" ? 30 : 6));
 const TOP = Number(arg("--top", 15));
 const OUT = arg("--out", null);
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 
 const file = path.join(MODELS, `${MODEL}.int8.safetensors`);
 if (!fs.existsSync(file)) throw new Error(`${file} missing: run bash bench/run.sh (or bench/make_models.py) first`);
