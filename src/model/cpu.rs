@@ -17,11 +17,42 @@
 //! every other case (WebGPU, wgpu) takes the generic path in [`super::layers`], which the parity
 //! tests compare against the same diffusers numbers.
 
+use std::sync::OnceLock;
+
 use burn::tensor::{try_read_sync, Device, Tensor, TensorData};
 
-/// The host data of a flex tensor, or `None` on any other device (or if it is not ready).
-pub(crate) fn host_data<const D: usize>(x: &Tensor<D>) -> Option<Vec<f32>> {
-    with_host(x, <[f32]>::to_vec)
+/// A copy of a (small) flex tensor's data, e.g. weights; `None` on any other device.
+fn host_data<const D: usize>(x: &Tensor<D>) -> Option<Vec<f32>> {
+    if x.device() != Device::flex() {
+        return None;
+    }
+    try_read_sync(x.clone().into_data_async())?
+        .ok()?
+        .try_into_vec::<f32>()
+        .ok()
+}
+
+/// Host copies of a layer's weight and bias for these kernels, read once, on first use, when the
+/// layer lives on the flex device.
+#[derive(Debug, Clone, Default)]
+pub struct HostParams(OnceLock<Option<(Vec<f32>, Vec<f32>)>>);
+
+impl HostParams {
+    /// `(weight, bias)` as host slices; `None` off the flex device.
+    pub fn get<const D: usize>(
+        &self,
+        weight: &Tensor<D>,
+        bias: &Tensor<1>,
+    ) -> Option<(&[f32], &[f32])> {
+        if weight.device() != Device::flex() {
+            return None;
+        }
+        let (w, b) = self
+            .0
+            .get_or_init(|| Some((host_data(weight)?, host_data(bias)?)))
+            .as_ref()?;
+        Some((w, b))
+    }
 }
 
 /// Takes the host data of a flex tensor and runs `f` on it in place (`Err(x)` on any other
@@ -46,18 +77,6 @@ fn take_host<const D: usize, R>(
         }
         Err(_) => Err(Tensor::from_data(data, &device)),
     }
-}
-
-/// A copy of a (small) flex tensor's data, e.g. weights; `None` on any other device.
-fn with_host<const D: usize, R>(x: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-    if x.device() != Device::flex() {
-        return None;
-    }
-    let data = try_read_sync(x.clone().into_data_async())?.ok()?;
-    if let Ok(slice) = data.as_slice::<f32>() {
-        return Some(f(slice));
-    }
-    Some(f(&data.try_into_vec::<f32>().ok()?))
 }
 
 fn from_host<const D: usize>(v: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
@@ -104,23 +123,20 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
     Ok(Tensor::from_data(data, &device))
 }
 
-/// GroupNorm over `[B, C, H, W]` with per-channel affine, optionally followed by SiLU, on a flex
-/// tensor; `Err(x)` hands the tensor back for the generic path. Mean and biased variance are
+/// GroupNorm over `[B, C, H, W]` with per-channel affine (host copies `gamma`, `beta`),
+/// optionally followed by SiLU, on a flex tensor; `Err(x)` hands the tensor back for the generic path. Mean and biased variance are
 /// accumulated in f64 (two passes over each group, as torch does in spirit), then each channel
 /// is one multiply-add (+ SiLU).
 #[allow(clippy::result_large_err)]
 pub fn group_norm(
     x: Tensor<4>,
-    weight: &Tensor<1>,
-    bias: &Tensor<1>,
+    gamma: &[f32],
+    beta: &[f32],
     groups: usize,
     eps: f64,
     with_silu: bool,
 ) -> Result<Tensor<4>, Tensor<4>> {
     let [_, c, h, w] = x.dims();
-    let (Some(gamma), Some(beta)) = (host_data(weight), host_data(bias)) else {
-        return Err(x);
-    };
     if groups == 0 || c % groups != 0 || gamma.len() != c || beta.len() != c {
         return Err(x);
     }
@@ -415,7 +431,8 @@ mod tests {
                 1e-5,
             );
             // The fused kernel must really be what runs on flex.
-            assert!(group_norm(x.clone(), &gn.weight, &gn.bias, groups, 1e-5, true).is_ok());
+            let (gamma, beta) = gn.host_params().expect("flex layer");
+            assert!(group_norm(x.clone(), gamma, beta, groups, 1e-5, true).is_ok());
             let read = |t: Tensor<4>| t.into_data().try_into_vec::<f32>().unwrap();
             let generic = read(gn.forward_generic(x.clone()));
             let generic_silu = read(burn::tensor::activation::silu(

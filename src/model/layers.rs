@@ -3,9 +3,7 @@
 
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use std::sync::OnceLock;
-
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 use super::cpu;
 use crate::error::Result;
@@ -26,8 +24,7 @@ pub struct Conv2d {
     pub bias: Tensor<1>,
     options: ConvOptions<2>,
     geometry: cpu::ConvGeometry,
-    /// Host copies of weight and bias for the CPU kernel, read once on first use on flex.
-    host: OnceLock<Option<(Vec<f32>, Vec<f32>)>>,
+    host: cpu::HostParams,
 }
 
 impl Conv2d {
@@ -60,25 +57,18 @@ impl Conv2d {
                 stride,
                 padding,
             },
-            host: OnceLock::new(),
+            host: cpu::HostParams::default(),
         })
     }
 
     /// `[B, in, H, W] -> [B, out, H', W']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = if x.device() == Device::flex() {
-            let host = self
-                .host
-                .get_or_init(|| Some((cpu::host_data(&self.weight)?, cpu::host_data(&self.bias)?)));
-            match host {
-                Some((w, b)) => match cpu::conv2d(x, w, b, self.geometry) {
-                    Ok(y) => return y,
-                    Err(x) => x,
-                },
-                None => x,
-            }
-        } else {
-            x
+        let x = match self.host.get(&self.weight, &self.bias) {
+            Some((w, b)) => match cpu::conv2d(x, w, b, self.geometry) {
+                Ok(y) => return y,
+                Err(x) => x,
+            },
+            None => x,
         };
         self.forward_generic(x)
     }
@@ -130,6 +120,7 @@ pub struct GroupNorm {
     pub bias: Tensor<1>,
     groups: usize,
     eps: f64,
+    host: cpu::HostParams,
 }
 
 impl GroupNorm {
@@ -142,12 +133,7 @@ impl GroupNorm {
     ) -> Result<Self> {
         let weight = src.get(&join(prefix, "weight"), [channels])?;
         let bias = src.get(&join(prefix, "bias"), [channels])?;
-        Ok(Self {
-            weight,
-            bias,
-            groups,
-            eps,
-        })
+        Ok(Self::new(weight, bias, groups, eps))
     }
 
     /// From tensors already in hand (`weight` and `bias` of length C).
@@ -157,23 +143,37 @@ impl GroupNorm {
             bias,
             groups,
             eps,
+            host: cpu::HostParams::default(),
         }
+    }
+
+    /// Host copies of weight and bias for the CPU kernel (`None` off the flex device).
+    pub(crate) fn host_params(&self) -> Option<(&[f32], &[f32])> {
+        self.host.get(&self.weight, &self.bias)
     }
 
     /// `[B, C, H, W] -> [B, C, H, W]`, normalised per (sample, group) with the biased variance.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        match cpu::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, false) {
-            Ok(y) => y,
-            Err(x) => self.forward_generic(x),
-        }
+        let x = match self.host_params() {
+            Some((g, b)) => match cpu::group_norm(x, g, b, self.groups, self.eps, false) {
+                Ok(y) => return y,
+                Err(x) => x,
+            },
+            None => x,
+        };
+        self.forward_generic(x)
     }
 
     /// `silu(self.forward(x))`, fused into one pass on the CPU backend.
     pub fn forward_silu(&self, x: Tensor<4>) -> Tensor<4> {
-        match cpu::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, true) {
-            Ok(y) => y,
-            Err(x) => burn::tensor::activation::silu(self.forward_generic(x)),
-        }
+        let x = match self.host_params() {
+            Some((g, b)) => match cpu::group_norm(x, g, b, self.groups, self.eps, true) {
+                Ok(y) => return y,
+                Err(x) => x,
+            },
+            None => x,
+        };
+        burn::tensor::activation::silu(self.forward_generic(x))
     }
 
     /// The same with generic tensor ops (every backend; WebGPU uses this).

@@ -19,8 +19,9 @@ use crate::SchedulerKind;
 
 // The constructors wasm-ld collects (the `inventory` registrations of burn's dependencies). When
 // no exported function calls them, wasm-ld treats the module as a "command" and runs them again
-// at the top of EVERY export: a measured ~4% of a CPU sampling step went to re-running them (see
-// BENCHMARKS.md). Calling them once here, from the start function wasm-bindgen runs right after
+// at the top of EVERY export: a measured ~4% of a CPU sampling step, and most of a WebGPU step
+// (whose many JS callbacks are exports: 4.7 -> 0.7-1.2 s per step on SwiftShader), went to
+// re-running them (see BENCHMARKS.md). Calling them once here, from the start function wasm-bindgen runs right after
 // instantiation, makes the module a "reactor" and leaves the exports unwrapped.
 #[cfg(target_family = "wasm")]
 unsafe extern "C" {
