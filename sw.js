@@ -1,7 +1,9 @@
 // Service worker of the demo: caches the page, the package (JS + wasm) and the model on the
 // first visit, then serves them offline. Network first for the page and scripts (so updates
 // show), cache first for the large files (wasm and models).
-const CACHE = "wasm-diffusion-demo-v1";
+// Large files are served cache first under their URL, so bump this name whenever a shipped file
+// changes under the same name (the emoji model did in v2); activation drops the older caches.
+const CACHE = "wasm-diffusion-demo-v2";
 const CORE = [
   "./",
   "index.html",

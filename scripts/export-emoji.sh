@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Converts the emoji model's diffusers export (tools/train_emoji.py writes DIR/export) into the
-# shipped files models/emoji/emoji.{f16,int8,int4}.safetensors and updates models/index.json.
-#   bash scripts/export-emoji.sh [EXPORT_DIR]   (default ~/.cache/wasm-diffusion/train-cpu/export)
+# shipped files models/emoji/emoji.{f16,int8,int4}.safetensors (models/index.json is edited by hand).
+#   bash scripts/export-emoji.sh [EXPORT_DIR]   (default ~/.cache/wasm-diffusion/train-gpu/export)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
-export_dir="${1:-$HOME/.cache/wasm-diffusion/train-cpu/export}"
+export_dir="${1:-$HOME/.cache/wasm-diffusion/train-gpu/export}"
 names="Smileys & Emotion,People & Body,Animals & Nature,Food & Drink,Travel & Places,Activities,Objects,Symbols"
 mkdir -p models/emoji
 cargo build --release --bin wasm-diffusion

@@ -14,7 +14,7 @@ shipped model folder (``models/emoji``), this script:
    starting noises and a given grid cell uses the same noise in every quantization;
    ``samples_{f32,int8,int4}.png`` show it as 8 rows (classes) x ``n / 8`` columns,
    2x nearest-neighbour upscaled;
-3. samples two classes at int8 with guidance 1, 3 and 6 (``guidance_{1,3,6}.png``, same
+3. samples two classes at int8 with guidance 1, 1.5 and 3 (``guidance_{1,1.5,3}.png``, same
    seed for each scale);
 4. computes the PSNR of the 8-bit images (diffusers' ``(x / 2 + 0.5).clamp(0, 1) * 255``
    rounded) of int8 / int4 against f32 and against f16;
@@ -26,13 +26,13 @@ shipped model folder (``models/emoji``), this script:
 
 Needs Python 3.11 with numpy and pillow, and the CLI built by ``cargo build --release``
 (no PyTorch).  Cost: 4 x 64 + 3 x 16 images; with guidance the CLI's CPU backend (one
-thread) spends about 50 ms of CPU per image and DDIM step, so the default 25 steps are
-about 6 CPU-minutes (a free core: ~6 min; measured 12 min on the 2-core machine shared
-with a training run and builds).  Time is proportional to ``--steps`` (and ``--n``);
-``--jobs 2`` runs two CLI processes at once when two cores are free.  The card states the
-settings used.  Run it with low priority on a shared machine::
+thread) spends about 180 ms of CPU per image and DDIM step on the shipped 6.8M-parameter
+model (50 ms on the earlier 1.1M one), so the default 25 steps are about 23 CPU-minutes
+(measured 11.6 min with ``--jobs 2`` on two free cores).  Time is proportional to
+``--steps`` (and ``--n``); ``--jobs 2`` runs two CLI processes at once when two cores are
+free.  The card states the settings used.  Run it with low priority on a shared machine::
 
-    nice -n 10 python tools/model_card.py ~/.cache/wasm-diffusion/train-cpu/export models/emoji
+    nice -n 10 python tools/model_card.py ~/.cache/wasm-diffusion/train-gpu/export models/emoji
 """
 
 from __future__ import annotations
@@ -302,7 +302,7 @@ def parse_log(path: str, up_to_step: int) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("export", nargs="?", default=os.path.join(CACHE, "train-cpu", "export"),
+    ap.add_argument("export", nargs="?", default=os.path.join(CACHE, "train-gpu", "export"),
                     help="diffusers export folder written by tools/train_emoji.py")
     ap.add_argument("model_dir", nargs="?", default=os.path.join(REPO, "models", "emoji"),
                     help="shipped model folder; files and README.md are written here")
@@ -316,8 +316,8 @@ def main():
     ap.add_argument("--n", type=int, default=64,
                     help="images per quantization (a multiple of the number of classes)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--guidance", type=float, default=3.0, help="guidance for the grids")
-    ap.add_argument("--guidance-scales", default="1,3,6")
+    ap.add_argument("--guidance", type=float, default=1.5, help="guidance for the grids")
+    ap.add_argument("--guidance-scales", default="1,1.5,3")
     ap.add_argument("--guidance-classes", default="0,2")
     ap.add_argument("--jobs", type=int, default=1,
                     help="CLI sampling runs in parallel (each uses about one core)")
@@ -615,12 +615,15 @@ def render(**k) -> str:
             t_b = dt.datetime.strptime(last["ts"], "%Y-%m-%d %H:%M:%S")
             line += (f"; {(t_b - t_a).total_seconds() / 3600:.2f} h on the clock from "
                      f"{tl['first_ts'][:16]} to {last['ts'][:16]} in {tl['sessions']} "
-                     f"session(s) (stopped and resumed from checkpoints)")
+                     + ("sessions (stopped and resumed from checkpoints)"
+                        if tl["sessions"] > 1 else "session"))
         except (TypeError, ValueError):
             pass
         img_s = np.median([s["img_s"] for s in tl["steps"]])
         line += f"; median throughput {img_s:.1f} images/s"
-    w(line + " (the machine was shared with other work, so times are upper bounds)")
+    shared = "cuda" not in info.get("hardware", "")
+    w(line + (" (the machine was shared with other work, so times are upper bounds)"
+              if shared else ""))
     if info.get("final_loss_ma") is not None:
         w(f"- **final loss**: {info['final_loss_ma']:.4f} (mean epsilon-MSE over the last "
           f"{info['final_loss_ma_window']} steps)\n")
@@ -804,6 +807,8 @@ def render(**k) -> str:
     tflags = [f"--preset {info['preset']}"]
     if "cuda" in info.get("hardware", ""):
         tflags.append("--device cuda")
+        if info.get("amp"):
+            tflags.append("--amp")
     elif threads:
         tflags.append(f"--threads {threads.group(1)}")
     tflags.append(f"--batch {info['batch']}")
@@ -828,7 +833,7 @@ def render(**k) -> str:
       "python tools/emoji_dataset.py --out ~/.cache/wasm-diffusion/emoji32.npz --size 32\n"
       "# train (resumable: re-run the same command to continue; EMA export every 1000 steps "
       f"to {ckpt}/export)\n"
-      f"nice -n 19 python tools/train_emoji.py {' '.join(tflags)}\n"
+      f"{'nice -n 19 ' if shared else ''}python tools/train_emoji.py {' '.join(tflags)}\n"
       "# shipped files (f16 / int8 / int4) from the export (model_card.py below redoes this)\n"
       f"bash scripts/export-emoji.sh {ckpt}/export\n"
       "# this card: re-converts the export, samples, measures, writes models/emoji/\n"

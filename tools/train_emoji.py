@@ -224,6 +224,7 @@ def export(ema, args, state: dict, device: torch.device, data_n: int):
         "ema_decay": args.ema_decay,
         "cond_drop": args.cond_drop,
         "hflip": not args.no_flip,
+        "amp": bool(args.amp and device.type == "cuda"),
         "hardware": state["hardware"],
         "wall_time_s": round(state["wall_time"], 1),
         "final_loss_ma": (float(np.mean(recent)) if len(recent) else None),

@@ -18,7 +18,9 @@ async function main() {
   const url = new URL(`models/${index.default}`, location.href).href;
   $("model-url").textContent = index.default;
   if (index.note) $("model-note").textContent = index.note;
+  if (index.guidance !== undefined) $("guidance").value = index.guidance;
   const params = new URLSearchParams(location.search);
+  if (params.get("guidance")) $("guidance").value = params.get("guidance");
   const backend = params.get("backend") || "auto";
   if (params.get("steps")) $("steps").value = params.get("steps");
   const t0 = performance.now();
