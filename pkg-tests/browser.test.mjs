@@ -279,6 +279,9 @@ test("the demo page renders an image", async () => {
   await p.waitForFunction(() => /Done|Error|Could not/.test(document.body.innerText), null, { timeout: 240000 });
   const status = await p.evaluate(() => document.getElementById("sample-status").textContent);
   assert.match(status, /Done/);
+  // The guidance control starts at the value models/index.json gives for the shipped model.
+  const index = JSON.parse(fs.readFileSync(path.join(REPO, "models/index.json"), "utf8"));
+  assert.equal(Number(await p.evaluate(() => document.getElementById("guidance").value)), index.guidance);
   const shot = path.join(process.env.SCREENSHOT_DIR || MODELS, "demo.png");
   await p.screenshot({ path: shot, fullPage: true });
   const stats = await p.evaluate(() => {
