@@ -75,7 +75,7 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(1)
     torch.set_grad_enabled(False)
-    for name in ("emoji", "cifar10"):
+    for name in ("emoji", "emoji-gpu", "cifar10"):
         for batch in (1, 8):
             export(os.path.join(a.dir, name), name, batch, a.dir, a.force)
 

@@ -7,6 +7,7 @@ Models (random weights, seeded: speed does not depend on the values):
 
   emoji    the first shipped emoji model's UNet2DModel config (train_emoji.py's `cpu`
            preset), 1.1M parameters, 9 classes (null class 8)
+  emoji-gpu  the shipped emoji model's config (train_emoji.py's `gpu` preset), 6.8M parameters
   cifar10  the google/ddpm-cifar10-32 UNet2DModel configuration, 35.7M parameters
 
 Writes, under DIR (default ~/.cache/wasm-diffusion/bench, outside the repository):
@@ -63,15 +64,16 @@ CIFAR10_SCHEDULER = {
 }
 
 
-def emoji_spec():
-    """The 1.1M-parameter emoji config (train_emoji.py's `cpu` preset, the first shipped model).
+def emoji_spec(preset="cpu"):
+    """An emoji config from train_emoji.py: `cpu` (1.1M, the first shipped model) or `gpu`
+    (6.8M, the model shipped now).
 
     Pinned rather than read from models/emoji: BENCHMARKS.md's "emoji" rows were measured with
-    it, and the model shipped since (the 6.8M `gpu` preset) would silently change them."""
+    the `cpu` config, and a newly shipped model would silently change them."""
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     import train_emoji
 
-    unet = dict(train_emoji.make_unet("cpu").config)
+    unet = dict(train_emoji.make_unet(preset).config)
     sched = dict(train_emoji.SCHEDULER_KW)
     extra = ["--null-class", str(train_emoji.NULL_CLASS),
              "--class-names", ",".join(train_emoji.CLASSES + ["null"])]
@@ -116,6 +118,8 @@ def main():
     torch.set_num_threads(1)
     unet, sched, extra = emoji_spec()
     build("emoji", unet, sched, extra, a.out, a.cli, a.force, expect_params=1.12)
+    unet, sched, extra = emoji_spec("gpu")
+    build("emoji-gpu", unet, sched, extra, a.out, a.cli, a.force, expect_params=6.81)
     build("cifar10", CIFAR10, CIFAR10_SCHEDULER, [], a.out, a.cli, a.force, expect_params=35.75)
 
 
