@@ -1,6 +1,7 @@
 // The demo page: loads the shipped model, shows the denoising live, and the forward process.
-// It uses the built npm package (pkg/) exactly as an app would.
-import { Sampler, addNoise, imageDataToSample, sampleToImageData } from "../pkg/index.js";
+// It uses the built npm package (pkg/) exactly as an app would. Sampling runs in a Web Worker
+// (SamplerWorker), so the page stays responsive while a CPU step takes a second or more.
+import { SamplerWorker, addNoise, imageDataToSample, sampleToImageData } from "../pkg/index.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { sampler: null, controller: null, lastImage: null };
@@ -24,7 +25,7 @@ async function main() {
   const backend = params.get("backend") || "auto";
   if (params.get("steps")) $("steps").value = params.get("steps");
   const t0 = performance.now();
-  state.sampler = await Sampler.load(url, {
+  state.sampler = await SamplerWorker.load(url, {
     backend,
     integrity: index.integrity?.[index.default],
     onProgress: ({ loaded, total }) => {
@@ -63,7 +64,8 @@ function drawGrid(images) {
   canvas.height = rows * h + (rows - 1) * gap;
   const ctx = canvas.getContext("2d");
   ctx.clearRect(0, 0, canvas.width, canvas.height);
-  images.forEach((im, i) => ctx.putImageData(im, (i % cols) * (w + gap), Math.floor(i / cols) * (h + gap)));
+  // Frames from the worker carry ImageBitmaps.
+  images.forEach((im, i) => ctx.drawImage(im, (i % cols) * (w + gap), Math.floor(i / cols) * (h + gap)));
 }
 
 async function generate() {
@@ -83,9 +85,12 @@ async function generate() {
   $("generate").disabled = true;
   $("stop").disabled = false;
   $("sample-status").textContent = "Sampling…";
+  let shown = null;
   try {
     for await (const frame of state.sampler.sample({ ...options, signal: state.controller.signal })) {
       drawGrid(frame.images);
+      shown?.forEach((b) => b.close()); // free the previous frame's bitmaps
+      shown = frame.images;
       $("step").textContent = frame.step;
       $("total").textContent = frame.totalSteps;
       $("timestep").textContent = frame.timestep;
@@ -105,14 +110,14 @@ async function generate() {
   }
 }
 
-async function showForward(imageData) {
+async function showForward(image) {
   const strip = $("forward-strip");
   strip.textContent = "";
   const size = state.sampler?.config.sampleSize?.[0] || 32;
   // Resize the picked image to the model's size.
   const c = new OffscreenCanvas(size, size);
   const ctx = c.getContext("2d");
-  ctx.drawImage(await createImageBitmap(imageData), 0, 0, size, size);
+  ctx.drawImage(await createImageBitmap(image), 0, 0, size, size);
   const x0 = imageDataToSample(ctx.getImageData(0, 0, size, size));
   for (const t of [0, 200, 400, 600, 800, 999]) {
     const xt = await addNoise(x0, [1, 3, size, size], t, 0);
