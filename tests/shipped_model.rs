@@ -12,17 +12,6 @@ use common::*;
 use wasm_diffusion::load_model;
 use wasm_diffusion::weights::{ModelFile, Quant};
 
-const CLASSES: [&str; 8] = [
-    "Smileys & Emotion",
-    "People & Body",
-    "Animals & Nature",
-    "Food & Drink",
-    "Travel & Places",
-    "Activities",
-    "Objects",
-    "Symbols",
-];
-
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -62,6 +51,19 @@ fn index_names_an_existing_model_and_a_usable_guidance() {
 
 #[test]
 fn every_quantization_describes_the_trained_model() {
+    // The trainer's record of the run: class names in label order, the null class after them.
+    let info: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("models/emoji/train_info.json")).unwrap(),
+    )
+    .expect("train_info.json is JSON");
+    let classes: Vec<&str> = info["classes"]
+        .as_array()
+        .expect("`classes` is a list")
+        .iter()
+        .map(|c| c.as_str().expect("class names are strings"))
+        .collect();
+    assert_eq!(classes.len(), 8);
+    let null_class = info["null_class"].as_u64().expect("`null_class`") as usize;
     for (q, quant) in [
         ("f16", Quant::F16),
         ("int8", Quant::Int8),
@@ -71,8 +73,8 @@ fn every_quantization_describes_the_trained_model() {
         let file = ModelFile::parse(&bytes).unwrap_or_else(|e| panic!("{q}: {e}"));
         let m = &file.meta;
         assert_eq!(m.quant, quant, "{q}");
-        assert_eq!(m.null_class, Some(8), "{q}");
-        assert_eq!(&m.class_names[..8], &CLASSES, "{q}");
+        assert_eq!(m.null_class, Some(null_class), "{q}");
+        assert_eq!(&m.class_names[..classes.len()], &classes[..], "{q}");
         assert_eq!(m.unet.sample_hw(), Some([32, 32]), "{q}");
         assert_eq!(m.name.as_deref(), Some("emoji-ddpm-32"), "{q}");
     }
