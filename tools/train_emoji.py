@@ -32,6 +32,10 @@ Examples::
     # GPU run in 10-minute chunks (re-run the same command to continue)
     python tools/train_emoji.py --preset gpu --device cuda --batch 256 --amp \
         --ckpt-dir ckpt-gpu --max-minutes 9
+    # The shipped model: one H100, one background process for 25 min (16,170 steps,
+    # ~11 steps/s: at this size the loop is bound by kernel launches, not FLOPs)
+    python tools/train_emoji.py --preset gpu --device cuda --batch 256 --amp \
+        --ckpt-dir ckpt-gpu --max-minutes 25 --save-every 2000 --export-every 2000
     # look at samples from the current export (DDIM 50 steps, CFG 3.0)
     python tools/train_emoji.py --sample --ckpt-dir ~/.cache/wasm-diffusion/train-cpu
 """
