@@ -1,9 +1,15 @@
 // Service worker of the demo: caches the page, the package (JS + wasm) and the model on the
-// first visit, then serves them offline. Network first for the page and scripts (so updates
-// show), cache first for the large files (wasm and models).
-// Large files are served cache first under their URL, so bump this name whenever a shipped file
-// changes under the same name (the emoji model did in v2); activation drops the older caches.
-const CACHE = "wasm-diffusion-demo-v2";
+// first visit, then serves them offline. The package (pkg/) and the models are served cache
+// first from a cache named after the build (www/build-id.js, written by scripts/build.sh from a
+// hash of pkg/ and the default model): a new build changes that script, the browser installs
+// this worker again with a fresh cache and drops the old one, so JS and wasm always come from
+// the same build. The page, its scripts and models/index.json are network first (so edits show).
+try {
+  importScripts("www/build-id.js");
+} catch {
+  // not built by scripts/build.sh: one fixed cache name
+}
+const CACHE = `wasm-diffusion-demo-${self.WASM_DIFFUSION_BUILD || "dev"}`;
 const CORE = [
   "./",
   "index.html",
@@ -21,9 +27,11 @@ self.addEventListener("install", (event) => {
   event.waitUntil(
     (async () => {
       const cache = await caches.open(CACHE);
-      await cache.addAll(CORE);
-      const index = await (await fetch("models/index.json")).json();
-      await cache.add(`models/${index.default}`);
+      // Bypass the HTTP cache: what goes into this build's cache must be this build's files.
+      const fresh = (u) => new Request(u, { cache: "reload" });
+      await cache.addAll(CORE.map(fresh));
+      const index = await (await fetch(fresh("models/index.json"))).json();
+      await cache.add(fresh(`models/${index.default}`));
       await self.skipWaiting();
     })(),
   );
@@ -41,12 +49,14 @@ self.addEventListener("activate", (event) => {
 self.addEventListener("fetch", (event) => {
   const url = new URL(event.request.url);
   if (event.request.method !== "GET" || url.origin !== location.origin) return;
-  const large = /\.(wasm|safetensors)$/.test(url.pathname);
+  const scope = new URL(self.registration.scope);
+  const rel = url.pathname.slice(scope.pathname.length);
+  const pinned = rel.startsWith("pkg/") || /\.safetensors$/.test(url.pathname);
   event.respondWith(
     (async () => {
       const cache = await caches.open(CACHE);
-      if (large) {
-        const hit = await cache.match(event.request);
+      if (pinned) {
+        const hit = await cache.match(event.request, { ignoreSearch: true });
         if (hit) return hit;
       }
       try {

@@ -144,3 +144,12 @@ echo "    cargo        $(mb "$size_cargo")  $wasm"
 echo "    wasm-bindgen $(mb "$size_bindgen")"
 [ "$opt" = 1 ] && echo "    wasm-opt     $(mb "$size_final")"
 echo "    final        $(mb "$size_final")  $bg  (gzip -9: $(mb "$size_gz"))"
+
+# The demo's service worker names its cache after this build (pkg/ and the default model), so
+# a returning visitor gets the new package and model as a whole, never new JS with an old wasm.
+if [ "$out_dir" = pkg ]; then
+  model="models/$(node -e 'console.log(JSON.parse(require("fs").readFileSync("models/index.json","utf8")).default)')"
+  build_id=$(cat pkg/*.js pkg/*.wasm models/index.json "$model" | sha256sum | cut -c1-16)
+  printf '// Written by scripts/build.sh: hash of pkg/ and the default model; sw.js names its cache by it.\nself.WASM_DIFFUSION_BUILD = "%s";\n' "$build_id" > www/build-id.js
+  echo "    build id     $build_id  (www/build-id.js)"
+fi
