@@ -154,26 +154,29 @@ impl GroupNorm {
 
     /// `[B, C, H, W] -> [B, C, H, W]`, normalised per (sample, group) with the biased variance.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = match self.host_params() {
-            Some((g, b)) => match cpu::group_norm(x, g, b, self.groups, self.eps, false) {
-                Ok(y) => return y,
-                Err(x) => x,
-            },
-            None => x,
-        };
-        self.forward_generic(x)
+        self.forward_then(x, false)
     }
 
     /// `silu(self.forward(x))`, fused into one pass on the CPU backend.
     pub fn forward_silu(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_then(x, true)
+    }
+
+    /// The CPU kernel where it applies (flex device), else the generic ops; SiLU after if asked.
+    fn forward_then(&self, x: Tensor<4>, with_silu: bool) -> Tensor<4> {
         let x = match self.host_params() {
-            Some((g, b)) => match cpu::group_norm(x, g, b, self.groups, self.eps, true) {
+            Some((g, b)) => match cpu::group_norm(x, g, b, self.groups, self.eps, with_silu) {
                 Ok(y) => return y,
                 Err(x) => x,
             },
             None => x,
         };
-        burn::tensor::activation::silu(self.forward_generic(x))
+        let y = self.forward_generic(x);
+        if with_silu {
+            burn::tensor::activation::silu(y)
+        } else {
+            y
+        }
     }
 
     /// The same with generic tensor ops (every backend; WebGPU uses this).
