@@ -1,56 +1,31 @@
 // Tests of the built npm package (pkg/) in headless Chromium with real WebGPU on SwiftShader.
-// Run by scripts/test.sh after scripts/build.sh: `node --test pkg-tests/`.
-import { test, before, after } from "node:test";
+// Run by scripts/test.sh after scripts/build.sh: `node --test pkg-tests/`. The failure classes
+// (panics, crashed workers, break / dispose / abort, storage and network faults) are in
+// reliability.test.mjs. Every page fails its test on an uncaught page error.
+import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
-import { chromium } from "playwright-core";
-import { startServer } from "./server.mjs";
+import { REPO, cli, makeModels, launch, watch, assertNoPageErrors, startServer, NO_GPU_ARGS, newPage as openPage } from "./harness.mjs";
 
-const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
-const CLI = path.join(process.env.CARGO_TARGET_DIR || path.join(os.homedir(), ".cache/wasm-diffusion/target"), "release/wasm-diffusion");
-const MODELS = fs.mkdtempSync(path.join(os.tmpdir(), "wd-pkg-tests-"));
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const BASE_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"];
-const WEBGPU_ARGS = ["--disable-gpu-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader", "--use-webgpu-adapter=swiftshader", "--use-angle=swiftshader"];
-const NO_GPU_ARGS = ["--disable-features=WebGPU,Vulkan", "--disable-gpu"];
+let server, browser, page, MODELS;
 
-let server, browser, page;
-
-function cli(...args) {
-  const r = spawnSync(CLI, args, { encoding: "utf8" });
-  assert.equal(r.status, 0, `${CLI} ${args.join(" ")}: ${r.stderr}`);
-  return r.stdout;
-}
-
-async function newPage(b = browser) {
-  const p = await b.newPage();
-  p.on("pageerror", (e) => console.error("pageerror:", e.message));
-  await p.goto(`${server.url}/pkg-tests/page.html`);
-  await p.waitForFunction(() => window.ready === true);
-  return p;
-}
+const newPage = (b = browser) => openPage(b, server);
 
 before(async () => {
-  assert.ok(fs.existsSync(path.join(REPO, "pkg/index.js")), "pkg/ missing: run scripts/build.sh first");
-  assert.ok(fs.existsSync(CLI), `${CLI} missing: run cargo build --release first`);
-  cli("convert", path.join(REPO, "tests/fixtures/unets/classcond"), "--quant", "int8", "-o", path.join(MODELS, "cc.int8.safetensors"), "--null-class", "4", "--class-names", "a,b,c,d,null");
-  cli("convert", path.join(REPO, "tests/fixtures/unets/plain"), "--quant", "f32", "-o", path.join(MODELS, "plain.f32.safetensors"));
-  fs.writeFileSync(path.join(MODELS, "not-a-model.safetensors"), "<html>hello</html>");
-  const full = fs.readFileSync(path.join(MODELS, "cc.int8.safetensors"));
-  fs.writeFileSync(path.join(MODELS, "truncated.safetensors"), full.subarray(0, Math.floor(full.length * 0.6)));
+  MODELS = makeModels();
   server = await startServer({ roots: { "/": REPO, "/m/": MODELS } });
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...BASE_ARGS, ...WEBGPU_ARGS] });
+  browser = await launch();
   page = await newPage();
 });
 
 after(async () => {
   await browser?.close();
   await server?.close();
-  fs.rmSync(MODELS, { recursive: true, force: true });
+  if (MODELS) fs.rmSync(MODELS, { recursive: true, force: true });
 });
+
+afterEach(assertNoPageErrors);
 
 test("load reports progress and exposes config and backend", async () => {
   const r = await page.evaluate(async () => {
@@ -146,7 +121,7 @@ test("WebGPU (SwiftShader) and CPU backends agree", async () => {
 });
 
 test("falls back to the CPU when WebGPU is unavailable", async () => {
-  const b = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...BASE_ARGS, ...NO_GPU_ARGS] });
+  const b = await launch(NO_GPU_ARGS);
   try {
     const p = await newPage(b);
     const r = await p.evaluate(async () => {
@@ -226,7 +201,7 @@ test("bad sources reject with clear messages", async () => {
 
 test("a cached model loads with the server stopped", async () => {
   const own = await startServer({ roots: { "/": REPO, "/m/": MODELS } });
-  const p = await browser.newPage();
+  const p = watch(await browser.newPage());
   await p.goto(`${own.url}/pkg-tests/page.html`);
   await p.waitForFunction(() => window.ready === true);
   await p.evaluate(async () => {
@@ -272,9 +247,7 @@ test("the worker entry samples off the main thread", async () => {
 });
 
 test("the demo page renders an image", async () => {
-  const p = await browser.newPage();
-  const errors = [];
-  p.on("pageerror", (e) => errors.push(e.message));
+  const p = watch(await browser.newPage());
   await p.goto(`${server.url}/index.html?backend=cpu&steps=12`);
   await p.waitForFunction(() => /Done|Error|Could not/.test(document.body.innerText), null, { timeout: 240000 });
   const status = await p.evaluate(() => document.getElementById("sample-status").textContent);
@@ -301,14 +274,13 @@ test("the demo page renders an image", async () => {
   // The forward-process panel noises the last image at six timesteps.
   await p.click("#forward-use-last");
   await p.waitForFunction(() => document.querySelectorAll("#forward-strip canvas").length === 6, null, { timeout: 60000 });
-  assert.deepEqual(errors, []);
   await p.close();
 });
 
 test("the demo keeps working offline after the first visit", async () => {
   const own = await startServer({ roots: { "/": REPO } });
   const context = await browser.newContext();
-  const p = await context.newPage();
+  const p = watch(await context.newPage());
   try {
     await p.goto(`${own.url}/index.html?backend=cpu&steps=3`);
     await p.waitForFunction(() => /Done|Error|Could not/.test(document.body.innerText), null, { timeout: 120000 });
@@ -346,7 +318,7 @@ test("after a new build the demo's service worker serves the new package as a wh
   const build = /WASM_DIFFUSION_BUILD = "([^"]+)"/.exec(fs.readFileSync(path.join(root, "www/build-id.js"), "utf8"))[1];
   const own = await startServer({ roots: { "/": root } });
   const context = await browser.newContext();
-  const p = await context.newPage();
+  const p = watch(await context.newPage());
   // Waits until the demo's caches are exactly one, named `key`, holding the model and the
   // package; returns the text of its pkg/worker-client.js.
   const cachedPackage = (key) =>

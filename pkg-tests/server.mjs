@@ -1,8 +1,12 @@
 // A small static file server for the demo and the browser tests. Besides plain files it has
-// test routes: /slow/<path> trickles the file out (to abort mid-download) and /status/<code>.
+// test routes: /slow/<path> trickles the file out (to abort mid-download), /status/<code>,
+// /gzip/<path> sends the file gzipped (Content-Encoding: gzip, Content-Length of the compressed
+// bytes, as most servers and CDNs do) and /huge/<bytes> declares a Content-Length of <bytes>
+// and trickles zeros until the client gives up.
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
+import zlib from "node:zlib";
 
 const TYPES = {
   ".html": "text/html; charset=utf-8",
@@ -28,8 +32,17 @@ export function startServer({ roots, port = 0, host = "127.0.0.1" }) {
       res.end(`status ${status[1]}`);
       return;
     }
+    const huge = /^\/huge\/(\d+)$/.exec(p);
+    if (huge) {
+      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": huge[1], "cache-control": "no-store" });
+      const timer = setInterval(() => res.write(Buffer.alloc(65536)), 20);
+      res.on("close", () => clearInterval(timer));
+      return;
+    }
     const slow = p.startsWith("/slow/");
     if (slow) p = p.slice(5);
+    const gzip = p.startsWith("/gzip/");
+    if (gzip) p = p.slice(5);
     if (p.endsWith("/")) p += "index.html";
     const prefix = Object.keys(roots).sort((a, b) => b.length - a.length).find((k) => p.startsWith(k));
     const file = path.join(roots[prefix], p.slice(prefix.length));
@@ -38,11 +51,12 @@ export function startServer({ roots, port = 0, host = "127.0.0.1" }) {
       res.end("not found");
       return;
     }
-    const body = fs.readFileSync(file);
+    const body = gzip ? zlib.gzipSync(fs.readFileSync(file)) : fs.readFileSync(file);
     res.writeHead(200, {
       "content-type": TYPES[path.extname(file)] || "application/octet-stream",
       "content-length": body.length,
       "cache-control": "no-store",
+      ...(gzip ? { "content-encoding": "gzip" } : {}),
     });
     if (!slow) {
       res.end(body);

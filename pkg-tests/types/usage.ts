@@ -1,12 +1,23 @@
 // Compile-time checks of pkg/index.d.ts: typical use must type-check, misuse must not.
 // Checked by pkg-tests/types.test.mjs with `tsc --noEmit --strict`.
 import { Sampler, SamplerWorker, seededNoise, addNoise, imageDataToSample, sampleToImageData } from "wasm-diffusion";
-import type { Frame, LoadOptions, ModelConfig, SampleOptions, WorkerFrame, Backend } from "wasm-diffusion";
+import type { Frame, LoadOptions, ModelConfig, SampleOptions, WorkerFrame, Backend, ErrorName } from "wasm-diffusion";
 
 export async function typical(ctx: CanvasRenderingContext2D, signal: AbortSignal): Promise<void> {
-  const opts: LoadOptions = { backend: "auto", onProgress: ({ loaded, total }) => console.log(loaded / total), signal, integrity: "sha256-x", cache: true };
+  const opts: LoadOptions = {
+    backend: "auto",
+    onProgress: ({ loaded, total }) => console.log(loaded / total),
+    onWarning: (message: string) => console.log(message.length),
+    signal,
+    integrity: "sha256-x",
+    cache: true,
+    memoryBudget: 512 * 2 ** 20,
+  };
   const s: Sampler = await Sampler.load(new URL("https://example.invalid/m.safetensors"), opts);
   const backend: Backend = s.backend;
+  const why: string = s.backendReason;
+  const heap: number = s.memoryBytes;
+  console.log(why, heap);
   const cfg: ModelConfig = s.config;
   const names: string[] = cfg.classNames;
   const size: [number, number] | null = cfg.sampleSize;
@@ -21,7 +32,9 @@ export async function typical(ctx: CanvasRenderingContext2D, signal: AbortSignal
   s.dispose();
   await Sampler.load(new Uint8Array(8));
   await Sampler.load(new ArrayBuffer(8), { backend: "cpu" });
-  const w = await SamplerWorker.load("m.safetensors", { workerUrl: "w.js" });
+  const w = await SamplerWorker.load("m.safetensors", { workerUrl: "w.js", onWarning: (m) => console.warn(m), memoryBudget: 1e9 });
+  const wWhy: string = w.backendReason;
+  console.log(wWhy);
   for await (const f of w.sample({ steps: 4 })) {
     const wf: WorkerFrame = f;
     const bm: ImageBitmap = wf.images[0];
@@ -33,6 +46,12 @@ export async function typical(ctx: CanvasRenderingContext2D, signal: AbortSignal
   const back: ImageData = sampleToImageData(xt, 32, 32);
   const again: Float32Array = imageDataToSample(back);
   console.log(again);
+  try {
+    await Sampler.load("m");
+  } catch (e) {
+    const kinds: ErrorName[] = ["FormatError", "MemoryLimitError", "PanicError", "DisposedError", "WorkerError"];
+    if (e instanceof Error && (kinds as string[]).includes(e.name)) console.log(e.message);
+  }
 }
 
 export async function misuse(s: Sampler): Promise<void> {
@@ -48,4 +67,14 @@ export async function misuse(s: Sampler): Promise<void> {
   s.sample({ initNoise: [0, 1] });
   // @ts-expect-error backend is read-only
   s.backend = "cpu";
+  // @ts-expect-error memoryBudget is a number of bytes
+  await Sampler.load("m", { memoryBudget: "1GB" });
+  // @ts-expect-error onWarning takes a message string
+  await Sampler.load("m", { onWarning: (n: number) => n });
+  // @ts-expect-error backendReason is read-only
+  s.backendReason = "x";
+  // @ts-expect-error not an error name of the package
+  const k: ErrorName = "OopsError";
+  // @ts-expect-error the test hooks are not part of the types
+  await import("wasm-diffusion").then((m) => m._testPanic("sync"));
 }

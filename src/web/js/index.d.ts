@@ -4,11 +4,37 @@
 export type Backend = "webgpu" | "cpu";
 
 export interface LoadProgress {
-  /** Bytes received so far. */
+  /** Bytes received so far (decoded bytes when the server compresses the download). */
   loaded: number;
-  /** Total bytes from Content-Length, or 0 when the server did not say. */
+  /** Total bytes from Content-Length, or 0 when unknown (no Content-Length, or a compressed download). */
   total: number;
 }
+
+/**
+ * The `name` of every error the package rejects with (besides the usual TypeError for a value
+ * of the wrong JS type). From Rust: FormatError (not a valid model file), UnsupportedError,
+ * ConfigError, InvalidArgumentError, BackendError (no adapter, device or readback failures),
+ * IoError, MemoryLimitError (over the memory budget, or a file larger than the wasm heap).
+ * From JS: AbortError (a DOMException), NetworkError (fetch, HTTP status, truncated download,
+ * the wasm module's download), IntegrityError, DisposedError, BusyError (a second run on one
+ * sampler), PanicError (the wasm crashed: reload the page, or load a new SamplerWorker),
+ * WorkerError (the worker crashed or failed to start).
+ */
+export type ErrorName =
+  | "FormatError"
+  | "UnsupportedError"
+  | "ConfigError"
+  | "InvalidArgumentError"
+  | "BackendError"
+  | "IoError"
+  | "MemoryLimitError"
+  | "AbortError"
+  | "NetworkError"
+  | "IntegrityError"
+  | "DisposedError"
+  | "BusyError"
+  | "PanicError"
+  | "WorkerError";
 
 export interface LoadOptions {
   /** "auto" (default): WebGPU on a hardware adapter, else the CPU (a software adapter such as SwiftShader counts as unavailable). */
@@ -19,8 +45,15 @@ export interface LoadOptions {
   signal?: AbortSignal;
   /** Subresource-integrity hash of the file, "sha256-<base64>"; a mismatch rejects. */
   integrity?: string;
-  /** Keep the file in the Cache API so a second load makes no network request (default false). */
+  /**
+   * Keep the file in the Cache API so a second load makes no network request (default false).
+   * Best effort: when storage is disabled or full the load goes on without it, with a warning.
+   */
   cache?: boolean;
+  /** Receives warnings (e.g. the Cache API failed, "auto" fell back to the CPU); default console.warn. */
+  onWarning?: (message: string) => void;
+  /** Bytes a model and a run may take at their estimated peak; more rejects with a MemoryLimitError. */
+  memoryBudget?: number;
 }
 
 /** diffusers UNet2DModel config (field names as in config.json). */
@@ -121,7 +154,7 @@ export interface SampleOptions {
   previewEvery?: number;
   /** What previews show: the predicted clean image "x0" (default) or the noisy sample "xt". */
   preview?: "x0" | "xt";
-  /** Stops the run within one step; the iterator rejects with an AbortError. */
+  /** Stops the run within one step; the iterator rejects with an AbortError. (A `break` out of the loop stops it too.) */
   signal?: AbortSignal;
   /** x_T as NCHW float32 (batch * channels * height * width values) instead of the seed. */
   initNoise?: Float32Array;
@@ -141,12 +174,23 @@ export interface Frame {
   images: ImageData[];
 }
 
+/**
+ * A model loaded on one backend. After a wasm panic (PanicError) every Sampler of the page is
+ * dead and every call rejects with that PanicError: reload the page (SamplerWorker recovers by
+ * loading again).
+ */
 export declare class Sampler {
   private constructor();
   static load(source: string | URL | ArrayBuffer | Uint8Array, options?: LoadOptions): Promise<Sampler>;
   readonly backend: Backend;
+  /** Why this backend: what was requested, or what "auto" found (e.g. a software adapter, or WebGPU failing). */
+  readonly backendReason: string;
   readonly config: ModelConfig;
+  /** Bytes of wasm linear memory of this page (shared by all its samplers; it never shrinks). */
+  readonly memoryBytes: number;
+  /** Frames of one run; a second run while one is in progress rejects with a BusyError. */
   sample(options?: SampleOptions): AsyncGenerator<Frame, void, undefined>;
+  /** Frees the model (GPU memory included); a run in progress rejects with a DisposedError. */
   dispose(): void;
 }
 
@@ -167,12 +211,18 @@ export interface WorkerLoadOptions extends LoadOptions {
   workerUrl?: string | URL;
 }
 
-/** The Sampler API, run in a Web Worker so the page never freezes. */
+/**
+ * The Sampler API, run in a Web Worker so the page never freezes. If the worker crashes (a
+ * WorkerError, or a PanicError from its wasm) every call in flight rejects and so does every
+ * later one; SamplerWorker.load starts a new worker and works again.
+ */
 export declare class SamplerWorker {
   private constructor();
   static load(source: string | URL | ArrayBuffer | Uint8Array, options?: WorkerLoadOptions): Promise<SamplerWorker>;
   readonly backend: Backend;
+  readonly backendReason: string;
   readonly config: ModelConfig;
   sample(options?: SampleOptions): AsyncGenerator<WorkerFrame, void, undefined>;
+  /** Stops the worker; a sample() in progress rejects with a DisposedError. */
   dispose(): void;
 }

@@ -7,18 +7,164 @@
 // This file is the package's entry point; it drives the wasm bindings (wasm_diffusion.js).
 // Fetching, the Cache API and integrity checks happen here; parsing, validation and sampling in
 // Rust. See index.d.ts for the exact types.
+//
+// Failure model. Every error is an `Error` whose `name` says its kind (the Rust kinds such as
+// "FormatError" pass through unchanged; see RELIABILITY.md for the list). A Rust panic kills
+// the wasm instance: the panic handler rejects every wasm promise in flight with a
+// "PanicError", and every later call on this page (or worker) rejects with the same message.
+// wasm-bindgen's `--target web` glue keeps one instance per page or worker, so the main thread
+// recovers only by a reload; a SamplerWorker recovers by loading again (a new worker).
 
-import initWasm, { Engine, noiseSample, addNoise as wasmAddNoise } from "./wasm_diffusion.js";
+import initWasm, * as wasm from "./wasm_diffusion.js";
 export { SamplerWorker } from "./worker-client.js";
 
-let ready = null;
-/** Instantiates the wasm module once (no separate init call is needed). */
-function ensureWasm() {
-  if (!ready) ready = initWasm({ module_or_path: new URL("./wasm_diffusion_bg.wasm", import.meta.url) });
-  return ready;
+const WASM_URL = new URL("./wasm_diffusion_bg.wasm", import.meta.url);
+const CACHE_NAME = "wasm-diffusion-models-v1";
+const IN_WORKER = typeof WorkerGlobalScope !== "undefined" && globalThis instanceof WorkerGlobalScope;
+
+/** The one wasm instance of this page or worker, and what is alive in it. */
+const instance = {
+  /** The instantiation promise; reset when it fails, so one failed fetch does not poison later loads. */
+  ready: null,
+  /** The panic (or trap) message once the instance has died; nothing calls into wasm after that. */
+  crash: null,
+  /** How many callers the crash was delivered to (pending promises rejected, sync calls thrown). */
+  delivered: 0,
+  /** Reject functions of the wasm promises in flight. */
+  pending: new Set(),
+  /** For tests and leak checks: engines alive, runs alive, steps taken. */
+  engines: 0,
+  runs: 0,
+  steps: 0,
+};
+
+function namedError(name, message) {
+  const e = new Error(message);
+  e.name = name;
+  return e;
 }
 
-const CACHE_NAME = "wasm-diffusion-models-v1";
+function crashedError() {
+  const again = IN_WORKER ? "start a new worker (SamplerWorker.load does)" : "reload the page";
+  return namedError("PanicError", `wasm-diffusion crashed: ${instance.crash}\nThe wasm module is dead: ${again} to load a model again.`);
+}
+
+/** Marks the instance dead and rejects every wasm promise in flight. Never throws. */
+function markCrashed(message) {
+  if (instance.crash !== null) return;
+  instance.crash = message;
+  const err = crashedError();
+  for (const reject of instance.pending) {
+    instance.delivered++;
+    reject(err);
+  }
+  instance.pending.clear();
+}
+
+/** Called by Rust (synchronously, inside the panicking export) before the wasm traps. */
+function onPanic(message) {
+  try {
+    markCrashed(String(message));
+  } catch {
+    // A throw here would unwind through the panicking wasm frames.
+  }
+}
+
+/**
+ * After a panic the wasm traps: a RuntimeError thrown out of a sync export (turned into a
+ * PanicError by `call`) or, inside an async export, out of wasm-bindgen's task queue where nobody
+ * can catch it. That uncaught trap is swallowed when the crash already reached a caller through a
+ * rejection; otherwise it is re-thrown with the panic message, so it is never silent.
+ */
+function onUncaught(event, error) {
+  if (typeof WebAssembly === "undefined" || !(error instanceof WebAssembly.RuntimeError)) return;
+  const ours = instance.crash !== null || String(error.stack || "").includes(WASM_URL.href);
+  if (!ours) return;
+  markCrashed(`WebAssembly trap: ${error.message}`);
+  event.preventDefault();
+  if (instance.delivered === 0) {
+    instance.delivered++;
+    const err = crashedError();
+    setTimeout(() => {
+      throw err;
+    });
+  }
+}
+
+function ensureWasm() {
+  if (instance.crash !== null) return Promise.reject(crashedError());
+  if (!instance.ready) {
+    instance.ready = initWasm({ module_or_path: WASM_URL }).then(
+      () => {
+        if (typeof wasm.setPanicHandler === "function") wasm.setPanicHandler(onPanic);
+        if (typeof globalThis.addEventListener === "function") {
+          globalThis.addEventListener("error", (ev) => onUncaught(ev, ev.error));
+          globalThis.addEventListener("unhandledrejection", (ev) => onUncaught(ev, ev.reason));
+        }
+      },
+      (e) => {
+        instance.ready = null;
+        const err = asError(e);
+        throw namedError("NetworkError", `loading the wasm module ${WASM_URL.href} failed: ${err.name}: ${err.message}`);
+      },
+    );
+  }
+  return instance.ready;
+}
+
+/** Runs a synchronous wasm call; a trap (after a panic) becomes the instance's PanicError. */
+function call(f) {
+  if (instance.crash !== null) throw crashedError();
+  try {
+    return f();
+  } catch (e) {
+    if (instance.crash !== null || (typeof WebAssembly !== "undefined" && e instanceof WebAssembly.RuntimeError)) {
+      markCrashed(`WebAssembly trap: ${e && e.message}`);
+      instance.delivered++;
+      throw crashedError();
+    }
+    throw asError(e);
+  }
+}
+
+/** Follows a wasm promise, so that a panic while it is pending rejects it instead of leaving it pending. */
+function track(promise) {
+  if (instance.crash !== null) return Promise.reject(crashedError());
+  return new Promise((resolve, reject) => {
+    instance.pending.add(reject);
+    promise.then(
+      (v) => {
+        instance.pending.delete(reject);
+        resolve(v);
+      },
+      (e) => {
+        instance.pending.delete(reject);
+        reject(instance.crash !== null ? crashedError() : asError(e));
+      },
+    );
+  });
+}
+
+/** Frees a wasm object unless the instance is dead (calling into it then could trap again). */
+function free(obj) {
+  if (instance.crash !== null) return;
+  try {
+    obj.free();
+  } catch (e) {
+    if (typeof WebAssembly !== "undefined" && e instanceof WebAssembly.RuntimeError) markCrashed(`WebAssembly trap: ${e.message}`);
+  }
+}
+
+function freeEngine(engine) {
+  instance.engines--;
+  if (instance.crash !== null) return;
+  try {
+    engine.dispose();
+  } catch (e) {
+    if (typeof WebAssembly !== "undefined" && e instanceof WebAssembly.RuntimeError) markCrashed(`WebAssembly trap: ${e.message}`);
+  }
+  free(engine);
+}
 
 function abortError(signal) {
   const reason = signal && signal.reason;
@@ -26,14 +172,17 @@ function abortError(signal) {
   return new DOMException(typeof reason === "string" ? reason : "The operation was aborted.", "AbortError");
 }
 
-// Lets the page run (input, rendering, an abort) between two sampling steps. Not
+// Lets the page run (input, rendering, timers, an abort message) between two sampling steps,
+// whether or not a frame was due: a frame read back from the CPU backend resolves in microtasks,
+// so without this a run with previewEvery 1 never let a worker see its abort message. Not
 // setTimeout(0): browsers clamp nested timers to >= 4 ms after five levels, which a sampling loop
 // reaches at once (measured: ~4 ms added to every CPU step, about 10% of an emoji step; see
-// BENCHMARKS.md). scheduler.yield() where the browser has it, else a MessageChannel round trip.
+// BENCHMARKS.md). Not scheduler.yield(): Chromium runs its continuations ahead of other tasks, so
+// a loop of them starved timers (a dispose() from a setTimeout waited for the whole run). A
+// MessageChannel round trip is an ordinary task, tens of microseconds.
 let yieldChannel = null;
 const yieldWaiters = [];
 function nextTask() {
-  if (typeof globalThis.scheduler?.yield === "function") return globalThis.scheduler.yield();
   if (typeof MessageChannel === "undefined") return new Promise((r) => setTimeout(r, 0));
   if (yieldChannel === null) {
     yieldChannel = new MessageChannel();
@@ -51,9 +200,42 @@ function throwIfAborted(signal) {
   if (signal && signal.aborted) throw abortError(signal);
 }
 
+/**
+ * Settles with `promise`, or rejects with an AbortError as soon as `signal` aborts; a value that
+ * arrives after the abort is handed to `discard` (so nothing loaded leaks).
+ */
+function raceAbort(promise, signal, discard) {
+  if (!signal) return promise;
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(abortError(signal));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        if (signal.aborted) {
+          if (discard) discard(v);
+        } else resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
 function asError(e) {
   if (e instanceof Error) return e;
+  if (e && typeof e === "object" && typeof e.message === "string") return namedError(String(e.name || "Error"), e.message);
   return new Error(typeof e === "string" ? e : String(e));
+}
+
+/** `prefix: message`, keeping the error's name (FormatError etc.). */
+function withPrefix(prefix, e) {
+  const err = asError(e);
+  if (err.name === "AbortError" || err.name === "PanicError") return err;
+  return namedError(err.name, `${prefix}: ${err.message}`);
 }
 
 async function sha256Base64(bytes) {
@@ -66,7 +248,7 @@ async function sha256Base64(bytes) {
 function parseIntegrity(integrity) {
   if (integrity == null) return null;
   const m = /^sha256-([A-Za-z0-9+/]+={0,2})$/.exec(String(integrity).trim());
-  if (!m) throw new Error(`integrity: expected "sha256-<base64>", found "${integrity}"`);
+  if (!m) throw namedError("InvalidArgumentError", `integrity: expected "sha256-<base64>", found "${integrity}"`);
   return m[1];
 }
 
@@ -74,15 +256,45 @@ async function checkIntegrity(bytes, expected, url) {
   if (!expected) return;
   const got = await sha256Base64(bytes);
   if (got !== expected) {
-    throw new Error(`integrity mismatch for ${url}: expected sha256-${expected}, found sha256-${got}`);
+    throw namedError("IntegrityError", `integrity mismatch for ${url}: expected sha256-${expected}, found sha256-${got}`);
   }
 }
 
-/** Reads a fetch Response body, reporting progress and honouring the signal. */
+/** The largest model file the wasm heap can take, or null while the module is not loaded yet. */
+function heapLimit() {
+  if (instance.crash !== null || typeof wasm.maxModelBytes !== "function") return null;
+  try {
+    return wasm.maxModelBytes();
+  } catch {
+    return null; // not instantiated yet
+  }
+}
+
+function tooLarge(size, max, how) {
+  return namedError("MemoryLimitError", `the model file is ${size} bytes${how}, more than the ${max} bytes the wasm heap can take`);
+}
+
+/**
+ * Reads a fetch Response body, reporting progress and honouring the signal. With a
+ * Content-Encoding (gzip, br) the Content-Length counts compressed bytes: `total` is then 0
+ * (unknown) and the length is not checked (a cut-off compressed stream fails to decode instead).
+ */
 async function readBody(response, url, onProgress, signal) {
-  const total = Number(response.headers.get("content-length")) || 0;
+  const encoding = (response.headers.get("content-encoding") || "identity").trim().toLowerCase();
+  const declared = Number(response.headers.get("content-length")) || 0;
+  const total = encoding === "identity" ? declared : 0;
+  const checkSize = (loaded) => {
+    const max = heapLimit();
+    if (max === null) return;
+    if (total > max) throw withPrefix(url, tooLarge(total, max, " (Content-Length)"));
+    if (loaded > max) {
+      throw namedError("MemoryLimitError", `${url}: the model file is larger than the ${max} bytes the wasm heap can take (${loaded} bytes received so far)`);
+    }
+  };
+  checkSize(0);
   if (!response.body) {
     const buf = new Uint8Array(await response.arrayBuffer());
+    checkSize(buf.byteLength);
     if (onProgress) onProgress({ loaded: buf.byteLength, total: total || buf.byteLength });
     return buf;
   }
@@ -94,18 +306,31 @@ async function readBody(response, url, onProgress, signal) {
   try {
     for (;;) {
       throwIfAborted(signal);
-      const { done, value } = await reader.read();
+      let chunk;
+      try {
+        chunk = await reader.read();
+      } catch (e) {
+        throwIfAborted(signal);
+        const err = asError(e);
+        throw namedError("NetworkError", `download of ${url} failed after ${loaded} bytes: ${err.name}: ${err.message}`);
+      }
       throwIfAborted(signal);
-      if (done) break;
-      chunks.push(value);
-      loaded += value.byteLength;
-      if (onProgress) onProgress({ loaded, total });
+      if (chunk.done) break;
+      chunks.push(chunk.value);
+      loaded += chunk.value.byteLength;
+      checkSize(loaded);
+      // A server that names no encoding but sends more than it declared (a proxy that decoded
+      // the body) is not a truncation: from then on the total is unknown.
+      if (onProgress) onProgress({ loaded, total: loaded <= total ? total : 0 });
     }
+  } catch (e) {
+    reader.cancel().catch(() => {});
+    throw e;
   } finally {
     if (signal) signal.removeEventListener("abort", onAbort);
   }
-  if (total && loaded !== total) {
-    throw new Error(`download of ${url} truncated: expected ${total} bytes, found ${loaded}`);
+  if (total && loaded < total) {
+    throw namedError("NetworkError", `download of ${url} truncated: expected ${total} bytes, found ${loaded}`);
   }
   const out = new Uint8Array(loaded);
   let off = 0;
@@ -119,13 +344,14 @@ async function readBody(response, url, onProgress, signal) {
 async function fetchModel(url, { onProgress, signal, integrity }) {
   let response;
   try {
-    response = await fetch(url, { signal, integrity: undefined });
+    response = await fetch(url, { signal });
   } catch (e) {
     if (signal && signal.aborted) throw abortError(signal);
-    throw new Error(`fetching ${url} failed: ${asError(e).message}`);
+    throw namedError("NetworkError", `fetching ${url} failed: ${asError(e).message}`);
   }
   if (!response.ok) {
-    throw new Error(`fetching ${url} failed: HTTP ${response.status} ${response.statusText}`.trim());
+    response.body?.cancel().catch(() => {});
+    throw namedError("NetworkError", `fetching ${url} failed: HTTP ${response.status} ${response.statusText}`.trim());
   }
   const bytes = await readBody(response, url, onProgress, signal);
   await checkIntegrity(bytes, integrity, url);
@@ -133,31 +359,118 @@ async function fetchModel(url, { onProgress, signal, integrity }) {
 }
 
 /**
- * Picks the backend. "auto" takes WebGPU only on a hardware adapter: a software adapter such as
- * SwiftShader is 10-100x slower than the CPU path.
+ * The Cache API, best effort: storage can be disabled (some private modes, opaque origins) or
+ * full. Every failure becomes a warning and the load goes on without the cache.
+ */
+class ModelCache {
+  constructor(url, warn) {
+    this.url = url;
+    this.warn = warn;
+    this.store = null;
+  }
+
+  async open() {
+    if (typeof caches === "undefined") {
+      this.warn("cache: the Cache API is not available here (not a secure context?); loading without it");
+      return false;
+    }
+    try {
+      this.store = await caches.open(CACHE_NAME);
+      return true;
+    } catch (e) {
+      const err = asError(e);
+      this.warn(`cache: the Cache API is unavailable (${err.name}: ${err.message}); loading without it`);
+      return false;
+    }
+  }
+
+  async match() {
+    try {
+      return (await this.store.match(this.url)) || null;
+    } catch (e) {
+      const err = asError(e);
+      this.warn(`cache: reading ${this.url} from the Cache API failed (${err.name}: ${err.message}); downloading it`);
+      return null;
+    }
+  }
+
+  async delete() {
+    try {
+      await this.store.delete(this.url);
+    } catch (e) {
+      const err = asError(e);
+      this.warn(`cache: evicting ${this.url} from the Cache API failed (${err.name}: ${err.message})`);
+    }
+  }
+
+  async put(bytes) {
+    try {
+      const headers = { "content-type": "application/octet-stream", "content-length": String(bytes.byteLength) };
+      await this.store.put(this.url, new Response(bytes, { headers }));
+    } catch (e) {
+      const err = asError(e);
+      this.warn(`cache: storing ${this.url} in the Cache API failed (${err.name}: ${err.message}); the next load downloads it again`);
+    }
+  }
+}
+
+/**
+ * Picks the backend and says why. "auto" takes WebGPU only on a hardware adapter: a software
+ * adapter such as SwiftShader is 10-100x slower than the CPU path.
  */
 async function chooseBackend(requested) {
-  if (requested === "cpu") return "cpu";
+  if (requested === "cpu") return { backend: "cpu", reason: 'backend "cpu" was requested', adapter: null };
   const gpu = typeof navigator !== "undefined" ? navigator.gpu : undefined;
   let adapter = null;
+  let failure = gpu ? "no WebGPU adapter" : "this browser has no WebGPU (navigator.gpu is missing)";
   if (gpu) {
     try {
       adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-    } catch {
+    } catch (e) {
       adapter = null;
+      failure = `requesting a WebGPU adapter failed (${asError(e).message})`;
     }
   }
   if (requested === "webgpu") {
-    if (!adapter) throw new Error("backend \"webgpu\": expected a WebGPU adapter, found none (navigator.gpu missing or no adapter)");
-    return "webgpu";
+    if (!adapter) throw namedError("BackendError", `backend "webgpu": expected a WebGPU adapter, found none (${failure})`);
+    return { backend: "webgpu", reason: 'backend "webgpu" was requested', adapter };
   }
-  if (!adapter) return "cpu";
+  if (!adapter) return { backend: "cpu", reason: `auto: ${failure}; using the CPU`, adapter: null };
   const info = adapter.info || {};
+  const name = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" ") || "unnamed";
   const software =
     adapter.isFallbackAdapter ||
     info.isFallbackAdapter ||
     /swiftshader|llvmpipe|lavapipe|software/i.test(`${info.architecture || ""} ${info.description || ""} ${info.device || ""}`);
-  return software ? "cpu" : "webgpu";
+  if (software) return { backend: "cpu", reason: `auto: the WebGPU adapter (${name}) is a software one, slower than the CPU path; using the CPU`, adapter: null };
+  return { backend: "webgpu", reason: `auto: hardware WebGPU adapter (${name})`, adapter };
+}
+
+/** Errors that say the file or the request is bad: trying another backend would not help. */
+const NOT_A_BACKEND_PROBLEM = new Set(["FormatError", "UnsupportedError", "ConfigError", "InvalidArgumentError", "AbortError", "PanicError"]);
+/** Engine.load failures that say nothing against a cached copy of the file. */
+const KEEP_CACHED_COPY = new Set(["AbortError", "PanicError", "BackendError", "MemoryLimitError"]);
+
+/**
+ * Loads an engine: the backend's (asynchronous) initialisation, then the synchronous parse and
+ * upload, so that a trap while loading throws here instead of leaving a promise pending. An
+ * abort is honoured at once; an engine that arrives after it is freed.
+ */
+async function loadEngine(bytes, backend, limits, signal) {
+  const max = heapLimit();
+  if (max !== null && bytes.byteLength > max) throw tooLarge(bytes.byteLength, max, "");
+  if (typeof wasm.initBackend === "function" && typeof wasm.Engine.create === "function") {
+    await raceAbort(track(call(() => wasm.initBackend(backend))), signal);
+    throwIfAborted(signal);
+    const engine = call(() => wasm.Engine.create(bytes, backend, limits));
+    instance.engines++;
+    return engine;
+  }
+  const loading = track(call(() => wasm.Engine.load(bytes, backend, limits))).then((engine) => {
+    instance.engines++;
+    return engine;
+  });
+  return raceAbort(loading, signal, freeEngine);
 }
 
 const SCHEDULERS = ["ddpm", "ddim", "dpm++"];
@@ -165,17 +478,21 @@ const DEFAULT_STEPS = { ddpm: 1000, ddim: 50, "dpm++": 20 };
 
 function checkInt(name, v, min, max) {
   if (!Number.isInteger(v) || v < min || v > max) {
-    throw new Error(`${name}: expected an integer from ${min} to ${max}, found ${v}`);
+    throw namedError("InvalidArgumentError", `${name}: expected an integer from ${min} to ${max}, found ${v}`);
   }
 }
 
 /** A model loaded on one backend, ready to sample. */
 export class Sampler {
   /** @private */
-  constructor(engine, config) {
+  constructor(engine, config, backend, backendReason) {
     this._engine = engine;
     this._config = config;
+    this._backend = backend;
+    this._backendReason = backendReason;
     this._busy = false;
+    this._run = null;
+    this._disposed = false;
   }
 
   /**
@@ -184,33 +501,50 @@ export class Sampler {
    * @param {import("./index").LoadOptions} [options]
    */
   static async load(source, options = {}) {
-    const { backend = "auto", onProgress, signal, integrity, cache = false } = options;
+    const { backend = "auto", onProgress, onWarning, signal, integrity, cache = false, memoryBudget } = options;
     if (!["auto", "webgpu", "cpu"].includes(backend)) {
-      throw new Error(`backend: expected "auto", "webgpu" or "cpu", found "${backend}"`);
+      throw namedError("InvalidArgumentError", `backend: expected "auto", "webgpu" or "cpu", found "${backend}"`);
+    }
+    if (memoryBudget !== undefined && !(typeof memoryBudget === "number" && memoryBudget > 0 && Number.isFinite(memoryBudget))) {
+      throw namedError("InvalidArgumentError", `memoryBudget: expected a number of bytes > 0, found ${memoryBudget}`);
     }
     throwIfAborted(signal);
+    if (instance.crash !== null) throw crashedError();
+    const warn = (message) => {
+      if (typeof onWarning === "function") onWarning(message);
+      else console.warn(`wasm-diffusion: ${message}`);
+    };
     const expected = parseIntegrity(integrity);
+    // The module downloads and compiles while the model downloads.
     const wasmReady = ensureWasm();
+    wasmReady.catch(() => {});
+
+    // 1. The bytes: from the Cache API, the network or the caller.
     let bytes;
-    let cacheEntry = null;
+    let url = null;
+    let cached = null; // the ModelCache the bytes came from
+    let cacheToFill = null; // the ModelCache to store them in once they load
     if (typeof source === "string" || source instanceof URL) {
-      const url = new URL(String(source), typeof location !== "undefined" ? location.href : undefined).href;
-      if (cache && typeof caches !== "undefined") {
-        const store = await caches.open(CACHE_NAME);
-        const hit = await store.match(url);
-        if (hit) {
-          const cached = await readBody(hit, url, onProgress, signal);
-          try {
-            await checkIntegrity(cached, expected, url);
-            bytes = cached;
-          } catch {
-            await store.delete(url); // corrupt or stale copy: fetch again
+      url = new URL(String(source), typeof location !== "undefined" ? location.href : undefined).href;
+      if (cache) {
+        const c = new ModelCache(url, warn);
+        if (await c.open()) {
+          const hit = await c.match();
+          if (hit) {
+            try {
+              const copy = await readBody(hit, url, onProgress, signal);
+              await checkIntegrity(copy, expected, url);
+              bytes = copy;
+              cached = c;
+            } catch (e) {
+              if (asError(e).name === "AbortError" || asError(e).name === "MemoryLimitError") throw e;
+              await c.delete(); // corrupt or stale copy: fetch again
+            }
           }
+          if (!bytes) cacheToFill = c;
         }
-        cacheEntry = { store, url };
       }
       if (!bytes) bytes = await fetchModel(url, { onProgress, signal, integrity: expected });
-      source = url;
     } else if (source instanceof Uint8Array) {
       bytes = source;
       await checkIntegrity(bytes, expected, "the given bytes");
@@ -218,39 +552,64 @@ export class Sampler {
       bytes = new Uint8Array(source);
       await checkIntegrity(bytes, expected, "the given bytes");
     } else {
-      throw new Error(`source: expected a URL string, URL, ArrayBuffer or Uint8Array, found ${Object.prototype.toString.call(source)}`);
+      throw new TypeError(`source: expected a URL string, URL, ArrayBuffer or Uint8Array, found ${Object.prototype.toString.call(source)}`);
     }
+    const fail = (e) => (url === null ? asError(e) : withPrefix(url, e));
     throwIfAborted(signal);
-    await wasmReady;
-    const chosen = await chooseBackend(backend);
-    throwIfAborted(signal);
+    await raceAbort(wasmReady, signal);
+
+    // 2. The backend, then the engine ("auto" falls back to the CPU when WebGPU fails).
+    let choice = await raceAbort(chooseBackend(backend), signal);
+    const limits = (adapter) => {
+      const l = {};
+      if (memoryBudget !== undefined) l.memoryBudget = memoryBudget;
+      if (adapter && adapter.limits) {
+        l.maxBufferSize = adapter.limits.maxBufferSize;
+        l.maxStorageBufferBindingSize = adapter.limits.maxStorageBufferBindingSize;
+      }
+      return l;
+    };
     let engine;
     try {
-      engine = await Engine.load(bytes, chosen);
+      engine = await loadEngine(bytes, choice.backend, limits(choice.adapter), signal);
     } catch (e) {
       const err = asError(e);
-      if (cacheEntry) {
-        // A cached copy that does not parse is evicted; the caller's retry fetches it afresh.
-        await cacheEntry.store.delete(cacheEntry.url);
+      if (!(backend === "auto" && choice.backend === "webgpu" && !NOT_A_BACKEND_PROBLEM.has(err.name))) {
+        // A cached copy that does not load is evicted; the caller's retry fetches it afresh.
+        if (cached && !KEEP_CACHED_COPY.has(err.name)) await cached.delete();
+        throw fail(err);
       }
-      throw new Error(typeof source === "string" ? `${source}: ${err.message}` : err.message);
-    }
-    if (cacheEntry) {
-      const already = await cacheEntry.store.match(cacheEntry.url);
-      if (!already) {
-        await cacheEntry.store.put(
-          cacheEntry.url,
-          new Response(bytes, { headers: { "content-type": "application/octet-stream", "content-length": String(bytes.byteLength) } }),
-        );
+      warn(`WebGPU failed (${err.name}: ${err.message}); using the CPU`);
+      choice = { backend: "cpu", reason: `auto: WebGPU failed (${err.name}: ${err.message}); fell back to the CPU`, adapter: null };
+      try {
+        engine = await loadEngine(bytes, "cpu", limits(null), signal);
+      } catch (e2) {
+        throw fail(e2);
       }
     }
-    return new Sampler(engine, engine.config());
+
+    // 3. Everything after the engine exists frees it when it fails.
+    try {
+      const config = call(() => engine.config());
+      if (cacheToFill) await cacheToFill.put(bytes);
+      throwIfAborted(signal);
+      return new Sampler(engine, config, choice.backend, choice.reason);
+    } catch (e) {
+      freeEngine(engine);
+      throw fail(e);
+    }
   }
 
   /** "webgpu" or "cpu". */
   get backend() {
     this._check();
-    return this._engine.backend;
+    return this._backend;
+  }
+
+  /** Why this backend: what was requested, or what "auto" found. */
+  get backendReason() {
+    this._check();
+    return this._backendReason;
   }
 
   /** Model and scheduler config, quantization, class names. */
@@ -259,22 +618,42 @@ export class Sampler {
     return this._config;
   }
 
-  /** Frees the weights (and GPU memory). Later calls fail with a clear error. */
+  /** Bytes of wasm linear memory of this page or worker (shared by all its samplers; it never shrinks). */
+  get memoryBytes() {
+    this._check();
+    return typeof wasm.wasmMemoryBytes === "function" ? call(() => wasm.wasmMemoryBytes()) : 0;
+  }
+
+  /** Frees the weights (and GPU memory). Later calls fail with a clear error; a run in progress rejects. */
   dispose() {
-    if (this._engine) {
-      this._engine.dispose();
-      this._engine.free();
-      this._engine = null;
+    if (this._disposed) return;
+    this._disposed = true;
+    if (this._run) {
+      const run = this._run;
+      this._run = null;
+      instance.runs--;
+      free(run);
     }
+    freeEngine(this._engine);
+    this._engine = null;
   }
 
   /** @private */
   _check() {
-    if (!this._engine) throw new Error("this Sampler was disposed: expected a loaded model, found none");
+    if (instance.crash !== null) throw crashedError();
+    if (this._disposed) throw namedError("DisposedError", "this Sampler was disposed: expected a loaded model, found none");
+  }
+
+  /** @private After every await of a run: the sampler may have died, been disposed or aborted meanwhile. */
+  _resume(signal) {
+    if (instance.crash !== null) throw crashedError();
+    if (this._disposed) throw namedError("DisposedError", "this Sampler was disposed during sampling");
+    throwIfAborted(signal);
   }
 
   /**
-   * Samples images; yields a frame every `previewEvery` steps and always the final one.
+   * Samples images; yields a frame every `previewEvery` steps and always the final one. A
+   * `break` out of the loop frees the run at once.
    * @param {import("./index").SampleOptions} [options]
    * @returns {AsyncGenerator<import("./index").Frame>}
    */
@@ -293,58 +672,62 @@ export class Sampler {
     } = options;
     const steps = options.steps ?? DEFAULT_STEPS[scheduler];
     const seed = options.seed ?? Math.floor(Math.random() * 2 ** 32);
-    if (!SCHEDULERS.includes(scheduler)) throw new Error(`scheduler: expected "ddpm", "ddim" or "dpm++", found "${scheduler}"`);
+    if (!SCHEDULERS.includes(scheduler)) throw namedError("InvalidArgumentError", `scheduler: expected "ddpm", "ddim" or "dpm++", found "${scheduler}"`);
     checkInt("steps", steps, 1, 100000);
     checkInt("batch", batch, 1, 64);
     checkInt("previewEvery", previewEvery, 1, 1e9);
     checkInt("seed", seed, 0, Number.MAX_SAFE_INTEGER);
-    if (preview !== "x0" && preview !== "xt") throw new Error(`preview: expected "x0" or "xt", found "${preview}"`);
-    if (typeof eta !== "number" || !(eta >= 0)) throw new Error(`eta: expected a number >= 0, found ${eta}`);
+    if (preview !== "x0" && preview !== "xt") throw namedError("InvalidArgumentError", `preview: expected "x0" or "xt", found "${preview}"`);
+    if (typeof eta !== "number" || !(eta >= 0)) throw namedError("InvalidArgumentError", `eta: expected a number >= 0, found ${eta}`);
     if (typeof guidanceScale !== "number" || !Number.isFinite(guidanceScale)) {
-      throw new Error(`guidanceScale: expected a finite number, found ${guidanceScale}`);
+      throw namedError("InvalidArgumentError", `guidanceScale: expected a finite number, found ${guidanceScale}`);
     }
     if (classLabels != null && !Array.isArray(classLabels)) {
-      throw new Error(`classLabels: expected an array of class indices, found ${typeof classLabels}`);
+      throw new TypeError(`classLabels: expected an array of class indices, found ${typeof classLabels}`);
     }
     if (initNoise != null && !(initNoise instanceof Float32Array)) {
-      throw new Error("initNoise: expected a Float32Array (NCHW), found another type");
+      throw new TypeError("initNoise: expected a Float32Array (NCHW), found another type");
     }
-    if (this._busy) throw new Error("this Sampler is already sampling: expected one run at a time, found two");
+    if (this._busy) throw namedError("BusyError", "this Sampler is already sampling: expected one run at a time, found two");
     throwIfAborted(signal);
     this._busy = true;
+    let run = null;
     try {
-      const run = this._engine.startRun(
-        { scheduler, steps, seed, eta, batch, classLabels: classLabels ?? undefined, guidanceScale },
-        initNoise ?? undefined,
-      );
-      const [, , h, w] = run.shape;
-      const total = run.totalSteps;
+      const engine = this._engine;
+      run = call(() => engine.startRun({ scheduler, steps, seed, eta, batch, classLabels: classLabels ?? undefined, guidanceScale }, initNoise ?? undefined));
+      this._run = run;
+      instance.runs++;
+      const [, , h, w] = call(() => run.shape);
+      const total = call(() => run.totalSteps);
       const t0 = performance.now();
-      try {
-        while (!run.done) {
-          throwIfAborted(signal);
-          const info = run.step();
-          const due = info.last || info.step % previewEvery === 0;
-          if (due) {
-            const frame = await run.readFrame(info.last ? "xt" : preview);
-            throwIfAborted(signal);
-            yield {
-              step: info.step,
-              totalSteps: total,
-              timestep: info.timestep,
-              final: info.last,
-              elapsedMs: performance.now() - t0,
-              images: frame.rgba.map((px) => new ImageData(px, w, h)),
-            };
-          } else {
-            // Give the page (and an abort) a chance between steps without reading back.
-            await nextTask();
-          }
+      while (!call(() => run.done)) {
+        throwIfAborted(signal);
+        const info = call(() => run.step());
+        instance.steps++;
+        // Give the page (and an abort, a dispose) a chance after every step.
+        await nextTask();
+        this._resume(signal);
+        if (info.last || info.step % previewEvery === 0) {
+          const frame = await track(call(() => run.readFrame(info.last ? "xt" : preview)));
+          this._resume(signal);
+          yield {
+            step: info.step,
+            totalSteps: total,
+            timestep: info.timestep,
+            final: info.last,
+            elapsedMs: performance.now() - t0,
+            images: frame.rgba.map((px) => new ImageData(px, w, h)),
+          };
+          this._resume(signal);
         }
-      } finally {
-        run.free();
       }
     } finally {
+      // dispose() frees a run in progress itself; otherwise (done, break, error) free it here.
+      if (run !== null && this._run === run) {
+        this._run = null;
+        instance.runs--;
+        free(run);
+      }
       this._busy = false;
     }
   }
@@ -353,13 +736,13 @@ export class Sampler {
 /** The seeded noise the sampler uses (`batch * perItem` values), e.g. to compare with the CLI. */
 export async function seededNoise(seed, batch, perItem) {
   await ensureWasm();
-  return noiseSample(seed, batch, perItem);
+  return call(() => wasm.noiseSample(seed, batch, perItem));
 }
 
 /** The forward process: x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) noise (linear betas, T = 1000). */
 export async function addNoise(x0, shape, timestep, seed) {
   await ensureWasm();
-  return wasmAddNoise(x0, Uint32Array.from(shape), timestep, seed);
+  return call(() => wasm.addNoise(x0, Uint32Array.from(shape), timestep, seed));
 }
 
 /** Converts ImageData in [0, 255] to NCHW floats in [-1, 1]. */
@@ -381,4 +764,20 @@ export function sampleToImageData(values, width, height) {
     px[i * 4 + 3] = 255;
   }
   return new ImageData(px, width, height);
+}
+
+/**
+ * Test hooks (not part of the API; not in index.d.ts): panic inside the wasm ("sync": in a
+ * synchronous export; "async": inside an async export's promise), and counts of what is alive.
+ * @private
+ */
+export async function _testPanic(kind) {
+  await ensureWasm();
+  if (kind === "async") return track(call(() => wasm.testPanic("async")));
+  return call(() => wasm.testPanic("sync"));
+}
+
+/** @private */
+export function _stats() {
+  return { engines: instance.engines, runs: instance.runs, steps: instance.steps, pending: instance.pending.size, crashed: instance.crash !== null };
 }

@@ -1,12 +1,45 @@
 // The Web Worker entry: runs a Sampler off the main thread. Driven by SamplerWorker
 // (worker-client.js); frames travel back as transferable ImageBitmaps.
+//
+// Protocol: the client posts { id, type: "load" | "sample" | "dispose", ... } and
+// { type: "abort", target: id }; the worker answers with messages carrying the same id:
+// "progress", "warning", "loaded", "frame", "done" or "error" ({ name, message }). "ready" (no
+// id) says the script started. Runs are serialised: a sample waits for the previous run to
+// finish, which the client aborts when its caller leaves the loop, so the next sample() starts
+// within one step instead of failing with "already sampling".
 import { Sampler } from "./index.js";
 
 let sampler = null;
 const controllers = new Map();
+/** The run in progress (a promise that settles when it has stopped), or null. */
+let running = null;
 
 function post(msg, transfer) {
   self.postMessage(msg, transfer || []);
+}
+
+function postError(id, e) {
+  post({ id, type: "error", name: (e && e.name) || "Error", message: e && e.message ? e.message : String(e) });
+}
+
+async function sample(id, options, signal) {
+  const previous = running;
+  let release;
+  const mine = new Promise((r) => (release = r));
+  running = mine;
+  try {
+    if (previous) await previous;
+    if (!sampler) throw new Error("no model loaded in the worker: expected load() first, found none");
+    for await (const frame of sampler.sample({ ...options, signal })) {
+      const bitmaps = await Promise.all(frame.images.map((im) => createImageBitmap(im)));
+      const { images, ...rest } = frame;
+      post({ id, type: "frame", frame: { ...rest, images: bitmaps } }, bitmaps);
+    }
+    post({ id, type: "done" });
+  } finally {
+    release();
+    if (running === mine) running = null;
+  }
 }
 
 self.onmessage = async (event) => {
@@ -17,6 +50,7 @@ self.onmessage = async (event) => {
     if (c) c.abort();
     return;
   }
+  if (id === undefined) return; // not addressed to the protocol (e.g. a test hook's message)
   const controller = new AbortController();
   controllers.set(id, controller);
   try {
@@ -27,16 +61,11 @@ self.onmessage = async (event) => {
         ...msg.options,
         signal: controller.signal,
         onProgress: (p) => post({ id, type: "progress", loaded: p.loaded, total: p.total }),
+        onWarning: (message) => post({ id, type: "warning", message }),
       });
-      post({ id, type: "loaded", backend: sampler.backend, config: sampler.config });
+      post({ id, type: "loaded", backend: sampler.backend, backendReason: sampler.backendReason, config: sampler.config });
     } else if (type === "sample") {
-      if (!sampler) throw new Error("no model loaded in the worker: expected load() first, found none");
-      for await (const frame of sampler.sample({ ...msg.options, signal: controller.signal })) {
-        const bitmaps = await Promise.all(frame.images.map((im) => createImageBitmap(im)));
-        const { images, ...rest } = frame;
-        post({ id, type: "frame", frame: { ...rest, images: bitmaps } }, bitmaps);
-      }
-      post({ id, type: "done" });
+      await sample(id, msg.options, controller.signal);
     } else if (type === "dispose") {
       if (sampler) sampler.dispose();
       sampler = null;
@@ -45,8 +74,10 @@ self.onmessage = async (event) => {
       throw new Error(`worker message: expected load, sample, abort or dispose, found ${type}`);
     }
   } catch (e) {
-    post({ id, type: "error", name: e && e.name, message: e && e.message ? e.message : String(e) });
+    postError(id, e);
   } finally {
     controllers.delete(id);
   }
 };
+
+post({ type: "ready" });
