@@ -145,11 +145,10 @@ echo "    wasm-bindgen $(mb "$size_bindgen")"
 [ "$opt" = 1 ] && echo "    wasm-opt     $(mb "$size_final")"
 echo "    final        $(mb "$size_final")  $bg  (gzip -9: $(mb "$size_gz"))"
 
-# The demo's service worker names its cache after this build (pkg/ and the default model), so
-# a returning visitor gets the new package and model as a whole, never new JS with an old wasm.
+# The demo's manifest: the default model's `integrity` in models/index.json (commit it when it
+# changes) and www/build-id.js, the build id and the hash of each file sw.js pins to it (the
+# package, models/index.json, the model). A page runs the package of one build only (sw.js).
 if [ "$out_dir" = pkg ]; then
-  model="models/$(node -e 'console.log(JSON.parse(require("fs").readFileSync("models/index.json","utf8")).default)')"
-  build_id=$(cat pkg/*.js pkg/*.wasm models/index.json "$model" | sha256sum | cut -c1-16)
-  printf '// Written by scripts/build.sh: hash of pkg/ and the default model; sw.js names its cache by it.\nself.WASM_DIFFUSION_BUILD = "%s";\n' "$build_id" > www/build-id.js
-  echo "    build id     $build_id  (www/build-id.js)"
+  build_id="$(node scripts/demo-manifest.mjs)"
+  echo "    build id     $build_id  (www/build-id.js, integrity in models/index.json)"
 fi

@@ -1,33 +1,83 @@
 // The demo page: loads the shipped model, shows the denoising live, and the forward process.
 // It uses the built npm package (pkg/) exactly as an app would. Sampling runs in a Web Worker
 // (SamplerWorker), so the page stays responsive while a CPU step takes a second or more.
-import { SamplerWorker, addNoise, imageDataToSample, sampleToImageData } from "../pkg/index.js";
+//
+// Query parameters: ?backend=auto|cpu|webgpu, ?steps=N, ?guidance=G, ?scheduler=ddim|dpm++|ddpm
+// preset the controls; ?model=PATH loads another model file of this site (same origin only).
 
 const $ = (id) => document.getElementById(id);
-const state = { sampler: null, controller: null, lastImage: null };
+const state = { sampler: null, controller: null, lastImage: null, pkg: null };
+const params = new URLSearchParams(location.search);
 
-// Work offline after the first visit.
-if ("serviceWorker" in navigator) {
-  navigator.serviceWorker
-    .register("sw.js")
-    .then(() => ($("offline-status").textContent = "works offline after this visit"))
-    .catch((e) => ($("offline-status").textContent = `offline mode unavailable: ${e.message}`));
+/**
+ * Registers the service worker (sw.js) and imports the package. On a first visit it waits until
+ * the worker controls the page, so that the page runs the package of the build the worker
+ * cached (and pinned this page to), not files fetched around it; without a worker (none, or its
+ * install failed) it imports from the network.
+ */
+async function importPackage() {
+  const sw = navigator.serviceWorker;
+  if (sw) {
+    try {
+      const registration = await sw.register("sw.js", { updateViaCache: "none" });
+      $("offline-status").textContent = "works offline after this visit";
+      const worker = registration.installing || registration.waiting || registration.active;
+      // (An active worker that does not control the page: a hard reload; use the network.)
+      if (!sw.controller && worker && worker.state !== "activated") {
+        $("load-status").textContent = "Saving the demo for offline use…";
+        await new Promise((resolve) => {
+          sw.addEventListener("controllerchange", resolve, { once: true });
+          worker.addEventListener("statechange", () => ["activated", "redundant"].includes(worker.state) && resolve());
+        });
+        if (!sw.controller) $("offline-status").textContent = "offline mode unavailable: the service worker did not install";
+      }
+      // A later build takes over the worker; this page keeps its own build until it reloads.
+      const loadedUnder = sw.controller;
+      sw.addEventListener("controllerchange", () => {
+        if (loadedUnder && sw.controller !== loadedUnder) $("offline-status").textContent = "a new version is ready: reload the page to use it";
+      });
+    } catch (e) {
+      $("offline-status").textContent = `offline mode unavailable: ${e.message}`;
+    }
+  }
+  return import("../pkg/index.js");
+}
+
+/** The model to load: models/index.json's default, or ?model= (a path on this site only). */
+function chooseModel(index) {
+  const wanted = params.get("model");
+  if (wanted === null) return { url: new URL(`models/${index.default}`, location.href), label: index.default, integrity: index.integrity?.[index.default] };
+  let url;
+  try {
+    url = new URL(wanted, location.href);
+  } catch {
+    url = null;
+  }
+  if (!url || url.origin !== location.origin || !/^https?:$/.test(url.protocol)) {
+    throw new Error(`?model=: expected a path on this site, found "${wanted}"`);
+  }
+  const known = Object.keys(index.integrity || {}).find((k) => new URL(`models/${k}`, location.href).href === url.href);
+  return { url, label: url.pathname, integrity: known && index.integrity[known] };
 }
 
 async function main() {
-  const index = await (await fetch("models/index.json")).json();
-  const url = new URL(`models/${index.default}`, location.href).href;
-  $("model-url").textContent = index.default;
-  if (index.note) $("model-note").textContent = index.note;
+  state.pkg = await importPackage();
+  $("load-status").textContent = "Loading…";
+  const response = await fetch("models/index.json");
+  if (!response.ok) throw new Error(`models/index.json: HTTP ${response.status} ${response.statusText}`.trim());
+  const index = await response.json();
+  const model = chooseModel(index);
+  $("model-url").textContent = model.label;
+  if (index.note && params.get("model") === null) $("model-note").textContent = index.note;
   if (index.guidance !== undefined) $("guidance").value = index.guidance;
-  const params = new URLSearchParams(location.search);
   if (params.get("guidance")) $("guidance").value = params.get("guidance");
   const backend = params.get("backend") || "auto";
   if (params.get("steps")) $("steps").value = params.get("steps");
+  if (params.get("scheduler")) $("scheduler").value = params.get("scheduler");
   const t0 = performance.now();
-  state.sampler = await SamplerWorker.load(url, {
+  state.sampler = await state.pkg.SamplerWorker.load(model.url.href, {
     backend,
-    integrity: index.integrity?.[index.default],
+    integrity: model.integrity,
     onProgress: ({ loaded, total }) => {
       $("load-progress").value = total ? loaded / total : 0;
       $("load-status").textContent = `Downloading ${(loaded / 1e6).toFixed(2)}${total ? ` / ${(total / 1e6).toFixed(2)}` : ""} MB`;
@@ -85,7 +135,9 @@ async function generate() {
   $("generate").disabled = true;
   $("stop").disabled = false;
   $("sample-status").textContent = "Sampling…";
+  $("sample-status").classList.remove("error");
   let shown = null;
+  let finished = false;
   try {
     for await (const frame of state.sampler.sample({ ...options, signal: state.controller.signal })) {
       drawGrid(frame.images);
@@ -96,13 +148,16 @@ async function generate() {
       $("timestep").textContent = frame.timestep;
       $("ms-per-step").textContent = (frame.elapsedMs / frame.step).toFixed(0);
       if (frame.final) {
+        finished = true;
         state.lastImage = frame.images[0];
         $("forward-use-last").disabled = false;
         $("sample-status").textContent = `Done: ${frame.totalSteps} steps in ${(frame.elapsedMs / 1000).toFixed(1)} s`;
       }
     }
+    if (!finished) throw new Error("the sampler stopped without a final image");
   } catch (e) {
-    $("sample-status").textContent = e.name === "AbortError" ? "Stopped." : `Error: ${e.message}`;
+    $("sample-status").textContent = e.name === "AbortError" ? "Stopped." : `Error: ${e.message || e}`;
+    $("sample-status").classList.toggle("error", e.name !== "AbortError");
   } finally {
     $("generate").disabled = false;
     $("stop").disabled = true;
@@ -118,14 +173,14 @@ async function showForward(image) {
   const c = new OffscreenCanvas(size, size);
   const ctx = c.getContext("2d");
   ctx.drawImage(await createImageBitmap(image), 0, 0, size, size);
-  const x0 = imageDataToSample(ctx.getImageData(0, 0, size, size));
+  const x0 = state.pkg.imageDataToSample(ctx.getImageData(0, 0, size, size));
   for (const t of [0, 200, 400, 600, 800, 999]) {
-    const xt = await addNoise(x0, [1, 3, size, size], t, 0);
+    const xt = await state.pkg.addNoise(x0, [1, 3, size, size], t, 0);
     const fig = document.createElement("figure");
     const cv = document.createElement("canvas");
     cv.width = size;
     cv.height = size;
-    cv.getContext("2d").putImageData(sampleToImageData(xt, size, size), 0, 0);
+    cv.getContext("2d").putImageData(state.pkg.sampleToImageData(xt, size, size), 0, 0);
     fig.append(cv, Object.assign(document.createElement("figcaption"), { textContent: `t = ${t}` }));
     strip.append(fig);
   }
@@ -138,11 +193,21 @@ $("controls").addEventListener("submit", (e) => {
 $("stop").addEventListener("click", () => state.controller?.abort());
 $("forward-file").addEventListener("change", async (e) => {
   const file = e.target.files[0];
-  if (file) showForward(await createImageBitmap(file));
+  if (file) showForward(await createImageBitmap(file)).catch(forwardFailed);
 });
-$("forward-use-last").addEventListener("click", () => state.lastImage && showForward(state.lastImage));
+$("forward-use-last").addEventListener("click", () => state.lastImage && showForward(state.lastImage).catch(forwardFailed));
+
+function forwardFailed(e) {
+  $("forward-strip").textContent = `Error: ${e.message || e}`;
+}
 
 main().catch((e) => {
-  $("load-status").textContent = `Could not load the model: ${e.message}`;
+  // Whatever failed (the package, models/index.json, the download, the model), say so and
+  // leave nothing that looks busy.
+  $("load-status").textContent = `Could not load the model: ${e.message || e}`;
+  $("load-status").classList.add("error");
+  $("load-progress").value = 0;
+  $("generate").disabled = true;
+  $("stop").disabled = true;
   console.error(e);
 });
