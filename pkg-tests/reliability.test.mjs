@@ -486,3 +486,36 @@ test("a memoryBudget below what the model needs rejects with a MemoryLimitError 
   assert.deepEqual(r.worker, r.main);
   assert.deepEqual(r.bad, { name: "InvalidArgumentError", message: "memoryBudget: expected a number of bytes > 0, found -1" });
 });
+
+test("a lost GPU device rejects the run with a BackendError and the next load gets a new device (main thread and worker)", async () => {
+  const p = await newPage(browser, server);
+  const r = await p.evaluate(async ({ url, worker }) => {
+    (await import("/pkg-tests/hooks.mjs")).install("gpu=record");
+    const lose = {
+      main: async () => globalThis.__devices.forEach((d) => d.destroy()),
+      worker: async (s) => s._conn.worker.postMessage({ type: "test-lose-device" }),
+    };
+    const out = {};
+    for (const [name, S, extra] of [["main", wd.Sampler, {}], ["worker", wd.SamplerWorker, { workerUrl: worker }]]) {
+      const s = await S.load(url, { backend: "webgpu", ...extra });
+      const it = s.sample({ steps: 50 });
+      await it.next();
+      await lose[name](s);
+      const lost = await settle((async () => {
+        for (;;) if ((await it.next()).done) return;
+      })());
+      s.dispose();
+      const again = await S.load(url, { backend: "webgpu", ...extra });
+      const steps = [];
+      for await (const f of again.sample({ steps: 2 })) steps.push(f.step);
+      again.dispose();
+      out[name] = { lost, steps };
+    }
+    return out;
+  }, { url: CC, worker: `${HOOKED}?gpu=record` });
+  for (const where of ["main", "worker"]) {
+    assert.equal(r[where].lost.name, "BackendError", `${where}: ${JSON.stringify(r[where].lost)}`);
+    assert.deepEqual(r[where].steps, [1, 2], where);
+  }
+  await p.close();
+});

@@ -1,3 +1,4 @@
+// @ts-check
 // wasm-diffusion: diffusion sampling in the browser on WebGPU (or the CPU).
 //
 //   import { Sampler } from "wasm-diffusion";
@@ -20,7 +21,8 @@ export { SamplerWorker } from "./worker-client.js";
 
 const WASM_URL = new URL("./wasm_diffusion_bg.wasm", import.meta.url);
 const CACHE_NAME = "wasm-diffusion-models-v1";
-const IN_WORKER = typeof WorkerGlobalScope !== "undefined" && globalThis instanceof WorkerGlobalScope;
+const WorkerScope = /** @type {any} */ (globalThis).WorkerGlobalScope;
+const IN_WORKER = typeof WorkerScope === "function" && globalThis instanceof WorkerScope;
 
 /** The one wasm instance of this page or worker, and what is alive in it. */
 const instance = {
@@ -188,7 +190,7 @@ function nextTask() {
     yieldChannel = new MessageChannel();
     yieldChannel.port1.onmessage = () => yieldWaiters.shift()?.();
     // In Node an open port would keep the process alive.
-    yieldChannel.port1.unref?.();
+    /** @type {any} */ (yieldChannel.port1).unref?.();
   }
   return new Promise((r) => {
     yieldWaiters.push(r);
@@ -420,7 +422,7 @@ class ModelCache {
  */
 async function chooseBackend(requested) {
   if (requested === "cpu") return { backend: "cpu", reason: 'backend "cpu" was requested', adapter: null };
-  const gpu = typeof navigator !== "undefined" ? navigator.gpu : undefined;
+  const gpu = typeof navigator !== "undefined" ? /** @type {any} */ (navigator).gpu : undefined;
   let adapter = null;
   let failure = gpu ? "no WebGPU adapter" : "this browser has no WebGPU (navigator.gpu is missing)";
   if (gpu) {

@@ -1,3 +1,4 @@
+// @ts-check
 // SamplerWorker: the Sampler API with the work done in a Web Worker, so the page never
 // freezes. Frames carry ImageBitmaps (draw them with ctx.drawImage).
 //

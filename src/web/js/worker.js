@@ -1,3 +1,4 @@
+// @ts-check
 // The Web Worker entry: runs a Sampler off the main thread. Driven by SamplerWorker
 // (worker-client.js); frames travel back as transferable ImageBitmaps.
 //
@@ -24,8 +25,9 @@ function postError(id, e) {
 
 async function sample(id, options, signal) {
   const previous = running;
-  let release;
-  const mine = new Promise((r) => (release = r));
+  /** @type {() => void} */
+  let release = () => {};
+  const mine = new Promise((r) => (release = () => r(undefined)));
   running = mine;
   try {
     if (previous) await previous;
