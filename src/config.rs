@@ -149,25 +149,190 @@ pub const MAX_LAYERS_PER_BLOCK: usize = 16;
 pub const MAX_CLASSES: usize = 1 << 20;
 pub const MAX_IMAGE_CHANNELS: usize = 64;
 
-fn check_keys(value: &Value, known: &[&str], what: &str) -> Result<()> {
-    let obj = value.as_object().ok_or_else(|| {
-        Error::config(format!(
-            "{what}: expected a JSON object, found {}",
-            json_kind(value)
-        ))
-    })?;
+fn check_keys(value: Value, known: &[&str], what: &str) -> Result<serde_json::Map<String, Value>> {
+    let obj = match value {
+        Value::Object(obj) => obj,
+        other => {
+            return Err(Error::config(format!(
+                "{what}: expected a JSON object, found {}",
+                json_kind(&other)
+            )))
+        }
+    };
     for key in obj.keys() {
         if key.starts_with('_') {
             continue; // diffusers bookkeeping: _class_name, _diffusers_version, _name_or_path
         }
         if !known.contains(&key.as_str()) {
             return Err(Error::unsupported(format!(
-                "{what}: unknown option `{key}` (expected one of: {})",
+                "{what}: unknown option `{}` (expected one of: {})",
+                shown(key),
                 known.join(", ")
             )));
         }
     }
-    Ok(())
+    Ok(obj)
+}
+
+/// A value as a message shows it: compact JSON, cut after [`SHOWN_CHARS`] characters.
+fn shown_json(v: &Value) -> String {
+    shown(&v.to_string())
+}
+
+/// Longest value quoted whole in an error message; longer ones are cut with `...`.
+const SHOWN_CHARS: usize = 64;
+
+/// `s` cut to [`SHOWN_CHARS`] characters, so a hostile megabyte string cannot flood a message.
+pub(crate) fn shown(s: &str) -> String {
+    match s.char_indices().nth(SHOWN_CHARS) {
+        Some((i, _)) => format!("{}... ({} bytes)", &s[..i], s.len()),
+        None => s.to_string(),
+    }
+}
+
+/// JSON has no NaN or infinities, but Python's `json.dump` (hence diffusers' `save_config`)
+/// writes the bare tokens `NaN`, `Infinity` and `-Infinity`. They are quoted here so the text
+/// parses; a field that expects a number then names itself and the string it found, and
+/// `lambda_min_clipped: -Infinity` (diffusers' default written out) reads as its default.
+fn quote_non_finite(text: &str) -> std::borrow::Cow<'_, str> {
+    const TOKENS: [&str; 3] = ["-Infinity", "Infinity", "NaN"];
+    let b = text.as_bytes();
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let (mut i, mut in_string) = (0, false);
+    while i < b.len() {
+        match b[i] {
+            b'\\' if in_string => i += 1,
+            b'"' => in_string = !in_string,
+            _ if !in_string => {
+                let boundary = i == 0 || !b[i - 1].is_ascii_alphanumeric();
+                if let Some(tok) = TOKENS
+                    .iter()
+                    .find(|t| boundary && b[i..].starts_with(t.as_bytes()))
+                {
+                    let o = out.get_or_insert_with(String::new);
+                    o.push_str(&text[copied..i]);
+                    o.push('"');
+                    o.push_str(tok);
+                    o.push('"');
+                    i += tok.len();
+                    copied = i;
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    match out {
+        Some(mut o) => {
+            o.push_str(&text[copied..]);
+            std::borrow::Cow::Owned(o)
+        }
+        None => std::borrow::Cow::Borrowed(text),
+    }
+}
+
+/// Parses a config's JSON text. A parse error names the top-level key whose value it is in,
+/// when there is one (e.g. an array nested past serde_json's depth limit).
+fn parse_config_json(text: &str, what: &str) -> Result<Value> {
+    let text = quote_non_finite(text);
+    serde_json::from_str(&text).map_err(|e| {
+        let offset = text
+            .split_inclusive('\n')
+            .take(e.line().saturating_sub(1))
+            .map(str::len)
+            .sum::<usize>()
+            + e.column();
+        match key_at(&text, offset) {
+            Some(key) => Error::config(format!(
+                "{what} `{key}`: expected a JSON value, found a parse error: {e}"
+            )),
+            None => Error::config(format!("{what}: expected JSON, found a parse error: {e}")),
+        }
+    })
+}
+
+/// The key of the top-level object member that byte `offset` of `text` lies in, if any.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let b = text.as_bytes();
+    let end = offset.min(b.len());
+    let (mut depth, mut i, mut expect_key) = (0usize, 0usize, false);
+    let mut key = None;
+    while i < end {
+        match b[i] {
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                if depth == 1 && expect_key {
+                    key = text.get(start..i.min(b.len())).map(shown);
+                    expect_key = false;
+                }
+            }
+            b'{' => {
+                depth += 1;
+                expect_key = depth == 1;
+            }
+            b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => expect_key = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    key
+}
+
+/// Deserializes a config object. serde's message for a bad field says what it expected and
+/// found but not which field, so on failure the fields are tried one at a time (every field
+/// has a default) to name the one at fault.
+fn from_fields<T: serde::de::DeserializeOwned>(
+    obj: serde_json::Map<String, Value>,
+    what: &str,
+) -> Result<T> {
+    match serde_json::from_value(Value::Object(obj.clone())) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            for (k, v) in obj {
+                let one = Value::Object([(k.clone(), v.clone())].into_iter().collect());
+                if let Err(e) = serde_json::from_value::<T>(one) {
+                    return Err(Error::config(format!(
+                        "{what} `{k}`: expected {}, found {}",
+                        expected_type(&k, &e),
+                        shown_json(&v)
+                    )));
+                }
+            }
+            Err(Error::config(format!(
+                "{what}: a field has the wrong type: {e}"
+            )))
+        }
+    }
+}
+
+/// What field `key` holds, in words, from serde's "..., expected X" (or a table, where serde's
+/// wording would be about an element or an untagged enum).
+fn expected_type(key: &str, e: &serde_json::Error) -> String {
+    match key {
+        "sample_size" => return "a positive integer or [height, width]".into(),
+        "block_out_channels" => return "a list of positive integers".into(),
+        "down_block_types" | "up_block_types" => return "a list of block type names".into(),
+        "trained_betas" => return "null".into(),
+        _ => {}
+    }
+    let msg = e.to_string();
+    let tail = msg
+        .rsplit_once(", expected ")
+        .map_or("another type", |(_, t)| t);
+    let tail = tail.split(" at line ").next().unwrap_or(tail);
+    match tail {
+        "usize" | "u32" | "u64" => "a non-negative integer".into(),
+        "f64" | "f32" => "a number".into(),
+        t => t.to_string(),
+    }
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -184,25 +349,20 @@ fn json_kind(v: &Value) -> &'static str {
 impl UNet2DConfig {
     /// Parses a diffusers `config.json` and validates it.
     pub fn from_json(text: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(text).map_err(|e| {
-            Error::config(format!(
-                "UNet config: expected JSON, found a parse error: {e}"
-            ))
-        })?;
-        Self::from_value(value)
+        Self::from_value(parse_config_json(text, "UNet config")?)
     }
 
     pub fn from_value(value: Value) -> Result<Self> {
         if let Some(name) = value.get("_class_name").and_then(Value::as_str) {
             if name != "UNet2DModel" {
                 return Err(Error::unsupported(format!(
-                    "model class: expected `UNet2DModel`, found `{name}`"
+                    "UNet config `_class_name`: expected `UNet2DModel`, found `{}`",
+                    shown(name)
                 )));
             }
         }
-        check_keys(&value, UNET_KEYS, "UNet config")?;
-        let config: Self = serde_json::from_value(value)
-            .map_err(|e| Error::config(format!("UNet config: a field has the wrong type: {e}")))?;
+        let obj = check_keys(value, UNET_KEYS, "UNet config")?;
+        let config: Self = from_fields(obj, "UNet config")?;
         config.validate()?;
         Ok(config)
     }
@@ -217,8 +377,13 @@ impl UNet2DConfig {
 
     /// Width of the time embedding (`time_embedding_dim or block_out_channels[0] * 4`).
     pub fn time_embed_dim(&self) -> usize {
-        self.time_embedding_dim
-            .unwrap_or_else(|| self.block_out_channels.first().copied().unwrap_or(0) * 4)
+        self.time_embedding_dim.unwrap_or_else(|| {
+            self.block_out_channels
+                .first()
+                .copied()
+                .unwrap_or(0)
+                .saturating_mul(4)
+        })
     }
 
     /// GroupNorm groups used everywhere (validated to be set).
@@ -254,14 +419,16 @@ impl UNet2DConfig {
         for (i, t) in self.down_block_types.iter().enumerate() {
             if t != "DownBlock2D" && t != "AttnDownBlock2D" {
                 return Err(Error::unsupported(format!(
-                    "down_block_types[{i}]: expected DownBlock2D or AttnDownBlock2D, found `{t}`"
+                    "down_block_types[{i}]: expected DownBlock2D or AttnDownBlock2D, found `{}`",
+                    shown(t)
                 )));
             }
         }
         for (i, t) in self.up_block_types.iter().enumerate() {
             if t != "UpBlock2D" && t != "AttnUpBlock2D" {
                 return Err(Error::unsupported(format!(
-                    "up_block_types[{i}]: expected UpBlock2D or AttnUpBlock2D, found `{t}`"
+                    "up_block_types[{i}]: expected UpBlock2D or AttnUpBlock2D, found `{}`",
+                    shown(t)
                 )));
             }
         }
@@ -269,20 +436,21 @@ impl UNet2DConfig {
             None | Some("UNetMidBlock2D") => {}
             Some(t) => {
                 return Err(Error::unsupported(format!(
-                    "mid_block_type: expected UNetMidBlock2D or null, found `{t}`"
+                    "mid_block_type: expected UNetMidBlock2D or null, found `{}`",
+                    shown(t)
                 )))
             }
         }
         if self.time_embedding_type != "positional" {
             return Err(Error::unsupported(format!(
                 "time_embedding_type: expected `positional`, found `{}`",
-                self.time_embedding_type
+                shown(&self.time_embedding_type)
             )));
         }
         if self.act_fn != "silu" && self.act_fn != "swish" {
             return Err(Error::unsupported(format!(
                 "act_fn: expected `silu`, found `{}`",
-                self.act_fn
+                shown(&self.act_fn)
             )));
         }
         if self.resnet_time_scale_shift != "default"
@@ -290,24 +458,25 @@ impl UNet2DConfig {
         {
             return Err(Error::unsupported(format!(
                 "resnet_time_scale_shift: expected `default` or `scale_shift`, found `{}`",
-                self.resnet_time_scale_shift
+                shown(&self.resnet_time_scale_shift)
             )));
         }
         if self.downsample_type != "conv" {
             return Err(Error::unsupported(format!(
                 "downsample_type: expected `conv`, found `{}`",
-                self.downsample_type
+                shown(&self.downsample_type)
             )));
         }
         if self.upsample_type != "conv" {
             return Err(Error::unsupported(format!(
                 "upsample_type: expected `conv`, found `{}`",
-                self.upsample_type
+                shown(&self.upsample_type)
             )));
         }
         if let Some(t) = &self.class_embed_type {
             return Err(Error::unsupported(format!(
-                "class_embed_type: expected null (a learned table from num_class_embeds), found `{t}`"
+                "class_embed_type: expected null (a learned table from num_class_embeds), found `{}`",
+                shown(t)
             )));
         }
         if self.downsample_padding > 1 {
@@ -341,6 +510,17 @@ impl UNet2DConfig {
         if let Some([h, w]) = self.sample_hw() {
             check_dim("sample_size (height)", h, MAX_SAMPLE_SIZE)?;
             check_dim("sample_size (width)", w, MAX_SAMPLE_SIZE)?;
+            // Each down block but the last halves the image, each up block doubles it back;
+            // the skip connections only line up when every halving is exact.
+            let factor = 1usize << (n - 1);
+            if h % factor != 0 || w % factor != 0 {
+                return Err(Error::config(format!(
+                    "sample_size: expected a height and width divisible by {factor} (one halving per down block after the first), found {h}x{w}"
+                )));
+            }
+        }
+        if let Some(g) = self.attn_norm_num_groups {
+            check_dim("attn_norm_num_groups", g, MAX_CHANNELS)?;
         }
         if let Some(c) = self.num_class_embeds {
             check_dim("num_class_embeds", c, MAX_CLASSES)?;
@@ -349,6 +529,19 @@ impl UNet2DConfig {
             return Err(Error::config(format!(
                 "norm_eps: expected a small positive number, found {}",
                 self.norm_eps
+            )));
+        }
+        if !self.freq_shift.is_finite() {
+            return Err(Error::config(format!(
+                "freq_shift: expected a finite number, found {}",
+                self.freq_shift
+            )));
+        }
+        // torch's Dropout refuses a probability outside [0, 1] (it is unused at inference).
+        if !(0.0..=1.0).contains(&self.dropout) {
+            return Err(Error::config(format!(
+                "dropout: expected a probability from 0 to 1, found {}",
+                self.dropout
             )));
         }
         if !(self.mid_block_scale_factor.is_finite() && self.mid_block_scale_factor != 0.0) {
@@ -383,7 +576,7 @@ impl UNet2DConfig {
             }
         }
         check_dim(
-            "time embedding dim",
+            "time_embedding_dim (default: block_out_channels[0] * 4)",
             self.time_embed_dim(),
             MAX_CHANNELS * 4,
         )?;
@@ -521,14 +714,15 @@ impl SchedulerConfig {
     /// Parses a diffusers `scheduler_config.json`. Keys of other schedulers are ignored, but
     /// values this crate cannot honour are refused by [`SchedulerConfig::validate`].
     pub fn from_json(text: &str) -> Result<Self> {
-        let mut value: Value = serde_json::from_str(text).map_err(|e| {
-            Error::config(format!(
-                "scheduler config: expected JSON, found a parse error: {e}"
-            ))
-        })?;
-        let obj = value.as_object_mut().ok_or_else(|| {
-            Error::config("scheduler config: expected a JSON object, found another JSON value")
-        })?;
+        let mut obj = match parse_config_json(text, "scheduler config")? {
+            Value::Object(obj) => obj,
+            other => {
+                return Err(Error::config(format!(
+                    "scheduler config: expected a JSON object, found {}",
+                    json_kind(&other)
+                )))
+            }
+        };
         // DPM-Solver's `variance_type` (null or learned) shares a name with DDPM's; keep them apart.
         let is_dpm = obj
             .get("_class_name")
@@ -539,19 +733,19 @@ impl SchedulerConfig {
                 obj.insert("variance_type_dpm".into(), v);
             }
         }
-        // JSON has no -inf: diffusers writes it as -Infinity or omits it; null means "no clipping".
+        // JSON has no -inf: diffusers writes its default as -Infinity (quoted by
+        // `parse_config_json`), Python's str() as "-inf", or omits it; null also means "no
+        // clipping". Any other non-number is refused by name below.
         if obj
             .get("lambda_min_clipped")
-            .is_some_and(|v| !v.is_number())
+            .is_some_and(|v| v.is_null() || matches!(v.as_str(), Some("-Infinity" | "-inf")))
         {
             obj.remove("lambda_min_clipped");
         }
         let known = serde_json::to_value(SchedulerConfig::default()).expect("serializes");
         let known = known.as_object().expect("object");
         obj.retain(|k, _| known.contains_key(k));
-        let config: Self = serde_json::from_value(value).map_err(|e| {
-            Error::config(format!("scheduler config: a field has the wrong type: {e}"))
-        })?;
+        let config: Self = from_fields(obj, "scheduler config")?;
         config.validate()?;
         Ok(config)
     }
@@ -567,7 +761,7 @@ impl SchedulerConfig {
 
     pub fn validate(&self) -> Result<()> {
         let t = self.num_train_timesteps;
-        if t < 2 || t > MAX_TRAIN_TIMESTEPS {
+        if !(2..=MAX_TRAIN_TIMESTEPS).contains(&t) {
             return Err(Error::config(format!(
                 "num_train_timesteps: expected 2 to {MAX_TRAIN_TIMESTEPS}, found {t}"
             )));
@@ -581,8 +775,9 @@ impl SchedulerConfig {
             "linear" | "scaled_linear" | "squaredcos_cap_v2" => {}
             other => {
                 return Err(Error::unsupported(format!(
-                    "beta_schedule: expected linear, scaled_linear or squaredcos_cap_v2, found `{other}`"
-                )))
+                "beta_schedule: expected linear, scaled_linear or squaredcos_cap_v2, found `{}`",
+                shown(other)
+            )))
             }
         }
         if !(self.beta_start > 0.0 && self.beta_end < 1.0 && self.beta_start <= self.beta_end) {
@@ -595,7 +790,8 @@ impl SchedulerConfig {
             "fixed_small" | "fixed_small_log" | "fixed_large" | "fixed_large_log" => {}
             other => {
                 return Err(Error::unsupported(format!(
-                    "variance_type: expected fixed_small, fixed_small_log, fixed_large or fixed_large_log, found `{other}`"
+                    "variance_type: expected fixed_small, fixed_small_log, fixed_large or fixed_large_log, found `{}`",
+                    shown(other)
                 )))
             }
         }
@@ -603,7 +799,8 @@ impl SchedulerConfig {
             "epsilon" | "sample" | "v_prediction" => {}
             other => {
                 return Err(Error::unsupported(format!(
-                    "prediction_type: expected epsilon, sample or v_prediction, found `{other}`"
+                    "prediction_type: expected epsilon, sample or v_prediction, found `{}`",
+                    shown(other)
                 )))
             }
         }
@@ -611,7 +808,8 @@ impl SchedulerConfig {
             "leading" | "trailing" | "linspace" => {}
             other => {
                 return Err(Error::unsupported(format!(
-                    "timestep_spacing: expected leading, trailing or linspace, found `{other}`"
+                    "timestep_spacing: expected leading, trailing or linspace, found `{}`",
+                    shown(other)
                 )))
             }
         }
@@ -625,10 +823,19 @@ impl SchedulerConfig {
                 "rescale_betas_zero_snr: expected false, found true",
             ));
         }
-        if !(self.clip_sample_range > 0.0) {
+        // Also refuses NaN (set programmatically; JSON has none).
+        if self.clip_sample_range.is_nan() || self.clip_sample_range <= 0.0 {
             return Err(Error::config(format!(
                 "clip_sample_range: expected a positive number, found {}",
                 self.clip_sample_range
+            )));
+        }
+        // DPM-Solver's `variance_type` (stored apart from DDPM's): "learned" / "learned_range"
+        // models predict a variance too, an output no scheduler here reads.
+        if let Some(v) = &self.variance_type_dpm {
+            return Err(Error::unsupported(format!(
+                "variance_type_dpm (DPM-Solver's variance_type): expected null, found `{}`",
+                shown(v)
             )));
         }
         if self.steps_offset >= t {

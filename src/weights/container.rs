@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use crate::config::shown;
 use crate::error::{Error, Result};
 
 /// Largest header accepted (the reference implementation uses the same bound).
@@ -165,7 +166,9 @@ impl<'a> Container<'a> {
                 for (k, v) in m {
                     let s = v.as_str().ok_or_else(|| {
                         Error::format(format!(
-                            "header `__metadata__.{k}`: expected a string, found {v}"
+                            "header `__metadata__.{}`: expected a string, found {}",
+                            shown(k),
+                            shown(&v.to_string())
                         ))
                     })?;
                     metadata.insert(k.clone(), s.to_string());

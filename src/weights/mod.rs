@@ -16,7 +16,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 pub use container::{Container, Dtype, OwnedTensor, TensorView};
 pub use quant::{Quant, QuantError, INT4_GROUP};
 
-use crate::config::{SchedulerConfig, UNet2DConfig};
+use crate::config::{shown, SchedulerConfig, UNet2DConfig};
 use crate::error::{Error, Result};
 
 /// `__metadata__["format"]` of every model file.
@@ -94,26 +94,30 @@ impl ModelMeta {
         let tag = need("format")?;
         if tag != FORMAT_TAG {
             return Err(Error::format(format!(
-                "metadata `format`: expected `{FORMAT_TAG}`, found `{tag}`"
+                "metadata `format`: expected `{FORMAT_TAG}`, found `{}`",
+                shown(tag)
             )));
         }
         let version = need("format_version")?;
         if version.parse::<u32>().ok() != Some(FORMAT_VERSION) {
             return Err(Error::unsupported(format!(
-                "metadata `format_version`: expected {FORMAT_VERSION}, found `{version}`"
+                "metadata `format_version`: expected {FORMAT_VERSION}, found `{}`",
+                shown(version)
             )));
         }
         let q = need("quantization")?;
         let quant = Quant::parse(q).ok_or_else(|| {
             Error::format(format!(
-                "metadata `quantization`: expected f32, f16, int8 or int4, found `{q}`"
+                "metadata `quantization`: expected f32, f16, int8 or int4, found `{}`",
+                shown(q)
             ))
         })?;
         if quant == Quant::Int4 {
             let g = need("int4_group_size")?;
             if g.parse::<usize>().ok() != Some(INT4_GROUP) {
                 return Err(Error::unsupported(format!(
-                    "metadata `int4_group_size`: expected {INT4_GROUP}, found `{g}`"
+                    "metadata `int4_group_size`: expected {INT4_GROUP}, found `{}`",
+                    shown(g)
                 )));
             }
         }
@@ -122,7 +126,8 @@ impl ModelMeta {
         let null_class = match m.get("null_class") {
             Some(s) => Some(s.parse::<usize>().map_err(|_| {
                 Error::format(format!(
-                    "metadata `null_class`: expected an integer, found `{s}`"
+                    "metadata `null_class`: expected a non-negative integer, found `{}`",
+                    shown(s)
                 ))
             })?),
             None => None,
@@ -138,11 +143,20 @@ impl ModelMeta {
         let class_names = match m.get("class_names") {
             Some(s) => serde_json::from_str::<Vec<String>>(s).map_err(|e| {
                 Error::format(format!(
-                    "metadata `class_names`: expected a JSON list of strings, found `{s}` ({e})"
+                    "metadata `class_names`: expected a JSON list of strings, found `{}` ({e})",
+                    shown(s)
                 ))
             })?,
             None => Vec::new(),
         };
+        // Names label classes 0, 1, ...; the null class may go unnamed.
+        let classes = unet.num_class_embeds.unwrap_or(0);
+        if class_names.len() > classes {
+            return Err(Error::config(format!(
+                "metadata `class_names`: expected at most {classes} names (num_class_embeds), found {}",
+                class_names.len()
+            )));
+        }
         Ok(Self {
             quant,
             unet,

@@ -6,6 +6,7 @@
 //! - int4: rows are cut into groups of [`INT4_GROUP`] values (the last group zero-padded),
 //!   `s = max|group| / 7`, q in [-7, 7], stored as `q + 8` in a nibble, the even element in
 //!   the low nibble; packed tensor `[out, groups * INT4_GROUP / 2]` (U8), scales `[out, groups]`.
+//!
 //! Dequantization is `w = q * s` in f32.
 
 use half::f16;
@@ -51,6 +52,9 @@ pub fn to_f16_bytes(values: &[f32]) -> Vec<u8> {
 
 /// int8 per-row quantization of `rows x k` values: `(q, scales)`.
 pub fn quantize_int8(values: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
+    if rows == 0 || values.len() < rows {
+        return (Vec::new(), Vec::new()); // no values to quantize (a dimension of size 0)
+    }
     let k = values.len() / rows;
     let mut q = Vec::with_capacity(values.len());
     let mut scales = Vec::with_capacity(rows);
@@ -81,6 +85,9 @@ pub fn int4_groups(k: usize) -> usize {
 
 /// int4 group-wise quantization of `rows x k` values: `(packed bytes, scales [rows, groups])`.
 pub fn quantize_int4(values: &[f32], rows: usize) -> (Vec<u8>, Vec<f32>) {
+    if rows == 0 || values.len() < rows {
+        return (Vec::new(), Vec::new()); // no values to quantize (a dimension of size 0)
+    }
     let k = values.len() / rows;
     let groups = int4_groups(k);
     let padded = groups * INT4_GROUP;

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Writes the seed inputs of the fuzz targets (see tests/common/fuzz_harness.rs for the formats).
+
+    python3 fuzz/make_seeds.py SEEDS_DIR [MODEL_FILE ...]
+
+SEEDS_DIR/metadata/: the unet and scheduler configs of the fixtures, the shipped model and
+tests/fixtures/configs, as mode 0 / mode 1 inputs, and the shipped files' whole metadata as
+mode 2 inputs. SEEDS_DIR/model_file/: each MODEL_FILE given (small converted fixtures), and
+the shipped model's header with its data cut off. Run from the repository root; the seeds
+only start the fuzzer, the committed corpus is what it kept (fuzz/corpus/).
+"""
+import glob
+import json
+import os
+import struct
+import sys
+
+SEP = b"\xff"
+ABSENT = b"\x00"
+META_KEYS = [
+    "unet_config",
+    "scheduler_config",
+    "quantization",
+    "null_class",
+    "class_names",
+    "name",
+    "format_version",
+    "int4_group_size",
+    "format",
+]
+SHIPPED = sorted(glob.glob("models/*/*.safetensors"))
+
+
+def header(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        raw = f.read(n)
+    return n, raw, json.loads(raw)
+
+
+def main():
+    out = sys.argv[1]
+    meta_dir = os.path.join(out, "metadata")
+    file_dir = os.path.join(out, "model_file")
+    os.makedirs(meta_dir, exist_ok=True)
+    os.makedirs(file_dir, exist_ok=True)
+    seeds = {}
+
+    def seed(name, data):
+        seeds[os.path.join(meta_dir, name)] = data
+
+    for path in sorted(glob.glob("tests/fixtures/unets/*/config.json")) + sorted(
+        glob.glob("tests/fixtures/configs/*.json")
+    ):
+        tag = path.replace("/", "_")
+        seed(f"unet_{tag}", b"\x00" + open(path, "rb").read())
+    for path in sorted(glob.glob("tests/fixtures/unets/*/scheduler_config.json")):
+        seed("sched_" + path.replace("/", "_"), b"\x01" + open(path, "rb").read())
+    # diffusers' DPM-Solver++ and DDIM configs as save_config writes them (bare -Infinity).
+    seed(
+        "sched_dpm_diffusers",
+        b'\x01{"_class_name":"DPMSolverMultistepScheduler","algorithm_type":"dpmsolver++",'
+        b'"beta_end":0.012,"beta_schedule":"scaled_linear","beta_start":0.00085,'
+        b'"lambda_min_clipped":-Infinity,"lower_order_final":true,"num_train_timesteps":1000,'
+        b'"prediction_type":"epsilon","solver_order":2,"solver_type":"midpoint",'
+        b'"steps_offset":1,"timestep_spacing":"linspace","variance_type":null}',
+    )
+    seed(
+        "sched_ddim_trailing",
+        b'\x01{"_class_name":"DDIMScheduler","beta_schedule":"squaredcos_cap_v2",'
+        b'"clip_sample":false,"set_alpha_to_one":false,"timestep_spacing":"trailing",'
+        b'"prediction_type":"v_prediction","num_train_timesteps":4000}',
+    )
+    seed("meta_defaults", b"\x02")
+    for path in SHIPPED:
+        _, _, h = header(path)
+        m = h["__metadata__"]
+        tag = os.path.basename(path)
+        seed(f"unet_{tag}", b"\x00" + m["unet_config"].encode())
+        seed(f"sched_{tag}", b"\x01" + m["scheduler_config"].encode())
+        segs = [m[k].encode() if k in m else ABSENT for k in META_KEYS]
+        seed(f"meta_{tag}", b"\x02" + SEP.join(segs))
+
+    for path in sys.argv[2:]:
+        seeds[os.path.join(file_dir, os.path.basename(path))] = open(path, "rb").read()
+    for path in SHIPPED:
+        n, raw, _ = header(path)
+        data = struct.pack("<Q", n) + raw
+        seeds[os.path.join(file_dir, "header_only_" + os.path.basename(path))] = data
+
+    for p, data in seeds.items():
+        with open(p, "wb") as f:
+            f.write(data)
+    print(f"wrote {len(seeds)} seeds under {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,329 @@
+//! Property test: every field of the shipped model's metadata, replaced one at a time by each of
+//! a list of hostile values (and deleted), gives a model that loads and samples or an error that
+//! names the field, and never a panic.
+//!
+//! The mutated file goes through what a user's load does: `ModelFile::parse`, `parameter_shapes`,
+//! `check`, `load_model` (when the tensors fit the new config), and `Sampler::new` for each
+//! scheduler. A config that validates but no longer fits the file's tensors gets weights of
+//! its own (tests/common/fuzz_harness.rs `synthesize`) and is loaded too when it has fewer
+//! parameters than the shipped model.
+
+mod common;
+
+#[path = "common/fuzz_harness.rs"]
+#[allow(unused)]
+mod harness;
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use burn::tensor::Device;
+use serde_json::{Map, Value};
+use wasm_diffusion::config::SchedulerKind;
+use wasm_diffusion::model::parameter_shapes;
+use wasm_diffusion::pipeline::{SampleOptions, Sampler};
+use wasm_diffusion::weights::{container, Container, ModelFile, OwnedTensor};
+use wasm_diffusion::{load_model, LoadedModel};
+
+const SHIPPED: &str = "models/emoji/emoji.int8.safetensors";
+const SHIPPED_INT4: &str = "models/emoji/emoji.int4.safetensors";
+
+/// Hostile values as JSON text: written into the config JSON as they are, so the bare tokens
+/// `NaN` and `Infinity` (which Python's json module writes) reach the parser.
+fn hostile_values() -> Vec<String> {
+    let mut v: Vec<String> = [
+        "0",
+        "-1",
+        "1",
+        "2",
+        "3",
+        "7",
+        "1e12",
+        "1000000000000",
+        "18446744073709551615",
+        "18446744073709551616",
+        "1e308",
+        "-1e308",
+        "0.5",
+        "NaN",
+        "\"NaN\"",
+        "Infinity",
+        "-Infinity",
+        "null",
+        "true",
+        "\"\"",
+        "\"x\"",
+        "[]",
+        "[0]",
+        "[1e12]",
+        "{}",
+    ]
+    .map(String::from)
+    .to_vec();
+    v.push(format!("\"{}\"", "x".repeat(100_000)));
+    v.push(format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)));
+    v
+}
+
+/// The same values as metadata strings (the top-level keys are strings in the container).
+fn hostile_strings() -> Vec<String> {
+    let mut v: Vec<String> = hostile_values()
+        .into_iter()
+        .map(|s| s.trim_matches('"').to_string())
+        .collect();
+    v.push("8".into()); // the shipped null class: fine for null_class, wrong elsewhere
+    v.push("32".into()); // the int4 group size
+    v.push("[\"a\",\"b\"]".into());
+    v
+}
+
+struct Shipped {
+    meta: BTreeMap<String, String>,
+    tensors: BTreeMap<String, OwnedTensor>,
+    params: usize,
+    /// The file as shipped, loaded.
+    base: LoadedModel,
+}
+
+fn read_shipped(path: &str) -> Shipped {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let c = Container::parse(&bytes).expect("shipped model parses");
+    let tensors = c
+        .tensors
+        .iter()
+        .map(|(k, v)| {
+            let t = OwnedTensor {
+                dtype: v.dtype,
+                shape: v.shape.clone(),
+                data: v.data.to_vec(),
+            };
+            (k.clone(), t)
+        })
+        .collect();
+    let file = ModelFile::parse(&bytes).expect("shipped model parses");
+    let params = harness::param_count(&parameter_shapes(&file.meta.unet).unwrap());
+    Shipped {
+        meta: c.metadata.clone(),
+        tensors,
+        params,
+        base: load_model(&bytes, &Device::flex()).expect("shipped model loads"),
+    }
+}
+
+/// `config` JSON text with `key` set to the raw JSON `value` (or deleted when `None`).
+fn with_field(config: &str, key: &str, value: Option<&str>) -> String {
+    let mut obj: Map<String, Value> = serde_json::from_str(config).unwrap();
+    const MARK: &str = "\u{1}hostile\u{1}";
+    match value {
+        Some(_) => obj.insert(key.into(), Value::String(MARK.into())),
+        None => obj.remove(key),
+    };
+    let text = serde_json::to_string(&obj).unwrap();
+    match value {
+        Some(v) => text.replacen(&format!("\"{}\"", "\\u0001hostile\\u0001"), v, 1),
+        None => text,
+    }
+}
+
+/// What happened to one mutated file.
+#[derive(Debug, Default)]
+struct Tally {
+    cases: usize,
+    rejected: usize,
+    loaded: usize,
+    synthesized: usize,
+    sampler_ok: usize,
+    sampler_err: usize,
+}
+
+/// Runs one mutated file; returns Err(description) for a violated expectation.
+fn run_case(
+    shipped: &Shipped,
+    meta: BTreeMap<String, String>,
+    key: &str,
+    tally: &mut Tally,
+) -> Result<(), String> {
+    tally.cases += 1;
+    let bytes = container::serialize(&shipped.tensors, meta).map_err(|e| e.to_string())?;
+    let names = |msg: &str| -> Result<(), String> {
+        if msg.contains(key) {
+            Ok(())
+        } else {
+            Err(format!("error does not name `{key}`: {msg}"))
+        }
+    };
+    let file = match ModelFile::parse(&bytes) {
+        Ok(f) => f,
+        Err(e) => {
+            tally.rejected += 1;
+            return names(&e.to_string());
+        }
+    };
+    let expected = parameter_shapes(&file.meta.unet).map_err(|e| format!("shapes: {e}"))?;
+    let model: LoadedModel = match file.check(&expected) {
+        Ok(()) if file.meta.unet == shipped.base.meta.unet => {
+            // Same U-Net config and tensors as the shipped file: the load would give the
+            // shipped U-Net again (6.8M parameters), so only the metadata is swapped in.
+            tally.loaded += 1;
+            LoadedModel {
+                meta: file.meta.clone(),
+                ..shipped.base.clone()
+            }
+        }
+        Ok(()) => {
+            tally.loaded += 1;
+            load_model(&bytes, &Device::flex()).map_err(|e| format!("checked file: {e}"))?
+        }
+        Err(e) => {
+            // The config is valid but describes other tensors than the file holds: the error
+            // is about a tensor, not the field. Give the new config weights of its own.
+            let msg = e.to_string();
+            if !msg.contains("tensor `") {
+                return Err(format!("check failed without naming a tensor: {msg}"));
+            }
+            let params = harness::param_count(&expected);
+            if params >= shipped.params {
+                tally.rejected += 1;
+                return Ok(());
+            }
+            tally.synthesized += 1;
+            let bytes = harness::synthesize(&file.meta, &expected)
+                .map_err(|e| format!("writing a valid config's file: {e}"))?;
+            load_model(&bytes, &Device::flex())
+                .map_err(|e| format!("a written model file failed to load: {e}"))?
+        }
+    };
+    let classes = model.unet.config.num_class_embeds;
+    for kind in [
+        SchedulerKind::Ddpm,
+        SchedulerKind::Ddim,
+        SchedulerKind::DpmSolverMultistep,
+    ] {
+        let opts = SampleOptions {
+            scheduler: kind,
+            steps: 20,
+            class_labels: classes.map(|_| vec![0]),
+            guidance_scale: if model.meta.null_class.is_some() {
+                1.5
+            } else {
+                1.0
+            },
+            ..SampleOptions::default()
+        };
+        match Sampler::new(&model, &opts) {
+            Ok(_) => tally.sampler_ok += 1,
+            Err(e) => {
+                tally.sampler_err += 1;
+                names(&e.to_string())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `case` under catch_unwind, recording a panic or a failed expectation as a failure.
+fn guarded(failures: &mut Vec<String>, label: String, case: impl FnOnce() -> Result<(), String>) {
+    match catch_unwind(AssertUnwindSafe(case)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => failures.push(format!("{label}: {}", short_msg(&e))),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failures.push(format!("{label}: PANIC {}", short_msg(&msg)));
+        }
+    }
+}
+
+fn short_msg(m: &str) -> String {
+    match m.char_indices().nth(400) {
+        Some((i, _)) => format!("{}...", &m[..i]),
+        None => m.to_string(),
+    }
+}
+
+fn short(v: &str) -> String {
+    if v.len() > 24 {
+        format!("{}...({} bytes)", &v[..24], v.len())
+    } else {
+        v.to_string()
+    }
+}
+
+#[test]
+fn every_config_field_hostile_value_errors_or_works_never_panics() {
+    let shipped = read_shipped(SHIPPED);
+    let mut failures = Vec::new();
+    let mut tally = Tally::default();
+    let mut values: Vec<Option<String>> = hostile_values().into_iter().map(Some).collect();
+    values.push(None);
+
+    for config_key in ["unet_config", "scheduler_config"] {
+        let config = shipped.meta[config_key].clone();
+        let obj: Map<String, Value> = serde_json::from_str(&config).unwrap();
+        for field in obj.keys() {
+            for v in &values {
+                let mut meta = shipped.meta.clone();
+                meta.insert(config_key.into(), with_field(&config, field, v.as_deref()));
+                let label = format!(
+                    "{config_key}.{field} = {}",
+                    v.as_deref().map_or("<deleted>".into(), short)
+                );
+                guarded(&mut failures, label, || {
+                    run_case(&shipped, meta, field, &mut tally)
+                });
+            }
+        }
+    }
+
+    let mut strings: Vec<Option<String>> = hostile_strings().into_iter().map(Some).collect();
+    strings.push(None);
+    let int4 = read_shipped(SHIPPED_INT4);
+    for (file, key) in [
+        (&shipped, "format"),
+        (&shipped, "format_version"),
+        (&shipped, "quantization"),
+        (&shipped, "null_class"),
+        (&shipped, "class_names"),
+        (&shipped, "name"),
+        (&int4, "int4_group_size"),
+    ] {
+        assert!(file.meta.contains_key(key), "shipped metadata lacks {key}");
+        for v in &strings {
+            let mut meta = file.meta.clone();
+            match v {
+                Some(v) => meta.insert(key.into(), v.clone()),
+                None => meta.remove(key),
+            };
+            let label = format!(
+                "metadata {key} = {}",
+                v.as_deref().map_or("<deleted>".into(), short)
+            );
+            guarded(&mut failures, label, || {
+                run_case(file, meta, key, &mut tally)
+            });
+        }
+    }
+
+    println!(
+        "hostile_config: {} cases: {} rejected with the field named, {} loaded as they are, {} \
+         loaded with weights of their own; Sampler::new {} ok / {} refused",
+        tally.cases,
+        tally.rejected,
+        tally.loaded,
+        tally.synthesized,
+        tally.sampler_ok,
+        tally.sampler_err
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        tally.cases,
+        failures.join("\n")
+    );
+    // The test must reach every stage, or it checks less than it claims.
+    assert!(tally.rejected > 500 && tally.loaded > 50 && tally.synthesized > 0);
+}
