@@ -327,3 +327,148 @@ fn every_config_field_hostile_value_errors_or_works_never_panics() {
     // The test must reach every stage, or it checks less than it claims.
     assert!(tally.rejected > 500 && tally.loaded > 50 && tally.synthesized > 0);
 }
+
+/// The messages RELIABILITY.md quotes, exactly: each case is one mutation of the shipped file.
+#[test]
+fn documented_messages_are_the_ones_users_see() {
+    let shipped = read_shipped(SHIPPED);
+    let unet = |field: &str, v: Option<&str>| {
+        let mut m = shipped.meta.clone();
+        m.insert(
+            "unet_config".into(),
+            with_field(&m["unet_config"], field, v),
+        );
+        m
+    };
+    let sched = |field: &str, v: Option<&str>| {
+        let mut m = shipped.meta.clone();
+        m.insert(
+            "scheduler_config".into(),
+            with_field(&m["scheduler_config"], field, v),
+        );
+        m
+    };
+    let top = |key: &str, v: Option<&str>| {
+        let mut m = shipped.meta.clone();
+        match v {
+            Some(v) => m.insert(key.into(), v.into()),
+            None => m.remove(key),
+        };
+        m
+    };
+    let long = format!("\"{}\"", "x".repeat(100_000));
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let names = format!(
+        "[{}]",
+        (0..10)
+            .map(|i| format!("\"c{i}\""))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let cases: Vec<(BTreeMap<String, String>, &str)> = vec![
+        (
+            unet("attn_norm_num_groups", Some("0")),
+            "invalid config: attn_norm_num_groups: expected 1 to 8192, found 0",
+        ),
+        (
+            unet("in_channels", Some("-1")),
+            "invalid config: UNet config `in_channels`: expected a non-negative integer, found -1",
+        ),
+        (
+            unet("norm_eps", Some("NaN")),
+            "invalid config: UNet config `norm_eps`: expected a number, found \"NaN\"",
+        ),
+        (
+            unet("num_class_embeds", Some("18446744073709551616")),
+            "invalid config: UNet config `num_class_embeds`: expected a non-negative integer, found 1.8446744073709552e+19",
+        ),
+        (
+            unet("sample_size", Some("30")),
+            "invalid config: sample_size: expected a height and width divisible by 4 (one halving per down block after the first), found 30x30",
+        ),
+        (
+            unet("sample_size", Some("[]")),
+            "invalid config: UNet config `sample_size`: expected a positive integer or [height, width], found []",
+        ),
+        (
+            unet("block_out_channels", Some("[0]")),
+            "invalid config: down_block_types has 3 entries but block_out_channels has 1; they must match",
+        ),
+        (
+            unet("layers_per_block", Some("0")),
+            "invalid config: layers_per_block: expected 1 to 16, found 0",
+        ),
+        (
+            unet("dropout", Some("7")),
+            "invalid config: dropout: expected a probability from 0 to 1, found 7",
+        ),
+        (
+            unet("act_fn", Some(&long)),
+            "unsupported: act_fn: expected `silu`, found `xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... (100000 bytes)`",
+        ),
+        (
+            unet("freq_shift", Some(&deep)),
+            "invalid config: UNet config `freq_shift`: expected a JSON value, found a parse error: recursion limit exceeded",
+        ),
+        (
+            unet("_class_name", Some("\"UNet2DConditionModel\"")),
+            "unsupported: UNet config `_class_name`: expected `UNet2DModel`, found `UNet2DConditionModel`",
+        ),
+        (
+            unet("norm_num_groups", Some("null")),
+            "unsupported: norm_num_groups: expected an integer, found null",
+        ),
+        (
+            sched("num_train_timesteps", Some("0")),
+            "invalid config: num_train_timesteps: expected 2 to 100000, found 0",
+        ),
+        (
+            sched("beta_end", Some("Infinity")),
+            "invalid config: scheduler config `beta_end`: expected a number, found \"Infinity\"",
+        ),
+        (
+            sched("variance_type_dpm", Some("\"learned_range\"")),
+            "unsupported: variance_type_dpm (DPM-Solver's variance_type): expected null, found `learned_range`",
+        ),
+        (
+            sched("lambda_min_clipped", Some("\"x\"")),
+            "invalid config: scheduler config `lambda_min_clipped`: expected a number, found \"x\"",
+        ),
+        (
+            top("null_class", Some("-1")),
+            "invalid model file: metadata `null_class`: expected a non-negative integer, found `-1`",
+        ),
+        (
+            top("null_class", Some("9")),
+            "invalid config: metadata `null_class`: expected a class below num_class_embeds = 9, found 9",
+        ),
+        (
+            top("class_names", Some(&names)),
+            "invalid config: metadata `class_names`: expected at most 9 names (num_class_embeds), found 10",
+        ),
+        (
+            top("format_version", Some("NaN")),
+            "unsupported: metadata `format_version`: expected 1, found `NaN`",
+        ),
+        (
+            top("quantization", None),
+            "invalid model file: metadata: expected key `quantization`, found none (not a wasm-diffusion model file)",
+        ),
+    ];
+    for (meta, want) in cases {
+        let bytes = container::serialize(&shipped.tensors, meta).unwrap();
+        let got = ModelFile::parse(&bytes)
+            .err()
+            .unwrap_or_else(|| panic!("expected `{want}`, the file parsed"))
+            .to_string();
+        assert!(got.starts_with(want), "expected `{want}`\n   found `{got}`");
+    }
+    // Python's json writes diffusers' default lambda_min_clipped as a bare -Infinity: it reads.
+    let bytes = container::serialize(
+        &shipped.tensors,
+        sched("lambda_min_clipped", Some("-Infinity")),
+    )
+    .unwrap();
+    let file = ModelFile::parse(&bytes).expect("-Infinity is the default");
+    assert_eq!(file.meta.scheduler.lambda_min_clipped, f64::NEG_INFINITY);
+}
