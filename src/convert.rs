@@ -148,3 +148,35 @@ pub fn convert_dir(
     let weights = read(&files.weights)?;
     convert_bytes(config, scheduler, &weights, quant, opts)
 }
+
+/// A model file with random weights for `config` (a diffusers `config.json`): for tests and
+/// benchmarks of real configurations without their checkpoints. Weights of rank >= 2 are
+/// normal with std `1 / sqrt(fan_in)` (PyTorch's scale), norm scales 1, biases 0; the
+/// scheduler is diffusers' default DDPM schedule. Deterministic in `seed`.
+pub fn random_model(config: &UNet2DConfig, quant: Quant, seed: u64) -> Result<Vec<u8>> {
+    let shapes = parameter_shapes(config)?;
+    let mut noise = crate::noise::BatchNoise::new(seed, 1);
+    let mut tensors = BTreeMap::new();
+    for (name, shape) in shapes {
+        let numel: usize = shape.iter().product();
+        let values = if shape.len() >= 2 {
+            let fan_in: usize = shape[1..].iter().product();
+            let scale = 1.0 / (fan_in.max(1) as f32).sqrt();
+            noise.sample(numel).into_iter().map(|v| v * scale).collect()
+        } else if name.ends_with(".weight") {
+            vec![1.0; numel]
+        } else {
+            vec![0.0; numel]
+        };
+        tensors.insert(name, (shape, values));
+    }
+    let meta = ModelMeta {
+        quant,
+        unet: config.clone(),
+        scheduler: SchedulerConfig::default(),
+        null_class: None,
+        class_names: Vec::new(),
+        name: Some("random weights".into()),
+    };
+    Ok(write_model_file(&meta, &tensors)?.0)
+}

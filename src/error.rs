@@ -19,6 +19,24 @@ pub enum ErrorKind {
     Io,
     /// The operation was cancelled by the caller.
     Aborted,
+    /// A model or run needs more memory than the budget allows (wasm32 heap, GPU buffer limits).
+    MemoryLimit,
+}
+
+impl ErrorKind {
+    /// The `Error.name` a JS caller sees, so it can branch on the kind.
+    pub fn js_name(self) -> &'static str {
+        match self {
+            ErrorKind::Format => "FormatError",
+            ErrorKind::Unsupported => "UnsupportedError",
+            ErrorKind::Config => "ConfigError",
+            ErrorKind::InvalidArgument => "InvalidArgumentError",
+            ErrorKind::Backend => "BackendError",
+            ErrorKind::Io => "IoError",
+            ErrorKind::Aborted => "AbortError",
+            ErrorKind::MemoryLimit => "MemoryLimitError",
+        }
+    }
 }
 
 /// The crate's error: a kind and a message that says what was expected and what was found.
@@ -56,6 +74,9 @@ impl Error {
     pub fn aborted(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Aborted, message)
     }
+    pub fn memory(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::MemoryLimit, message)
+    }
 }
 
 impl fmt::Display for Error {
@@ -68,6 +89,7 @@ impl fmt::Display for Error {
             ErrorKind::Backend => "backend error",
             ErrorKind::Io => "i/o error",
             ErrorKind::Aborted => "aborted",
+            ErrorKind::MemoryLimit => "not enough memory",
         };
         write!(f, "{prefix}: {}", self.message)
     }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod image;
+pub mod memory;
 pub mod model;
 pub mod noise;
 pub mod pipeline;
@@ -14,7 +15,8 @@ pub mod weights;
 
 pub use config::{SchedulerConfig, SchedulerKind, UNet2DConfig};
 pub use error::{Error, ErrorKind, Result};
-pub use model::{load_model, LoadedModel, UNet2DModel};
+pub use memory::MemoryBudget;
+pub use model::{load_model, load_model_within, LoadedModel, UNet2DModel};
 
 #[cfg(all(target_arch = "wasm32", feature = "web"))]
 pub mod web;

@@ -9,12 +9,18 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::config::{SchedulerConfig, SchedulerKind};
 use crate::error::{Error, Result};
+use crate::memory::{check_run, MemoryBudget};
 use crate::model::{LoadedModel, UNet2DModel};
 use crate::noise::BatchNoise;
 use crate::schedulers::{self, Scheduler};
 
-/// Largest batch one sampler accepts (guidance doubles it inside).
+/// Largest batch one sampler accepts (guidance doubles it inside); the memory estimate
+/// ([`crate::memory`]) usually bounds it lower for large images.
 pub const MAX_BATCH: usize = 64;
+
+/// Largest |guidance scale| accepted: beyond it the guided noise prediction overflows f32 for
+/// ordinary model outputs and the image turns to NaN.
+pub const MAX_GUIDANCE: f64 = 100.0;
 
 /// What to sample. `Default` gives 50 DDIM steps, seed 0, batch 1, no guidance.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,14 +90,20 @@ impl Sampler {
             &model.meta.scheduler,
             model.meta.null_class,
             opts,
+            &model.budget,
+            model.resident_bytes,
         )
     }
 
+    /// [`new`](Self::new) from the parts of a model: the run is checked against `budget`, of
+    /// which `resident` bytes (the weights) are already taken.
     pub fn with_config(
         unet: Arc<UNet2DModel>,
         scheduler_config: &SchedulerConfig,
         null_class: Option<usize>,
         opts: &SampleOptions,
+        budget: &MemoryBudget,
+        resident: u64,
     ) -> Result<Self> {
         let cfg = &unet.config;
         let b = opts.batch;
@@ -100,9 +112,9 @@ impl Sampler {
                 "batch: expected 1 to {MAX_BATCH}, found {b}"
             )));
         }
-        if !opts.guidance_scale.is_finite() {
+        if !(opts.guidance_scale.is_finite() && opts.guidance_scale.abs() <= MAX_GUIDANCE) {
             return Err(Error::invalid(format!(
-                "guidance scale: expected a finite number, found {}",
+                "guidance scale: expected a number from -{MAX_GUIDANCE} to {MAX_GUIDANCE}, found {:?}",
                 opts.guidance_scale
             )));
         }
@@ -157,6 +169,9 @@ impl Sampler {
             )));
         }
 
+        let cpu = *unet.device() == Device::flex();
+        check_run(cfg, [h, w], b, guided, resident, budget, cpu)?;
+
         let scheduler = schedulers::build(opts.scheduler, scheduler_config, opts.steps, opts.eta)?;
         let mut noise = BatchNoise::new(opts.seed, b);
         let x_t = match &opts.init_noise {
@@ -166,6 +181,12 @@ impl Sampler {
                         "initial noise: expected {} values ({b}x{c}x{h}x{w}), found {}",
                         b * per_item,
                         v.len()
+                    )));
+                }
+                if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                    return Err(Error::invalid(format!(
+                        "initial noise: expected finite values, found {} at index {i}",
+                        v[i]
                     )));
                 }
                 v.clone()

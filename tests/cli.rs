@@ -157,3 +157,44 @@ fn bad_inputs_fail_with_a_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("config.json"));
 }
+
+#[test]
+fn random_writes_a_loadable_model_of_a_real_configuration() {
+    let model = tmp("cifar10.random.int8.safetensors");
+    let config = common::fixtures().join("configs/ddpm-cifar10-32.json");
+    let out = run(bin()
+        .arg("random")
+        .arg(&config)
+        .args(["--quant", "int8", "-o"])
+        .arg(&model));
+    assert!(
+        out.contains("35746307 parameters of random weights"),
+        "{out}"
+    );
+    let info = run(bin().arg("info").arg(&model));
+    assert!(info.contains("int8"), "{info}");
+    // The weights are deterministic in the seed (the data section; the header's metadata order
+    // is not: safetensors writes it from a hash map).
+    let again = tmp("cifar10.random.again.safetensors");
+    run(bin()
+        .arg("random")
+        .arg(&config)
+        .args(["--quant", "int8", "-o"])
+        .arg(&again));
+    let data = |p: &Path| {
+        let b = std::fs::read(p).unwrap();
+        let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+        b[8 + n..].to_vec()
+    };
+    assert!(data(&model) == data(&again), "same seed, other weights");
+    let other = tmp("cifar10.random.seed2.safetensors");
+    run(bin()
+        .arg("random")
+        .arg(&config)
+        .args(["--seed", "2", "--quant", "int8", "-o"])
+        .arg(&other));
+    assert!(
+        data(&model) != data(&other),
+        "another seed, the same weights"
+    );
+}

@@ -9,12 +9,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use npyz::WriterBuilder;
 
-use wasm_diffusion::convert::{convert_dir, ConvertOptions};
+use wasm_diffusion::convert::{convert_dir, random_model, ConvertOptions};
 use wasm_diffusion::image::{encode_png, grid_rgba};
 use wasm_diffusion::model::parameter_count;
 use wasm_diffusion::pipeline::{read_back, SampleOptions, Sampler};
 use wasm_diffusion::weights::{ModelFile, Quant};
-use wasm_diffusion::{load_model, Error, Result, SchedulerKind};
+use wasm_diffusion::{load_model, Error, Result, SchedulerKind, UNet2DConfig};
 
 #[derive(Parser)]
 #[command(
@@ -68,6 +68,17 @@ enum Command {
     Sample(SampleArgs),
     /// Show a model file's config, quantization, parameter count and size.
     Info { file: PathBuf },
+    /// Write a model file with random weights for a diffusers config.json (tests, benchmarks).
+    Random {
+        /// diffusers UNet2DModel config.json
+        config: PathBuf,
+        #[arg(long, value_enum, default_value = "int8")]
+        quant: QuantArg,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -84,6 +95,12 @@ fn main() -> ExitCode {
         } => run_convert(&dir, quant, &output, name, null_class, class_names, verbose),
         Command::Sample(args) => run_sample(args),
         Command::Info { file } => run_info(&file),
+        Command::Random {
+            config,
+            quant,
+            output,
+            seed,
+        } => run_random(&config, quant, &output, seed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -98,6 +115,36 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::io(format!("{}: {e}", path.display()))
 }
 
+fn quant_of(q: QuantArg) -> Quant {
+    match q {
+        QuantArg::F32 => Quant::F32,
+        QuantArg::F16 => Quant::F16,
+        QuantArg::Int8 => Quant::Int8,
+        QuantArg::Int4 => Quant::Int4,
+    }
+}
+
+/// Writes `bytes` to a temporary name first so a failure never leaves a half-written file.
+fn write_atomically(output: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = output.with_extension("partial");
+    std::fs::write(&tmp, bytes).map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, output).map_err(|e| io_err(output, e))
+}
+
+fn run_random(config: &Path, quant: QuantArg, output: &Path, seed: u64) -> Result<()> {
+    let text = std::fs::read_to_string(config).map_err(|e| io_err(config, e))?;
+    let config = UNet2DConfig::from_json(&text)?;
+    let bytes = random_model(&config, quant_of(quant), seed)?;
+    write_atomically(output, &bytes)?;
+    println!(
+        "wrote {} ({} parameters of random weights, {:.2} MB)",
+        output.display(),
+        parameter_count(&config)?,
+        bytes.len() as f64 / 1e6
+    );
+    Ok(())
+}
+
 fn run_convert(
     dir: &Path,
     quant: QuantArg,
@@ -107,12 +154,7 @@ fn run_convert(
     class_names: Option<String>,
     verbose: bool,
 ) -> Result<()> {
-    let quant = match quant {
-        QuantArg::F32 => Quant::F32,
-        QuantArg::F16 => Quant::F16,
-        QuantArg::Int8 => Quant::Int8,
-        QuantArg::Int4 => Quant::Int4,
-    };
+    let quant = quant_of(quant);
     let class_names = class_names
         .map(|s| s.split(',').map(|c| c.trim().to_string()).collect())
         .unwrap_or_default();
@@ -126,10 +168,7 @@ fn run_convert(
             class_names,
         },
     )?;
-    // Write to a temporary name first so a failure never leaves a half-written model file.
-    let tmp = output.with_extension("partial");
-    std::fs::write(&tmp, &bytes).map_err(|e| io_err(&tmp, e))?;
-    std::fs::rename(&tmp, output).map_err(|e| io_err(output, e))?;
+    write_atomically(output, &bytes)?;
 
     let params: usize = report
         .iter()

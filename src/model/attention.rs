@@ -7,6 +7,7 @@ use burn::tensor::Tensor;
 
 use super::layers::{GroupNorm, Linear};
 use crate::error::Result;
+use crate::memory::MAX_SCORE_ELEMS;
 use crate::weights::TensorSource;
 
 #[derive(Debug, Clone)]
@@ -62,9 +63,7 @@ impl Attention {
         let q = split(self.to_q.forward(tokens.clone()));
         let k = split(self.to_k.forward(tokens.clone()));
         let v = split(self.to_v.forward(tokens));
-        let scale = 1.0 / (d as f64).sqrt();
-        let scores = q.matmul(k.swap_dims(2, 3)) * scale;
-        let attn = softmax(scores, 3).matmul(v); // [B, heads, N, d]
+        let attn = attend(q, k, v, MAX_SCORE_ELEMS); // [B, heads, N, d]
         let merged = attn.swap_dims(1, 2).reshape([b, n, c]);
         let out = self
             .to_out
@@ -77,5 +76,47 @@ impl Attention {
         } else {
             out / self.rescale_output_factor
         }
+    }
+}
+
+/// `softmax(q k^T / sqrt(d)) v` over `[B, heads, N, d]`, materialising at most `max_scores`
+/// score elements at once: above that the queries are taken in chunks of rows (each row's
+/// softmax only needs its own scores, so the result is the same), so a large image's attention
+/// never asks for the whole `[B, heads, N, N]` matrix.
+pub fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, max_scores: usize) -> Tensor<4> {
+    let [b, heads, n, d] = q.dims();
+    let scale = 1.0 / (d as f64).sqrt();
+    let kt = k.swap_dims(2, 3);
+    let rows = (max_scores / (b * heads * n).max(1)).max(1);
+    if rows >= n {
+        return softmax(q.matmul(kt) * scale, 3).matmul(v);
+    }
+    let chunks: Vec<Tensor<4>> = (0..n)
+        .step_by(rows)
+        .map(|start| {
+            let len = rows.min(n - start);
+            let scores = q.clone().narrow(2, start, len).matmul(kt.clone()) * scale;
+            softmax(scores, 3).matmul(v.clone())
+        })
+        .collect();
+    Tensor::cat(chunks, 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Distribution, Tensor};
+
+    #[test]
+    fn chunked_attention_equals_whole() {
+        let device = Device::flex();
+        let shape = [2, 3, 50, 8];
+        let q = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let k = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let v = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let whole = super::attend(q.clone(), k.clone(), v.clone(), usize::MAX);
+        // 2 * 3 * 50 = 300 scores per query row: 7 rows per chunk, the last one shorter.
+        let chunked = super::attend(q, k, v, 300 * 7);
+        let diff: f32 = (whole - chunked).abs().max().into_scalar();
+        assert!(diff < 1e-6, "chunked attention differs by {diff}");
     }
 }

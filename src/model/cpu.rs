@@ -21,6 +21,8 @@ use std::sync::OnceLock;
 
 use burn::tensor::{try_read_sync, Device, Tensor, TensorData};
 
+use crate::memory::MAX_IM2COL_ELEMS;
+
 /// A copy of a (small) flex tensor's data, e.g. weights; `None` on any other device.
 fn host_data<const D: usize>(x: &Tensor<D>) -> Option<Vec<f32>> {
     if x.device() != Device::flex() {
@@ -220,11 +222,19 @@ pub fn conv2d(
     let p = oh * ow;
     let kk = c_in * k * k;
     let pointwise = k == 1 && s == 1 && pb == 0 && pe == 0;
+    // The patch matrix is bounded: above MAX_IM2COL_ELEMS it is built and multiplied in bands
+    // of output rows (a 256x256 layer on 256 channels would otherwise take 600 MB of scratch).
+    let band = if pointwise || kk * p <= MAX_IM2COL_ELEMS {
+        oh
+    } else {
+        (MAX_IM2COL_ELEMS / (kk * ow)).clamp(1, oh)
+    };
     let run = |v: &[f32]| {
         COL.with_borrow_mut(|col| {
             // The patch matrix is scratch kept between calls; im2col overwrites all of it.
-            if !pointwise && col.len() < kk * p {
-                col.resize(kk * p, 0.0);
+            let band_p = band * ow;
+            if !pointwise && col.len() < kk * band_p {
+                col.resize(kk * band_p, 0.0);
             }
             // Output rows start as the bias (written once, no zero-fill), the GEMM adds onto them.
             let mut out: Vec<f32> = Vec::with_capacity(b * c_out * p);
@@ -234,35 +244,42 @@ pub fn conv2d(
                     out.extend(std::iter::repeat_n(bv, p));
                 }
                 let ob = &mut out[start..];
-                if !pointwise {
-                    im2col_nchw(xb, &mut col[..kk * p], c_in, h, w, k, s, pb, oh, ow);
-                }
-                let rhs = if pointwise { xb } else { &col[..kk * p] };
-                // SAFETY: all three matrices are row-major and exactly m x k, k x n, m x n inside the
-                // slices above (checked sizes); gemm reads lhs/rhs and writes dst only in those bounds.
-                // dst = 1 * dst + 1 * (W @ col): the bias rows plus the convolution.
-                unsafe {
-                    gemm::gemm(
-                        c_out,
-                        p,
-                        kk,
-                        ob.as_mut_ptr(),
-                        1,
-                        p as isize,
-                        true,
-                        weight.as_ptr(),
-                        1,
-                        kk as isize,
-                        rhs.as_ptr(),
-                        1,
-                        p as isize,
-                        1.0f32,
-                        1.0f32,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
+                for oy0 in (0..oh).step_by(band) {
+                    let oy1 = (oy0 + band).min(oh);
+                    let bp = (oy1 - oy0) * ow;
+                    if !pointwise {
+                        im2col_nchw(xb, &mut col[..kk * bp], c_in, h, w, k, s, pb, oy0..oy1, ow);
+                    }
+                    let rhs = if pointwise { xb } else { &col[..kk * bp] };
+                    let dst = &mut ob[oy0 * ow..];
+                    // SAFETY: lhs is c_out x kk (row stride kk), rhs kk x bp (row stride bp) and
+                    // dst c_out x bp with row stride p starting at column oy0 * ow, so its last
+                    // element is (c_out - 1) p + oy0 ow + bp - 1 < c_out p: all inside the slices
+                    // above (checked sizes). dst = 1 * dst + 1 * (W @ col): the bias rows plus the
+                    // convolution.
+                    unsafe {
+                        gemm::gemm(
+                            c_out,
+                            bp,
+                            kk,
+                            dst.as_mut_ptr(),
+                            1,
+                            p as isize,
+                            true,
+                            weight.as_ptr(),
+                            1,
+                            kk as isize,
+                            rhs.as_ptr(),
+                            1,
+                            bp as isize,
+                            1.0f32,
+                            1.0f32,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
                 }
             }
             out
@@ -308,7 +325,14 @@ thread_local! {
     static COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Rows `(ci, ky, kx)` of the `[c_in k k, oh ow]` patch matrix of one image; padding is zero.
+/// Frees the im2col scratch (it is grown to the largest layer and kept between calls); called
+/// when a model is disposed.
+pub fn release_scratch() {
+    COL.with_borrow_mut(|col| *col = Vec::new());
+}
+
+/// Rows `(ci, ky, kx)` of the `[c_in k k, |rows| ow]` patch matrix of one image, for the output
+/// rows `rows` (all `oh` of them, or a band); padding is zero.
 #[allow(clippy::too_many_arguments)]
 fn im2col_nchw(
     x: &[f32],
@@ -319,16 +343,17 @@ fn im2col_nchw(
     k: usize,
     s: usize,
     pad: usize,
-    oh: usize,
+    rows: std::ops::Range<usize>,
     ow: usize,
 ) {
+    let oh = rows.len();
     let p = oh * ow;
     for ci in 0..c_in {
         let plane = &x[ci * h * w..(ci + 1) * h * w];
         for ky in 0..k {
             for kx in 0..k {
                 let row = &mut col[((ci * k + ky) * k + kx) * p..][..p];
-                if s == 1 && ow == w && oh == h {
+                if s == 1 && ow == w && oh == h && rows.start == 0 {
                     same_shift(
                         plane,
                         row,
@@ -339,8 +364,8 @@ fn im2col_nchw(
                     );
                     continue;
                 }
-                for oy in 0..oh {
-                    let dst = &mut row[oy * ow..(oy + 1) * ow];
+                for (r, oy) in rows.clone().enumerate() {
+                    let dst = &mut row[r * ow..(r + 1) * ow];
                     let iy = (oy * s + ky) as isize - pad as isize;
                     if iy < 0 || iy >= h as isize {
                         dst.fill(0.0);
@@ -471,6 +496,10 @@ mod tests {
             (4, 4, 3, 1, (1, 1), 1, 1),
             (3, 2, 5, 1, (2, 2), 4, 6),
             (2, 3, 3, 1, (1, 1), 2, 2),
+            // Patch matrices above MAX_IM2COL_ELEMS: built in bands of output rows (the last
+            // band shorter), same-padded and strided.
+            (64, 4, 3, 1, (1, 1), 130, 128),
+            (96, 4, 3, 2, (0, 1), 200, 198),
         ] {
             let b = 2;
             let x: Vec<f32> = (0..b * c_in * h * w).map(|i| value(i, 997)).collect();

@@ -14,7 +14,8 @@ pub use unet_2d::{Trace, UNet2DModel};
 use burn::tensor::{Device, Tensor};
 
 use crate::config::UNet2DConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::memory::{check_run, fmt_bytes, MemoryBudget};
 use crate::weights::{FileSource, ModelFile, ModelMeta, TensorSource};
 
 /// Records the name and shape of every parameter a config asks for, without loading any.
@@ -55,14 +56,29 @@ pub fn parameter_count(config: &UNet2DConfig) -> Result<usize> {
 pub struct LoadedModel {
     pub unet: std::sync::Arc<UNet2DModel>,
     pub meta: ModelMeta,
+    /// What the device can hold; every run is checked against it ([`crate::memory`]).
+    pub budget: MemoryBudget,
+    /// Bytes of the f32 weights held in the budget's memory (0 when they live on a GPU).
+    pub resident_bytes: u64,
+}
+
+/// Bytes of a model file -> validated U-Net on `device`, with the native memory budget.
+pub fn load_model(bytes: &[u8], device: &Device) -> Result<LoadedModel> {
+    load_model_within(bytes, device, MemoryBudget::NATIVE)
 }
 
 /// Bytes of a model file -> validated U-Net on `device`. Everything in the file is checked
-/// against the config before any tensor is dequantized or uploaded.
-pub fn load_model(bytes: &[u8], device: &Device) -> Result<LoadedModel> {
+/// against the config, and the weights plus one image's run against `budget`, before any
+/// tensor is dequantized or uploaded.
+pub fn load_model_within(
+    bytes: &[u8],
+    device: &Device,
+    budget: MemoryBudget,
+) -> Result<LoadedModel> {
     let file = ModelFile::parse(bytes)?;
     let expected = parameter_shapes(&file.meta.unet)?;
     file.check(&expected)?;
+    let resident_bytes = check_weights(&file.meta, &expected, bytes.len(), &budget, device)?;
     let mut src = FileSource {
         file: &file,
         device: device.clone(),
@@ -71,5 +87,59 @@ pub fn load_model(bytes: &[u8], device: &Device) -> Result<LoadedModel> {
     Ok(LoadedModel {
         unet: std::sync::Arc::new(unet),
         meta: file.meta.clone(),
+        budget,
+        resident_bytes,
     })
+}
+
+/// Refuses a model whose f32 weights (beside the file's own bytes, still held by the caller)
+/// and one unguided image do not fit `budget`, or one of whose tensors exceeds the largest
+/// buffer. Returns the bytes the weights take inside the budget.
+fn check_weights(
+    meta: &ModelMeta,
+    expected: &[(String, Vec<usize>)],
+    file_bytes: usize,
+    budget: &MemoryBudget,
+    device: &Device,
+) -> Result<u64> {
+    let name = meta.name.as_deref().unwrap_or("this model");
+    let params: u64 = expected
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>() as u64)
+        .sum();
+    if let Some((tensor, shape)) = expected
+        .iter()
+        .find(|(_, s)| 4 * s.iter().product::<usize>() as u64 > budget.largest_buffer)
+    {
+        return Err(Error::memory(format!(
+            "{name}: tensor `{tensor}` {shape:?} needs {} in f32, above {} ({})",
+            fmt_bytes(4 * shape.iter().product::<usize>() as u64),
+            fmt_bytes(budget.largest_buffer),
+            budget.what
+        )));
+    }
+    // On the CPU the weights are held twice: as burn tensors and as the host copies the CPU
+    // kernels read (model::cpu::HostParams, made on the first step).
+    let copies = if *device == Device::flex() { 2 } else { 1 };
+    let resident = if budget.weights_inside {
+        copies * 4 * params
+    } else {
+        0
+    };
+    let held = resident + file_bytes as u64;
+    if held > budget.total {
+        return Err(Error::memory(format!(
+            "{name}: its {params} parameters take {} in f32 ({copies} cop{} on this backend) beside the {} file, above {} ({})",
+            fmt_bytes(resident),
+            if copies == 1 { "y" } else { "ies" },
+            fmt_bytes(file_bytes as u64),
+            fmt_bytes(budget.total),
+            budget.what
+        )));
+    }
+    if let Some(hw) = meta.unet.sample_hw() {
+        let cpu = *device == Device::flex();
+        check_run(&meta.unet, hw, 1, false, held, budget, cpu)?;
+    }
+    Ok(resident)
 }

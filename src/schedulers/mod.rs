@@ -44,7 +44,26 @@ pub trait Scheduler {
 }
 
 /// Builds the scheduler `kind` for `num_inference_steps` steps (`eta` is used by DDIM only).
+/// Schedules that would be empty, visit a timestep twice or divide by zero are refused here,
+/// up front, with the usable range of steps ([`check_schedule`]).
 pub fn build(
+    kind: SchedulerKind,
+    config: &SchedulerConfig,
+    num_inference_steps: usize,
+    eta: f64,
+) -> Result<Box<dyn Scheduler>> {
+    let scheduler = build_unchecked(kind, config, num_inference_steps, eta)?;
+    check_schedule(
+        kind,
+        config,
+        num_inference_steps,
+        eta,
+        scheduler.timesteps(),
+    )?;
+    Ok(scheduler)
+}
+
+fn build_unchecked(
     kind: SchedulerKind,
     config: &SchedulerConfig,
     num_inference_steps: usize,
@@ -58,6 +77,78 @@ pub fn build(
             num_inference_steps,
         )?),
     })
+}
+
+/// The first timestep of `ts` that is not strictly below its predecessor.
+fn repeated_timestep(ts: &[usize]) -> Option<usize> {
+    ts.windows(2).find(|w| w[1] >= w[0]).map(|w| w[1])
+}
+
+/// Refuses a schedule that would give no frame or NaN: an empty one (DPM-Solver++'s
+/// `lambda_min_clipped` can clip every timestep), one that visits a timestep twice (DPM-Solver++
+/// then divides by a zero step in lambda: `leading` spacing with many steps), or one whose
+/// training schedule has equal or zero `alphas_cumprod` at two visited timesteps (betas too
+/// small to change an f32, or a product that underflows).
+fn check_schedule(
+    kind: SchedulerKind,
+    config: &SchedulerConfig,
+    n: usize,
+    eta: f64,
+    ts: &[usize],
+) -> Result<()> {
+    let name = kind.name();
+    let t = config.num_train_timesteps;
+    if ts.is_empty() {
+        return Err(Error::config(format!(
+            "scheduler `{name}`: expected at least one timestep, found none: lambda_min_clipped = {} clips all {t} training timesteps (use a lower lambda_min_clipped)",
+            config.lambda_min_clipped
+        )));
+    }
+    if let Some(rep) = repeated_timestep(ts) {
+        // The largest step count that still gives distinct timesteps, by bisection (the
+        // schedules only get denser with more steps).
+        let ok = |m: usize| {
+            build_unchecked(kind, config, m, eta).is_ok_and(|s| {
+                !s.timesteps().is_empty() && repeated_timestep(s.timesteps()).is_none()
+            })
+        };
+        let usable = if ok(1) {
+            let (mut lo, mut hi) = (1, n);
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if ok(mid) {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            format!("expected 1 to {lo} steps")
+        } else {
+            "no step count gives distinct timesteps".to_string()
+        };
+        return Err(Error::invalid(format!(
+            "steps: scheduler `{name}` with timestep_spacing `{}` visits timestep {rep} twice at {n} steps on {t} training timesteps (the update would divide by zero); {usable}",
+            config.timestep_spacing
+        )));
+    }
+    let table = BetaTable::new(config)?;
+    let alpha = |i: usize| table.alphas_cumprod[i] as f32;
+    if let Some(&z) = ts.iter().find(|&&i| !(alpha(i) > 0.0)) {
+        return Err(Error::config(format!(
+            "beta schedule: expected alphas_cumprod > 0 at every visited timestep, found {} at timestep {z} (beta_end = {} over {t} training steps drives it to zero)",
+            table.alphas_cumprod[z], config.beta_end
+        )));
+    }
+    if let Some(w) = ts.windows(2).find(|w| alpha(w[0]) >= alpha(w[1])) {
+        return Err(Error::config(format!(
+            "beta schedule: expected alphas_cumprod to differ between timesteps {} and {} in f32, found {} for both (beta_start = {} is too small)",
+            w[0],
+            w[1],
+            alpha(w[0]),
+            config.beta_start
+        )));
+    }
+    Ok(())
 }
 
 /// The training noise schedule: betas and their cumulative products, in f64.

@@ -100,6 +100,12 @@ impl DpmSolverMultistepScheduler {
             .filter(|&&a| 0.5 * (a.ln() - (1.0 - a).ln()) < config.lambda_min_clipped)
             .count();
         let last = t_train - clipped;
+        if last == 0 {
+            return Err(Error::config(format!(
+                "scheduler `dpm++`: expected at least one timestep, found none: lambda_min_clipped = {} clips all {t_train} training timesteps (use a lower lambda_min_clipped)",
+                config.lambda_min_clipped
+            )));
+        }
         let ts: Vec<i64> = match config.timestep_spacing.as_str() {
             "linspace" => {
                 let v = linspace(0.0, last as f64 - 1.0, n + 1);
