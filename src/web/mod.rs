@@ -5,15 +5,16 @@
 //! Everything returns `Result<_, JsValue>` carrying a JS `Error` whose message says what was
 //! expected and what was found; the panic hook makes any remaining bug readable.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::image::to_rgba;
-use crate::model::{load_model, LoadedModel};
+use crate::memory::{fmt_bytes, MemoryBudget};
+use crate::model::{load_model_within, LoadedModel};
 use crate::pipeline::{SampleOptions, Sampler};
 use crate::SchedulerKind;
 
@@ -36,15 +37,85 @@ pub fn start() {
     unsafe {
         __wasm_call_ctors();
     }
-    console_error_panic_hook::set_once();
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        // Tell JS before the trap: a trap inside an async export would leave its promise
+        // pending forever, so the JS layer rejects every pending call with this message.
+        let message = info.to_string();
+        let _ = PANIC_HANDLER.try_with(|h| {
+            if let Ok(h) = h.try_borrow() {
+                if let Some(f) = h.as_ref() {
+                    let _ = f.call1(&JsValue::NULL, &JsValue::from_str(&message));
+                }
+            }
+        });
+    }));
+}
+
+thread_local! {
+    /// JS function called with the message of a panic, before the module traps.
+    static PANIC_HANDLER: RefCell<Option<js_sys::Function>> = const { RefCell::new(None) };
+    /// Bytes of weights held in the wasm heap by live CPU engines of this instance.
+    static RESIDENT: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Registers `handler(message)`, called synchronously when Rust code panics, just before this
+/// wasm instance traps. After it has been called the instance must be treated as dead.
+#[wasm_bindgen(js_name = setPanicHandler)]
+pub fn set_panic_handler(handler: js_sys::Function) {
+    PANIC_HANDLER.with(|h| *h.borrow_mut() = Some(handler));
+}
+
+/// Panics on purpose, for the tests of the JS layer's crash handling: "sync" inside this
+/// synchronous export; "async" inside a promise-returning export, after its first await.
+#[wasm_bindgen(js_name = testPanic)]
+pub fn test_panic(kind: String) -> Result<JsValue, JsValue> {
+    match kind.as_str() {
+        "sync" => panic!("testPanic: a deliberate panic in a synchronous export"),
+        "async" => Ok(wasm_bindgen_futures::future_to_promise(async {
+            let yielded = js_sys::Promise::resolve(&JsValue::NULL);
+            let _ = wasm_bindgen_futures::JsFuture::from(yielded).await;
+            panic!("testPanic: a deliberate panic in an async export")
+        })
+        .into()),
+        other => Err(js_error_named(
+            "InvalidArgumentError",
+            format!("testPanic: expected \"sync\" or \"async\", found \"{other}\""),
+        )),
+    }
+}
+
+/// The largest heap this module can reach: wasm32's 4 GiB (65536 pages of 64 KiB).
+const HEAP_LIMIT: u64 = 4 << 30;
+/// Kept free for everything that is not estimated (JS glue buffers, allocator slack).
+const HEAP_MARGIN: u64 = 256 << 20;
+
+/// Size of this instance's linear memory in bytes (it only grows).
+#[wasm_bindgen(js_name = wasmMemoryBytes)]
+pub fn wasm_memory_bytes() -> f64 {
+    (core::arch::wasm32::memory_size::<0>() as u64 * 65536) as f64
+}
+
+/// The largest model file this instance can take into its heap now (the copy alone; loading
+/// then checks the f32 weights and one image's run against the budget).
+#[wasm_bindgen(js_name = maxModelBytes)]
+pub fn max_model_bytes() -> f64 {
+    HEAP_LIMIT.saturating_sub(wasm_memory_bytes() as u64 + HEAP_MARGIN) as f64
+}
+
+fn js_error_named(name: &str, message: impl std::fmt::Display) -> JsValue {
+    let e = js_sys::Error::new(&message.to_string());
+    e.set_name(name);
+    e.into()
 }
 
 fn js_error(message: impl std::fmt::Display) -> JsValue {
-    js_sys::Error::new(&message.to_string()).into()
+    js_error_named("InvalidArgumentError", message)
 }
 
+/// A crate error as a JS `Error` whose `name` is its kind ("FormatError", "ConfigError", ...).
 fn err(e: Error) -> JsValue {
-    js_error(e)
+    js_error_named(e.kind.js_name(), e)
 }
 
 thread_local! {
@@ -65,11 +136,88 @@ async fn webgpu_device() -> Result<Device, JsValue> {
     Ok(device)
 }
 
+/// Memory limits handed over by JS at load: the WebGPU adapter's buffer limits and an optional
+/// budget of the caller's.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Limits {
+    max_buffer_size: Option<f64>,
+    max_storage_buffer_binding_size: Option<f64>,
+    memory_budget: Option<f64>,
+}
+
+fn budget_for(backend: &str, limits: &Limits) -> Result<MemoryBudget, JsValue> {
+    let bytes = |name: &str, v: Option<f64>| -> Result<Option<u64>, JsValue> {
+        match v {
+            None => Ok(None),
+            Some(x) if x.is_finite() && x >= 1.0 => Ok(Some(x as u64)),
+            Some(x) => Err(js_error(format!(
+                "{name}: expected a positive number of bytes, found {x}"
+            ))),
+        }
+    };
+    let user = bytes("memoryBudget", limits.memory_budget)?;
+    if backend == "cpu" {
+        let heap = HEAP_LIMIT - HEAP_MARGIN;
+        return Ok(MemoryBudget {
+            total: user.map_or(heap, |u| u.min(heap)),
+            largest_buffer: u64::MAX,
+            what: if user.is_some_and(|u| u < heap) {
+                "the memoryBudget option"
+            } else {
+                "the wasm32 heap of the CPU backend"
+            },
+            weights_inside: true,
+        });
+    }
+    // WebGPU's default limits when the adapter's are not given (the spec's minimums).
+    let binding = bytes(
+        "maxStorageBufferBindingSize",
+        limits.max_storage_buffer_binding_size,
+    )?
+    .unwrap_or(128 << 20);
+    let buffer = bytes("maxBufferSize", limits.max_buffer_size)?.unwrap_or(256 << 20);
+    Ok(MemoryBudget {
+        total: user.unwrap_or(HEAP_LIMIT),
+        largest_buffer: binding.min(buffer),
+        what: if binding <= buffer {
+            "the WebGPU adapter's maxStorageBufferBindingSize"
+        } else {
+            "the WebGPU adapter's maxBufferSize"
+        },
+        weights_inside: false,
+    })
+}
+
+async fn device_for(backend: &str) -> Result<Device, JsValue> {
+    match backend {
+        "webgpu" => webgpu_device().await,
+        "cpu" => Ok(Device::flex()),
+        other => Err(js_error(format!(
+            "backend: expected \"webgpu\" or \"cpu\", found \"{other}\""
+        ))),
+    }
+}
+
+/// Initialises `backend` ("webgpu": requests the adapter and device once per instance; "cpu":
+/// nothing). The only asynchronous part of loading: [`Engine::create`] is synchronous, so a
+/// trap while loading throws to its caller instead of leaving a promise pending.
+#[wasm_bindgen(js_name = initBackend)]
+pub async fn init_backend(backend: String) -> Result<(), JsValue> {
+    device_for(&backend).await.map(|_| ())
+}
+
 /// A loaded model on one backend.
 #[wasm_bindgen]
 pub struct Engine {
     model: Option<LoadedModel>,
     backend: String,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.dispose();
+    }
 }
 
 /// Model and scheduler config as handed to JS (`sampler.config`).
@@ -103,10 +251,28 @@ struct RunOptions {
 #[wasm_bindgen]
 impl Engine {
     /// Parses and validates the model file and uploads its weights to `backend`
-    /// ("webgpu" or "cpu").
-    pub async fn load(bytes: Vec<u8>, backend: String) -> Result<Engine, JsValue> {
+    /// ("webgpu" or "cpu"), checking them and one image's run against the memory budget
+    /// (`limits`: `{ maxBufferSize?, maxStorageBufferBindingSize?, memoryBudget? }` in bytes).
+    pub async fn load(bytes: Vec<u8>, backend: String, limits: JsValue) -> Result<Engine, JsValue> {
+        init_backend(backend.clone()).await?;
+        Engine::create(bytes, backend, limits)
+    }
+
+    /// [`load`](Self::load) once [`init_backend`] has resolved for `backend`: synchronous.
+    pub fn create(bytes: Vec<u8>, backend: String, limits: JsValue) -> Result<Engine, JsValue> {
+        let limits: Limits = if limits.is_undefined() || limits.is_null() {
+            Limits::default()
+        } else {
+            serde_wasm_bindgen::from_value(limits)
+                .map_err(|e| js_error(format!("load limits: {e}")))?
+        };
         let device = match backend.as_str() {
-            "webgpu" => webgpu_device().await?,
+            "webgpu" => WEBGPU.with(|w| w.borrow().clone()).ok_or_else(|| {
+                js_error_named(
+                    "BackendError",
+                    "backend \"webgpu\": expected an initialised device (call initBackend first), found none",
+                )
+            })?,
             "cpu" => Device::flex(),
             other => {
                 return Err(js_error(format!(
@@ -114,7 +280,24 @@ impl Engine {
                 )))
             }
         };
-        let model = load_model(&bytes, &device).map_err(err)?;
+        let mut budget = budget_for(&backend, &limits)?;
+        // Other CPU engines of this instance hold their weights in the same heap.
+        let others = RESIDENT.with(Cell::get);
+        if budget.weights_inside {
+            budget.total = budget.total.saturating_sub(others);
+        }
+        let model = load_model_within(&bytes, &device, budget).map_err(|e| {
+            if e.kind == ErrorKind::MemoryLimit && others > 0 {
+                err(Error::memory(format!(
+                    "{} (other loaded models hold {}; dispose them first)",
+                    e.message,
+                    fmt_bytes(others)
+                )))
+            } else {
+                err(e)
+            }
+        })?;
+        RESIDENT.with(|r| r.set(r.get() + model.resident_bytes));
         Ok(Engine {
             model: Some(model),
             backend,
@@ -154,8 +337,12 @@ impl Engine {
     pub fn dispose(&mut self) {
         if let Some(m) = self.model.take() {
             let device = m.unet.device().clone();
+            let _ = RESIDENT.try_with(|r| r.set(r.get().saturating_sub(m.resident_bytes)));
             drop(m);
             device.memory_cleanup();
+            if RESIDENT.try_with(Cell::get).unwrap_or(0) == 0 {
+                crate::model::cpu::release_scratch();
+            }
         }
     }
 
@@ -169,16 +356,7 @@ impl Engine {
         let m = self.model()?;
         let o: RunOptions = serde_wasm_bindgen::from_value(options)
             .map_err(|e| js_error(format!("sample options: {e}")))?;
-        if !(o.seed.is_finite()
-            && o.seed >= 0.0
-            && o.seed <= 9_007_199_254_740_991.0
-            && o.seed.fract() == 0.0)
-        {
-            return Err(js_error(format!(
-                "seed: expected an integer from 0 to 2^53 - 1, found {}",
-                o.seed
-            )));
-        }
+        check_seed(o.seed)?;
         let opts = SampleOptions {
             scheduler: SchedulerKind::parse(&o.scheduler).map_err(err)?,
             steps: o.steps,
@@ -287,8 +465,38 @@ impl Run {
 
 /// The seeded noise the sampler uses, for tests that compare the wasm build with native.
 #[wasm_bindgen(js_name = noiseSample)]
-pub fn noise_sample(seed: f64, batch: usize, per_item: usize) -> Vec<f32> {
-    crate::noise::BatchNoise::new(seed as u64, batch).sample(per_item)
+pub fn noise_sample(seed: f64, batch: usize, per_item: usize) -> Result<Vec<f32>, JsValue> {
+    check_seed(seed)?;
+    check_noise_size(batch, per_item)?;
+    Ok(crate::noise::BatchNoise::new(seed as u64, batch).sample(per_item))
+}
+
+/// Largest noise / image buffer the helpers below make: 64 Mi values (256 MiB).
+const MAX_VALUES: usize = 1 << 26;
+
+fn check_noise_size(batch: usize, per_item: usize) -> Result<(), JsValue> {
+    if batch == 0 || per_item == 0 {
+        return Err(js_error(format!(
+            "noise size: expected a batch and a per-item count of at least 1, found {batch} x {per_item}"
+        )));
+    }
+    match batch.checked_mul(per_item) {
+        Some(n) if n <= MAX_VALUES => Ok(()),
+        _ => Err(js_error_named(
+            "MemoryLimitError",
+            format!("noise size: expected at most {MAX_VALUES} values, found {batch} x {per_item}"),
+        )),
+    }
+}
+
+fn check_seed(seed: f64) -> Result<(), JsValue> {
+    if seed.is_finite() && seed >= 0.0 && seed <= 9_007_199_254_740_991.0 && seed.fract() == 0.0 {
+        Ok(())
+    } else {
+        Err(js_error(format!(
+            "seed: expected an integer from 0 to 2^53 - 1, found {seed}"
+        )))
+    }
 }
 
 /// The forward process q(x_t | x_0) for the demo's panel: `x0` NCHW in [-1, 1], noise from `seed`.
@@ -310,6 +518,19 @@ pub fn add_noise(
                 shape.len()
             ))
         })?;
+    if s.contains(&0) {
+        return Err(js_error(format!(
+            "shape: expected 4 dimensions of at least 1, found {s:?}"
+        )));
+    }
+    check_seed(seed)?;
+    check_noise_size(
+        s[0],
+        s[1..]
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .unwrap_or(usize::MAX),
+    )?;
     let n: usize = s.iter().product();
     if x0.len() != n {
         return Err(js_error(format!(
