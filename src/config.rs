@@ -501,6 +501,14 @@ impl UNet2DConfig {
         };
         check_dim("in_channels", self.in_channels, MAX_IMAGE_CHANNELS)?;
         check_dim("out_channels", self.out_channels, MAX_IMAGE_CHANNELS)?;
+        // The schedulers combine the output with the sample element by element; a model with
+        // more outputs (diffusers' learned variance: 2 x in_channels) is not implemented.
+        if self.out_channels != self.in_channels {
+            return Err(Error::unsupported(format!(
+                "out_channels: expected in_channels = {} (the schedulers step the sample with the model's output), found {}",
+                self.in_channels, self.out_channels
+            )));
+        }
         check_dim(
             "layers_per_block",
             self.layers_per_block,
