@@ -128,10 +128,12 @@ async fn webgpu_device() -> Result<Device, JsValue> {
     if let Some(d) = WEBGPU.with(|w| w.borrow().clone()) {
         return Ok(d);
     }
-    let device = Device::wgpu_options()
-        .init_async()
-        .await
-        .map_err(|e| js_error(format!("WebGPU: expected an adapter, found none ({e})")))?;
+    let device = Device::wgpu_options().init_async().await.map_err(|e| {
+        js_error_named(
+            "BackendError",
+            format!("WebGPU: expected an adapter, found none ({e})"),
+        )
+    })?;
     WEBGPU.with(|w| *w.borrow_mut() = Some(device.clone()));
     Ok(device)
 }
@@ -439,13 +441,17 @@ impl Run {
         let shape = self.sampler.shape();
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let data = tensor.into_data_async().await.map_err(|e| {
-                js_error(format!(
-                    "reading the frame from the device failed (device lost?): {e:?}"
-                ))
+                js_error_named(
+                    "BackendError",
+                    format!("reading the frame from the device failed (device lost?): {e:?}"),
+                )
             })?;
-            let values = data
-                .try_into_vec::<f32>()
-                .map_err(|e| js_error(format!("frame: expected f32 values, found {e:?}")))?;
+            let values = data.try_into_vec::<f32>().map_err(|e| {
+                js_error_named(
+                    "BackendError",
+                    format!("frame: expected f32 values, found {e:?}"),
+                )
+            })?;
             let images = js_sys::Array::new();
             for i in 0..shape[0] {
                 let rgba = to_rgba(&values, shape, i).map_err(err)?;
@@ -490,7 +496,7 @@ fn check_noise_size(batch: usize, per_item: usize) -> Result<(), JsValue> {
 }
 
 fn check_seed(seed: f64) -> Result<(), JsValue> {
-    if seed.is_finite() && seed >= 0.0 && seed <= 9_007_199_254_740_991.0 && seed.fract() == 0.0 {
+    if seed.is_finite() && (0.0..=9_007_199_254_740_991.0).contains(&seed) && seed.fract() == 0.0 {
         Ok(())
     } else {
         Err(js_error(format!(
