@@ -12,7 +12,8 @@
 // memory of the package's instance (the glue's wasmMemoryBytes(), or its memory export).
 // Each phase is measured after its first `--warmup` runs and at its end; growth is
 // (end - warm) / warm. Prints a table, writes JSON (--out, default bench/soak.json) and exits 1
-// if any phase grew by 5 % or more.
+// if any phase grew by 5 % or more, or left an engine or run alive after dispose (the package's
+// _stats() counters).
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -124,7 +125,8 @@ try {
       window.soak.sampler.dispose();
       window.soak.sampler = null;
     });
-    return { name, backend, runs, warm, end: series.at(-1), ms_per_run: (Date.now() - t0) / runs, series };
+    const alive = await page.evaluate(() => wd._stats?.() ?? null);
+    return { name, backend, runs, warm, end: series.at(-1), ms_per_run: (Date.now() - t0) / runs, alive_after_dispose: alive, series };
   };
 
   const cycling = async (name, backend, model, cycles) => {
@@ -144,7 +146,8 @@ try {
         log(`  ${i}/${cycles}  heap ${(m.heap / 1e6).toFixed(2)} MB  wasm ${(m.wasm / 1e6).toFixed(2)} MB`);
       }
     }
-    return { name, backend, runs: cycles, warm, end: series.at(-1), ms_per_run: (Date.now() - t0) / cycles, series };
+    const alive = await page.evaluate(() => wd._stats?.() ?? null);
+    return { name, backend, runs: cycles, warm, end: series.at(-1), ms_per_run: (Date.now() - t0) / cycles, alive_after_dispose: alive, series };
   };
 
   if (CPU_RUNS > 0) results.phases.push(await sampling("cpu samples", "cpu", CPU_MODEL ? "/m/cpu-model.safetensors" : "/m/cc.int8.safetensors", CPU_RUNS));
@@ -159,20 +162,21 @@ try {
 const mb = (b) => (b / 1e6).toFixed(2);
 const pct = (a, b) => ((b - a) / a) * 100;
 console.log(`\nsoak: ${results.cpu} (${results.cores} cores), ${results.chromium}, ${STEPS} steps per sample, warm-up ${WARMUP} runs`);
-console.log("| phase | runs | ms/run | JS heap warm -> end (MB) | wasm memory warm -> end (MB) | total growth |");
-console.log("| --- | --- | --- | --- | --- | --- |");
+console.log("| phase | runs | ms/run | JS heap warm -> end (MB) | wasm memory warm -> end (MB) | total growth | engines/runs alive after dispose |");
+console.log("| --- | --- | --- | --- | --- | --- | --- |");
 for (const p of results.phases) {
   p.growth_percent = pct(p.warm.heap + p.warm.wasm, p.end.heap + p.end.wasm);
   p.heap_growth_percent = pct(p.warm.heap, p.end.heap);
   p.wasm_growth_percent = pct(p.warm.wasm, p.end.wasm);
-  if (p.growth_percent >= LIMIT) failed = true;
+  const alive = p.alive_after_dispose ? `${p.alive_after_dispose.engines}/${p.alive_after_dispose.runs}` : "n/a";
+  if (p.growth_percent >= LIMIT || (p.alive_after_dispose && (p.alive_after_dispose.engines || p.alive_after_dispose.runs))) failed = true;
   console.log(
     `| ${p.name} (${p.backend}) | ${p.runs} | ${p.ms_per_run.toFixed(0)} | ${mb(p.warm.heap)} -> ${mb(p.end.heap)} (${p.heap_growth_percent.toFixed(1)} %) | ` +
-      `${mb(p.warm.wasm)} -> ${mb(p.end.wasm)} (${p.wasm_growth_percent.toFixed(1)} %) | ${p.growth_percent.toFixed(2)} %${p.growth_percent >= LIMIT ? " FAIL" : ""} |`,
+      `${mb(p.warm.wasm)} -> ${mb(p.end.wasm)} (${p.wasm_growth_percent.toFixed(1)} %) | ${p.growth_percent.toFixed(2)} %${p.growth_percent >= LIMIT ? " FAIL" : ""} | ${alive} |`,
   );
 }
 results.finished = new Date().toISOString();
 results.pass = !failed;
 fs.writeFileSync(OUT, `${JSON.stringify(results, null, 2)}\n`);
-console.log(`\nwrote ${path.relative(process.cwd(), OUT)}; ${failed ? `FAIL: a phase grew by ${LIMIT} % or more` : `pass: every phase grew by less than ${LIMIT} %`}`);
+console.log(`\nwrote ${path.relative(process.cwd(), OUT)}; ${failed ? `FAIL: a phase grew by ${LIMIT} % or more, or left objects alive` : `pass: every phase grew by less than ${LIMIT} %`}`);
 process.exit(failed ? 1 : 0);

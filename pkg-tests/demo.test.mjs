@@ -116,7 +116,8 @@ const workerRun = (p, model) =>
       const result = await new Promise((resolve) => {
         w.onmessage = (e) => {
           if (e.data.mark) marks.push(e.data.mark);
-          else if (e.data.id === 1 && e.data.type !== "progress") resolve(e.data.type === "loaded" ? "loaded" : `${e.data.type}: ${e.data.message}`);
+          else if (e.data.id === 1 && e.data.type === "loaded") resolve("loaded");
+          else if (e.data.id === 1 && e.data.type === "error") resolve(`${e.data.name}: ${e.data.message}`);
         };
         w.onerror = (e) => resolve(`worker error: ${e.message}`);
         w.postMessage({ id: 1, type: "load", source: new URL(model, location.href).href, options: { backend: "cpu" } });
