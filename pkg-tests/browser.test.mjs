@@ -129,11 +129,12 @@ test("falls back to the CPU when WebGPU is unavailable", async () => {
       let frames = 0;
       for await (const f of s.sample({ steps: 2, seed: 1 })) frames++;
       const err = await wd.Sampler.load("/m/plain.f32.safetensors", { backend: "webgpu" }).then(() => null, (e) => e.message);
-      return { backend: s.backend, frames, err };
+      return { backend: s.backend, reason: s.backendReason, frames, err };
     });
     assert.equal(r.backend, "cpu");
+    assert.equal(r.reason, "auto: no WebGPU adapter; using the CPU");
     assert.equal(r.frames, 2);
-    assert.match(r.err, /webgpu.*expected a WebGPU adapter, found none/i);
+    assert.deepEqual(r.err, 'backend "webgpu": expected a WebGPU adapter, found none (no WebGPU adapter)');
   } finally {
     await b.close();
   }
@@ -175,28 +176,50 @@ test("abort stops a download and a sampling loop, and the sampler stays usable",
 
 test("bad sources reject with clear messages", async () => {
   const r = await page.evaluate(async () => {
-    const msg = (p) => p.then(() => "resolved", (e) => e.message);
     const bytes = new Uint8Array(await (await fetch("/m/cc.int8.safetensors")).arrayBuffer());
+    const loaded = async (f) => {
+      const s = await wd.Sampler.load(bytes, { backend: "cpu" });
+      try {
+        return await f(s);
+      } finally {
+        s.dispose();
+      }
+    };
     return {
-      notFound: await msg(wd.Sampler.load("/m/missing.safetensors", { backend: "cpu" })),
-      integrity: await msg(wd.Sampler.load("/m/cc.int8.safetensors", { backend: "cpu", integrity: "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" })),
-      badIntegrity: await msg(wd.Sampler.load(bytes, { integrity: "md5-xyz" })),
-      truncated: await msg(wd.Sampler.load("/m/truncated.safetensors", { backend: "cpu" })),
-      notModel: await msg(wd.Sampler.load("/m/not-a-model.safetensors", { backend: "cpu" })),
-      badOption: await msg(wd.Sampler.load(bytes, { backend: "cpu" }).then((s) => s.sample({ scheduler: "euler" }).next())),
-      disposed: await msg(wd.Sampler.load(bytes, { backend: "cpu" }).then((s) => { s.dispose(); return s.sample({}).next(); })),
-      badClass: await msg(wd.Sampler.load(bytes, { backend: "cpu" }).then((s) => s.sample({ classLabels: [9] }).next())),
+      notFound: await settle(wd.Sampler.load("/m/missing.safetensors", { backend: "cpu" })),
+      integrity: await settle(wd.Sampler.load("/m/cc.int8.safetensors", { backend: "cpu", integrity: "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" })),
+      badIntegrity: await settle(wd.Sampler.load(bytes, { integrity: "md5-xyz" })),
+      truncated: await settle(wd.Sampler.load("/m/truncated.safetensors", { backend: "cpu" })),
+      notModel: await settle(wd.Sampler.load("/m/not-a-model.safetensors", { backend: "cpu" })),
+      badBackend: await settle(wd.Sampler.load(bytes, { backend: "webgl" })),
+      badOption: await loaded((s) => settle(s.sample({ scheduler: "euler" }).next())),
+      disposed: await settle(wd.Sampler.load(bytes, { backend: "cpu" }).then((s) => { s.dispose(); return s.sample({}).next(); })),
+      badClass: await loaded((s) => settle(s.sample({ classLabels: [9] }).next())),
+      busy: await loaded(async (s) => {
+        const first = s.sample({ steps: 3 });
+        await first.next();
+        const second = await settle(s.sample({ steps: 3 }).next());
+        await first.return();
+        return second;
+      }),
     };
   });
-  assert.match(r.notFound, /HTTP 404.*|404/);
-  assert.match(r.notFound, /missing\.safetensors/);
-  assert.match(r.integrity, /integrity mismatch.*expected sha256-A+=, found sha256-/);
-  assert.match(r.badIntegrity, /integrity: expected "sha256-<base64>", found "md5-xyz"/);
-  assert.match(r.truncated, /expected .*found|truncated/);
-  assert.match(r.notModel, /expected .*found/);
-  assert.match(r.badOption, /scheduler: expected "ddpm", "ddim" or "dpm\+\+", found "euler"/);
-  assert.match(r.disposed, /disposed/);
-  assert.match(r.badClass, /class label: expected 0 to 4, found 9/);
+  const u = (p) => `${server.url}${p}`;
+  assert.deepEqual(r.notFound, { name: "NetworkError", message: `fetching ${u("/m/missing.safetensors")} failed: HTTP 404 Not Found` });
+  assert.equal(r.integrity.name, "IntegrityError");
+  assert.match(r.integrity.message, new RegExp(`^integrity mismatch for ${u("/m/cc.int8.safetensors")}: expected sha256-A+=, found sha256-[A-Za-z0-9+/]{43}=$`));
+  assert.deepEqual(r.badIntegrity, { name: "InvalidArgumentError", message: 'integrity: expected "sha256-<base64>", found "md5-xyz"' });
+  assert.equal(r.truncated.name, "FormatError");
+  assert.ok(r.truncated.message.startsWith(`${u("/m/truncated.safetensors")}: `), r.truncated.message);
+  assert.match(r.truncated.message, /expected .*found/);
+  assert.equal(r.notModel.name, "FormatError");
+  assert.ok(r.notModel.message.startsWith(`${u("/m/not-a-model.safetensors")}: `), r.notModel.message);
+  assert.deepEqual(r.badBackend, { name: "InvalidArgumentError", message: 'backend: expected "auto", "webgpu" or "cpu", found "webgl"' });
+  assert.deepEqual(r.badOption, { name: "InvalidArgumentError", message: 'scheduler: expected "ddpm", "ddim" or "dpm++", found "euler"' });
+  assert.deepEqual(r.disposed, { name: "DisposedError", message: "this Sampler was disposed: expected a loaded model, found none" });
+  assert.equal(r.badClass.name, "InvalidArgumentError");
+  assert.match(r.badClass.message, /class label: expected 0 to 4, found 9/);
+  assert.deepEqual(r.busy, { name: "BusyError", message: "this Sampler is already sampling: expected one run at a time, found two" });
 });
 
 test("a cached model loads with the server stopped", async () => {

@@ -458,11 +458,20 @@ const KEEP_CACHED_COPY = new Set(["AbortError", "PanicError", "BackendError", "M
  * upload, so that a trap while loading throws here instead of leaving a promise pending. An
  * abort is honoured at once; an engine that arrives after it is freed.
  */
+/** Errors of the backend's set-up (before the file is touched): "auto" falls back on any of them. */
+const setupErrors = new WeakSet();
+
 async function loadEngine(bytes, backend, limits, signal) {
   const max = heapLimit();
   if (max !== null && bytes.byteLength > max) throw tooLarge(bytes.byteLength, max, "");
   if (typeof wasm.initBackend === "function" && typeof wasm.Engine.create === "function") {
-    await raceAbort(track(call(() => wasm.initBackend(backend))), signal);
+    try {
+      await raceAbort(track(call(() => wasm.initBackend(backend))), signal);
+    } catch (e) {
+      const err = asError(e);
+      setupErrors.add(err);
+      throw err;
+    }
     throwIfAborted(signal);
     const engine = call(() => wasm.Engine.create(bytes, backend, limits));
     instance.engines++;
@@ -576,7 +585,8 @@ export class Sampler {
       engine = await loadEngine(bytes, choice.backend, limits(choice.adapter), signal);
     } catch (e) {
       const err = asError(e);
-      if (!(backend === "auto" && choice.backend === "webgpu" && !NOT_A_BACKEND_PROBLEM.has(err.name))) {
+      const backendFailed = err.name !== "AbortError" && err.name !== "PanicError" && (setupErrors.has(err) || !NOT_A_BACKEND_PROBLEM.has(err.name));
+      if (!(backend === "auto" && choice.backend === "webgpu" && backendFailed)) {
         // A cached copy that does not load is evicted; the caller's retry fetches it afresh.
         if (cached && !KEEP_CACHED_COPY.has(err.name)) await cached.delete();
         throw fail(err);
