@@ -521,3 +521,16 @@ test("a lost GPU device rejects the run with a BackendError and the next load ge
   }
   await p.close();
 });
+
+test("seededNoise and addNoise refuse zero and huge sizes instead of panicking (main thread)", async () => {
+  const r = await page.evaluate(async () => ({
+    zero: await settle(wd.seededNoise(1, 0, 5)),
+    huge: await settle(wd.seededNoise(1, 65536, 65536)),
+    shape: await settle(wd.addNoise(new Float32Array(0), [0, 3, 4, 4], 10, 1)),
+    stats: wd._stats(),
+  }));
+  assert.deepEqual(r.zero, { name: "InvalidArgumentError", message: "noise size: expected a batch and a per-item count of at least 1, found 0 x 5" });
+  assert.deepEqual(r.huge, { name: "MemoryLimitError", message: "noise size: expected at most 67108864 values, found 65536 x 65536" });
+  assert.deepEqual(r.shape, { name: "InvalidArgumentError", message: "shape: expected 4 dimensions of at least 1, found [0, 3, 4, 4]" });
+  assert.equal(r.stats.crashed, false);
+});
