@@ -102,6 +102,13 @@ try {
     };
   });
 
+  // The next run after which memory is measured: the end of the warm-up, every 10th, the last.
+  const nextMark = (i, n) => {
+    const w = Math.min(WARMUP, n);
+    if (i <= w) return w;
+    return Math.min(n, Math.ceil(i / 10) * 10);
+  };
+
   const sampling = async (name, backend, model, runs) => {
     log(`${name}: ${runs} samples of ${STEPS} steps`);
     await page.evaluate(async ({ backend, model }) => {
@@ -112,14 +119,21 @@ try {
     const series = [];
     const t0 = Date.now();
     let warm = null;
-    for (let i = 1; i <= runs; i++) {
-      await page.evaluate(({ seed, steps }) => window.soak.run(window.soak.sampler, seed, steps), { seed: i, steps: STEPS });
+    for (let i = 1; i <= runs; ) {
+      // Up to the next measuring point in one evaluate: playwright's own bookkeeping grows the
+      // heap by ~170 bytes per evaluate call, which is not the package's.
+      const to = nextMark(i, runs);
+      await page.evaluate(async ({ from, to, steps }) => {
+        for (let seed = from; seed <= to; seed++) await window.soak.run(window.soak.sampler, seed, steps);
+      }, { from: i, to, steps: STEPS });
+      i = to;
       if (i === Math.min(WARMUP, runs) || i % 10 === 0 || i === runs) {
         const m = await page.evaluate(() => window.soak.measure());
         if (i === Math.min(WARMUP, runs)) warm = m;
         series.push({ run: i, ...m });
         log(`  ${i}/${runs}  heap ${(m.heap / 1e6).toFixed(2)} MB  wasm ${(m.wasm / 1e6).toFixed(2)} MB  ${((Date.now() - t0) / i).toFixed(0)} ms/run`);
       }
+      i++;
     }
     await page.evaluate(() => {
       window.soak.sampler.dispose();
@@ -134,17 +148,22 @@ try {
     const series = [];
     const t0 = Date.now();
     let warm = null;
-    for (let i = 1; i <= cycles; i++) {
-      await page.evaluate(async ({ backend, model }) => {
-        const s = await wd.Sampler.load(await window.soak.bytes(model), { backend });
-        s.dispose();
-      }, { backend, model });
+    for (let i = 1; i <= cycles; ) {
+      const to = nextMark(i, cycles);
+      await page.evaluate(async ({ backend, model, n }) => {
+        for (let k = 0; k < n; k++) {
+          const s = await wd.Sampler.load(await window.soak.bytes(model), { backend });
+          s.dispose();
+        }
+      }, { backend, model, n: to - i + 1 });
+      i = to;
       if (i === Math.min(WARMUP, cycles) || i % 10 === 0 || i === cycles) {
         const m = await page.evaluate(() => window.soak.measure());
         if (i === Math.min(WARMUP, cycles)) warm = m;
         series.push({ run: i, ...m });
         log(`  ${i}/${cycles}  heap ${(m.heap / 1e6).toFixed(2)} MB  wasm ${(m.wasm / 1e6).toFixed(2)} MB`);
       }
+      i++;
     }
     const alive = await page.evaluate(() => wd._stats?.() ?? null);
     return { name, backend, runs: cycles, warm, end: series.at(-1), ms_per_run: (Date.now() - t0) / cycles, alive_after_dispose: alive, series };
