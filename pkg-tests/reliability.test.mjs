@@ -166,10 +166,14 @@ test("a break out of sample() frees the run at once and the next sample() starts
     const afterBreak = wd._stats();
     const steps = [];
     for await (const f of s.sample({ steps: 2 })) steps.push(f.step);
+    const memory = [s.memoryBytes, (await import("/pkg/wasm_diffusion.js")).wasmMemoryBytes()];
     s.dispose();
-    return { ran: afterBreak.steps - before.steps, runs: afterBreak.runs - before.runs, steps };
+    return { ran: afterBreak.steps - before.steps, runs: afterBreak.runs - before.runs, steps, memory };
   }, { url: CC });
-  assert.deepEqual(r, { ran: 1, runs: 0, steps: [1, 2] });
+  assert.deepEqual({ ...r, memory: undefined }, { ran: 1, runs: 0, steps: [1, 2], memory: undefined });
+  // sampler.memoryBytes is the instance's linear memory: whole 64 KiB pages.
+  assert.equal(r.memory[0], r.memory[1]);
+  assert.ok(r.memory[0] > 2 ** 20 && r.memory[0] % 65536 === 0, `memoryBytes ${r.memory[0]}`);
 });
 
 test("a break out of sample() stops the worker's run at once and the next sample() starts (worker)", async () => {
