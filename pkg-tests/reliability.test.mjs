@@ -413,6 +413,23 @@ test("a failed fetch of the wasm module rejects, and the next load fetches it ag
   await p.close();
 });
 
+test("a failed fetch of the wasm module in a worker rejects SamplerWorker.load, and the next load works (worker)", async () => {
+  const p = watch(await browser.newPage());
+  await p.goto(`${server.url}/pkg-tests/page.html`);
+  await p.waitForFunction(() => window.ready === true);
+  // The page's own module is loaded first, so the one failed fetch is the worker's.
+  await p.evaluate(() => wd.seededNoise(1, 1, 1));
+  await p.route("**/pkg/wasm_diffusion_bg.wasm", (route) => route.abort(), { times: 1 });
+  const r = await p.evaluate(async ({ url }) => {
+    const first = await settle(wd.SamplerWorker.load(url, { backend: "cpu" }));
+    const s = await wd.SamplerWorker.load(url, { backend: "cpu" });
+    s.dispose();
+    return { first };
+  }, { url: CC });
+  assert.deepEqual(r.first, { name: "NetworkError", message: `loading the wasm module ${server.url}/pkg/wasm_diffusion_bg.wasm failed: TypeError: Failed to fetch` });
+  await p.close();
+});
+
 test("a file larger than the wasm heap is refused before it is downloaded (main thread and worker)", async () => {
   const huge = 5_000_000_000;
   const r = await page.evaluate(async ({ huge }) => {
