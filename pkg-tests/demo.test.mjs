@@ -160,6 +160,10 @@ test("a first visit runs the package from the service worker's checked copy, and
     assert.deepEqual(Object.keys(all).sort(), ["wasm-diffusion-demo-" + build, "wasm-diffusion-pins"]);
     assert.deepEqual(all["wasm-diffusion-demo-" + build], [...KNOWN].sort());
     assert.ok(all["wasm-diffusion-pins"].every((u) => u.startsWith("__pin/")), all["wasm-diffusion-pins"].join(" "));
+    // Offline, the next visit works from that copy.
+    await server.close();
+    await p.reload();
+    assert.match((await settled(p)).sample, /^Done: 2 steps/);
     assert.deepEqual(errors, []);
   } finally {
     await context.close();
