@@ -471,7 +471,7 @@ test('"auto" falls back to the CPU when WebGPU set-up fails, and says why (main 
     const o = r[where];
     assert.equal(o.backend, "cpu", where);
     assert.equal(o.frames, 2, where);
-    assert.match(o.reason, /^auto: WebGPU failed \([A-Za-z]+Error: WebGPU: expected an adapter, found none \(Unable to request a wgpu device: .*test: no device for you[^]*\); fell back to the CPU$/, where);
+    assert.match(o.reason, /^auto: WebGPU failed \([A-Za-z]+Error: WebGPU: expected an adapter and a device, found an error \(Unable to request a wgpu device: .*test: no device for you[^]*\); fell back to the CPU$/, where);
     assert.deepEqual(o.warnings, [o.reason.replace(/^auto: /, "").replace(/; fell back to the CPU$/, "; using the CPU")], where);
   }
   await p.close();

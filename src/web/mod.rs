@@ -131,7 +131,7 @@ async fn webgpu_device() -> Result<Device, JsValue> {
     let device = Device::wgpu_options().init_async().await.map_err(|e| {
         js_error_named(
             "BackendError",
-            format!("WebGPU: expected an adapter, found none ({e})"),
+            format!("WebGPU: expected an adapter and a device, found an error ({e})"),
         )
     })?;
     WEBGPU.with(|w| *w.borrow_mut() = Some(device.clone()));
