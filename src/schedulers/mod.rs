@@ -133,7 +133,10 @@ fn check_schedule(
     }
     let table = BetaTable::new(config)?;
     let alpha = |i: usize| table.alphas_cumprod[i] as f32;
-    if let Some(&z) = ts.iter().find(|&&i| !(alpha(i) > 0.0)) {
+    if let Some(&z) = ts
+        .iter()
+        .find(|&&i| !alpha(i).is_finite() || alpha(i) <= 0.0)
+    {
         return Err(Error::config(format!(
             "beta schedule: expected alphas_cumprod > 0 at every visited timestep, found {} at timestep {z} (beta_end = {} over {t} training steps drives it to zero)",
             table.alphas_cumprod[z], config.beta_end
