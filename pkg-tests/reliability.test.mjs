@@ -508,9 +508,9 @@ test("a memoryBudget below what the model needs rejects with a MemoryLimitError 
   assert.deepEqual(r.bad, { name: "InvalidArgumentError", message: "memoryBudget: expected a number of bytes > 0, found -1" });
 });
 
-// Needs the Rust side (src/web/mod.rs): today the readback error is named InvalidArgumentError,
-// not BackendError, and the next load reuses the lost (poisoned) device. Reported as a todo until then.
-test("a lost GPU device rejects the run with a BackendError and the next load gets a new device (main thread and worker)", { todo: "Rust: name device errors BackendError and drop a lost device (src/web/mod.rs)" }, async () => {
+// A lost device fails the readback with a BackendError; Rust forgets the device, and the next load
+// initialises a new one under a fresh runtime id (src/web/mod.rs, GPU_GENERATION).
+test("a lost GPU device rejects the run with a BackendError and the next load gets a new device (main thread and worker)", async () => {
   const p = await newPage(browser, server);
   const r = await p.evaluate(async ({ url, worker }) => {
     (await import("/pkg-tests/hooks.mjs")).install("gpu=record");

@@ -120,15 +120,35 @@ fn err(e: Error) -> JsValue {
 
 thread_local! {
     /// The WebGPU device, initialised once per page or worker (burn's runtime cannot be
-    /// initialised twice).
+    /// initialised twice for one device id).
     static WEBGPU: RefCell<Option<Device>> = const { RefCell::new(None) };
+    /// WebGPU devices lost so far. A lost device's runtime cannot be revived, so the next one is
+    /// initialised under a fresh device id: on the web every kind but `IntegratedGpu` asks the
+    /// browser for a high-performance adapter, so `DiscreteGpu(n)` is a new runtime on the same
+    /// adapter.
+    static GPU_GENERATION: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Forgets a WebGPU device that failed (lost, destroyed): the next `initBackend` makes a new one.
+fn forget_webgpu_device() {
+    let _ = WEBGPU.try_with(|w| {
+        if w.borrow_mut().take().is_some() {
+            let _ = GPU_GENERATION.try_with(|g| g.set(g.get() + 1));
+        }
+    });
 }
 
 async fn webgpu_device() -> Result<Device, JsValue> {
     if let Some(d) = WEBGPU.with(|w| w.borrow().clone()) {
         return Ok(d);
     }
-    let device = Device::wgpu_options().init_async().await.map_err(|e| {
+    let generation = GPU_GENERATION.with(Cell::get);
+    let options = if generation == 0 {
+        Device::wgpu_options()
+    } else {
+        Device::wgpu_options().device_kind(burn::tensor::DeviceKind::DiscreteGpu(generation))
+    };
+    let device = options.init_async().await.map_err(|e| {
         js_error_named(
             "BackendError",
             format!("WebGPU: expected an adapter and a device, found an error ({e})"),
@@ -214,6 +234,9 @@ pub async fn init_backend(backend: String) -> Result<(), JsValue> {
 pub struct Engine {
     model: Option<LoadedModel>,
     backend: String,
+    /// [`GPU_GENERATION`] when loaded: a WebGPU engine of an older generation lives on a lost
+    /// device, whose memory is not touched again.
+    generation: usize,
 }
 
 impl Drop for Engine {
@@ -303,6 +326,7 @@ impl Engine {
         Ok(Engine {
             model: Some(model),
             backend,
+            generation: GPU_GENERATION.with(Cell::get),
         })
     }
 
@@ -341,7 +365,11 @@ impl Engine {
             let device = m.unet.device().clone();
             let _ = RESIDENT.try_with(|r| r.set(r.get().saturating_sub(m.resident_bytes)));
             drop(m);
-            device.memory_cleanup();
+            let lost = self.backend == "webgpu"
+                && GPU_GENERATION.try_with(Cell::get).unwrap_or(0) != self.generation;
+            if !lost {
+                device.memory_cleanup();
+            }
             if RESIDENT.try_with(Cell::get).unwrap_or(0) == 0 {
                 crate::model::cpu::release_scratch();
             }
@@ -439,8 +467,12 @@ impl Run {
             }
         };
         let shape = self.sampler.shape();
+        let on_gpu = *self.sampler.device() != Device::flex();
         Ok(wasm_bindgen_futures::future_to_promise(async move {
             let data = tensor.into_data_async().await.map_err(|e| {
+                if on_gpu {
+                    forget_webgpu_device();
+                }
                 js_error_named(
                     "BackendError",
                     format!("reading the frame from the device failed (device lost?): {e:?}"),
