@@ -189,14 +189,10 @@ pub fn check_run(
         .find(|&b| fits(&estimate_run(config, hw, b, guided, cpu)));
     let advice = match max_batch {
         Some(b) => format!("use a batch of at most {b}"),
-        None => {
-            let smaller = if guided {
-                "even one image does not fit, with or without guidance at this size"
-            } else {
-                "even one image does not fit at this size"
-            };
-            smaller.to_string()
+        None if guided => {
+            "even one image does not fit, with or without guidance at this size".to_string()
         }
+        None => "even one image does not fit at this size".to_string(),
     };
     let [h, w] = hw;
     let what = if est.largest_buffer > budget.largest_buffer {
