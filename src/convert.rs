@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::config::{SchedulerConfig, UNet2DConfig};
 use crate::error::{Error, Result};
-use crate::model::parameter_shapes;
+use crate::models::parameter_shapes;
+use crate::models::unets::UNet2DConfig;
+use crate::schedulers::SchedulerConfig;
 use crate::weights::{write_model_file, Container, ModelMeta, Quant, TensorReport};
 
 /// The files of a diffusers model: a `UNet2DModel` folder, or a pipeline folder with `unet/`

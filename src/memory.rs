@@ -11,8 +11,8 @@
 //! `model::cpu`), and the sampler's own tensors. `tests/memory.rs` checks it against the peak the
 //! allocator actually sees on the CPU backend.
 
-use crate::config::UNet2DConfig;
 use crate::error::{Error, Result};
+use crate::models::unets::UNet2DConfig;
 
 /// Largest attention score block materialised at once, in elements (`batch * heads * rows * N`).
 /// Larger attention is computed in query chunks (`model::attention`). 8 Mi elements = 32 MiB.
@@ -110,9 +110,7 @@ pub fn estimate_run(
             // im2col of a 3x3 conv on c_in channels, one image at a time, tiled (model::cpu).
             scratch = scratch.max(((9 * c_in * area) as usize).min(MAX_IM2COL_ELEMS) as u64);
         }
-        let attn_here = config.down_block_types[i].starts_with("Attn")
-            || config.up_block_types[n - 1 - i].starts_with("Attn")
-            || (i == n - 1 && config.mid_block_type.is_some() && config.add_attention);
+        let attn_here = config.level_has_attention(i);
         if attn_here {
             attention_tokens = attention_tokens.max(h * w);
             let head_dim = config.attention_head_dim.unwrap_or(c as usize).max(1) as u64;

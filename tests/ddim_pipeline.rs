@@ -6,7 +6,7 @@ mod common;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
 use wasm_diffusion::convert::{convert_dir, ConvertOptions};
-use wasm_diffusion::pipeline::{read_back, SampleOptions, Sampler};
+use wasm_diffusion::pipelines::{read_back, SampleOptions, SamplingRun};
 use wasm_diffusion::weights::Quant;
 use wasm_diffusion::{load_model, LoadedModel, SchedulerKind};
 
@@ -27,7 +27,7 @@ fn ddim_loop_matches_diffusers_pipeline() {
         init_noise: Some(x_t),
         ..SampleOptions::default()
     };
-    let schedule = Sampler::new(&m, &opts).unwrap();
+    let schedule = SamplingRun::new(&m, &opts).unwrap();
     let (_, want_ts) = read_tensor(&fx, "timesteps");
     assert_eq!(
         schedule
@@ -42,7 +42,7 @@ fn ddim_loop_matches_diffusers_pipeline() {
     let diffusers_step = |i: usize| &prev_samples[i * per_step..(i + 1) * per_step];
     // Step by step from diffusers' own x_t (DDIM with eta = 0 keeps no state between steps):
     // what one U-Net call plus one scheduler step adds, without compounding.
-    let mut forced = Sampler::new(&m, &opts).unwrap();
+    let mut forced = SamplingRun::new(&m, &opts).unwrap();
     let mut worst_single = 0f64;
     for i in 0..forced.total_steps() {
         if i > 0 {
@@ -62,7 +62,7 @@ fn ddim_loop_matches_diffusers_pipeline() {
         ));
     }
     // The whole loop from x_T, compounding.
-    let mut s = Sampler::new(&m, &opts).unwrap();
+    let mut s = SamplingRun::new(&m, &opts).unwrap();
     let mut worst = 0f64;
     while !s.is_done() {
         let info = s.step().unwrap();
@@ -122,7 +122,7 @@ fn same_seed_same_image_other_seed_other_image() {
             batch: 2,
             ..SampleOptions::default()
         };
-        let mut s = Sampler::new(&m, &opts).unwrap();
+        let mut s = SamplingRun::new(&m, &opts).unwrap();
         while !s.is_done() {
             s.step().unwrap();
         }
@@ -158,7 +158,7 @@ fn image_i_does_not_depend_on_batch_size() {
             batch,
             ..SampleOptions::default()
         };
-        let mut s = Sampler::new(&m, &opts).unwrap();
+        let mut s = SamplingRun::new(&m, &opts).unwrap();
         while !s.is_done() {
             s.step().unwrap();
         }
@@ -190,7 +190,7 @@ fn guidance_batches_both_branches_and_matches_the_formula() {
             guidance_scale: g,
             ..base.clone()
         };
-        let mut s = Sampler::new(&m, &o).unwrap();
+        let mut s = SamplingRun::new(&m, &o).unwrap();
         s.step().unwrap();
         read_back(s.current()).unwrap()
     };
@@ -221,7 +221,12 @@ fn bad_sampling_options_are_clear_errors() {
             ..ConvertOptions::default()
         },
     );
-    let err = |o: SampleOptions| Sampler::new(&m, &o).err().expect("must fail").to_string();
+    let err = |o: SampleOptions| {
+        SamplingRun::new(&m, &o)
+            .err()
+            .expect("must fail")
+            .to_string()
+    };
     let e = err(SampleOptions {
         class_labels: Some(vec![5]),
         ..SampleOptions::default()
@@ -249,7 +254,7 @@ fn bad_sampling_options_are_clear_errors() {
     });
     assert!(e.contains("expected 1 or 2"), "{e}");
     let plain = model("plain", &ConvertOptions::default());
-    let e = Sampler::new(
+    let e = SamplingRun::new(
         &plain,
         &SampleOptions {
             class_labels: Some(vec![0]),
@@ -262,7 +267,7 @@ fn bad_sampling_options_are_clear_errors() {
     assert!(e.contains("unconditional"), "{e}");
     // A class-conditional model without a null class cannot guide.
     let no_null = model("classcond", &ConvertOptions::default());
-    let e = Sampler::new(
+    let e = SamplingRun::new(
         &no_null,
         &SampleOptions {
             class_labels: Some(vec![1]),

@@ -19,10 +19,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use burn::tensor::Device;
 use serde_json::{Map, Value};
-use wasm_diffusion::config::SchedulerKind;
-use wasm_diffusion::model::parameter_shapes;
-use wasm_diffusion::pipeline::{SampleOptions, Sampler};
+use wasm_diffusion::models::parameter_shapes;
+use wasm_diffusion::pipelines::{SampleOptions, SamplingRun};
 use wasm_diffusion::weights::{container, Container, ModelFile, OwnedTensor};
+use wasm_diffusion::SchedulerKind;
 use wasm_diffusion::{load_model, LoadedModel};
 
 const SHIPPED: &str = "models/emoji/emoji.int8.safetensors";
@@ -210,7 +210,7 @@ fn run_case(
             },
             ..SampleOptions::default()
         };
-        match Sampler::new(&model, &opts) {
+        match SamplingRun::new(&model, &opts) {
             Ok(_) => tally.sampler_ok += 1,
             Err(e) => {
                 tally.sampler_err += 1;

@@ -6,12 +6,12 @@ mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use common::*;
-use wasm_diffusion::config::SchedulerConfig;
 use wasm_diffusion::convert::{convert_dir, ConvertOptions};
 use wasm_diffusion::error::ErrorKind;
-use wasm_diffusion::pipeline::{SampleOptions, Sampler};
-use wasm_diffusion::schedulers;
+use wasm_diffusion::pipelines::{SampleOptions, SamplingRun};
+use wasm_diffusion::schedulers::{self, TimestepSpacing};
 use wasm_diffusion::weights::Quant;
+use wasm_diffusion::SchedulerConfig;
 use wasm_diffusion::{load_model, LoadedModel, SchedulerKind};
 
 const KINDS: [SchedulerKind; 3] = [
@@ -47,7 +47,10 @@ fn build_err(kind: SchedulerKind, cfg: &SchedulerConfig, steps: usize) -> wasm_d
 fn dpm_solver_with_repeated_leading_timesteps_is_refused_with_the_usable_range() {
     // leading spacing: ratio = 1000 / (steps + 1) is 0 at 1000 steps: every timestep would be
     // 0, and the second-order update divides by a zero step in lambda (a black NaN image).
-    let cfg = SchedulerConfig::default();
+    let cfg = SchedulerConfig {
+        timestep_spacing: Some(TimestepSpacing::Leading),
+        ..Default::default()
+    };
     let e = build_err(SchedulerKind::DpmSolverMultistep, &cfg, 1000);
     assert_eq!(e.kind, ErrorKind::InvalidArgument);
     assert_eq!(
@@ -56,7 +59,7 @@ fn dpm_solver_with_repeated_leading_timesteps_is_refused_with_the_usable_range()
     );
     assert!(schedulers::build(SchedulerKind::DpmSolverMultistep, &cfg, 999, 0.0).is_ok());
     let linspace = SchedulerConfig {
-        timestep_spacing: "linspace".into(),
+        timestep_spacing: Some(TimestepSpacing::Linspace),
         ..Default::default()
     };
     let e = build_err(SchedulerKind::DpmSolverMultistep, &linspace, 1000);
@@ -115,11 +118,15 @@ fn every_schedule_is_refused_or_finite() {
     let device = Device::flex();
     let mut refused = 0;
     let mut ran = 0;
-    for spacing in ["leading", "linspace", "trailing"] {
+    for spacing in [
+        TimestepSpacing::Leading,
+        TimestepSpacing::Linspace,
+        TimestepSpacing::Trailing,
+    ] {
         for lambda_min_clipped in [f64::NEG_INFINITY, -5.1, 0.0, 3.0, 9.0] {
             for steps_offset in [0, 1] {
                 let cfg = SchedulerConfig {
-                    timestep_spacing: spacing.into(),
+                    timestep_spacing: Some(spacing),
                     lambda_min_clipped,
                     steps_offset,
                     ..Default::default()
@@ -165,7 +172,7 @@ fn every_schedule_is_refused_or_finite() {
 #[test]
 fn sampling_options_that_would_give_nan_are_refused() {
     let model = classcond();
-    let err = |opts: SampleOptions| match Sampler::new(&model, &opts) {
+    let err = |opts: SampleOptions| match SamplingRun::new(&model, &opts) {
         Err(e) => e.to_string(),
         Ok(_) => panic!("expected an error for {opts:?}"),
     };

@@ -12,7 +12,8 @@ use common::*;
 use wasm_diffusion::convert::random_model;
 use wasm_diffusion::error::ErrorKind;
 use wasm_diffusion::memory::{check_run, estimate_run, MemoryBudget};
-use wasm_diffusion::pipeline::{SampleOptions, Sampler};
+use wasm_diffusion::models::unets::unet_2d_config::{DownBlockType, UpBlockType};
+use wasm_diffusion::pipelines::{SampleOptions, SamplingRun};
 use wasm_diffusion::weights::Quant;
 use wasm_diffusion::{load_model, load_model_within, SchedulerKind, UNet2DConfig};
 
@@ -126,12 +127,12 @@ fn estimate_bounds_the_measured_peak_of_a_cpu_step() {
             guidance_scale: if guided { 2.0 } else { 1.0 },
             ..Default::default()
         };
-        let mut sampler = Sampler::new(&model, &opts).unwrap();
+        let mut sampler = SamplingRun::new(&model, &opts).unwrap();
         // The first step makes the CPU kernels' host copies of the weights (counted as resident
         // at load, not as the run's memory); measure the second. The im2col scratch is kept
         // between calls: start without it, as a fresh page.
         sampler.step().unwrap();
-        wasm_diffusion::model::cpu::release_scratch();
+        wasm_diffusion::backend::cpu::release_scratch();
         let base = LIVE.load(Relaxed);
         PEAK.store(base, Relaxed);
         sampler.step().unwrap();
@@ -163,10 +164,10 @@ fn real_configurations_fit_the_wasm_heap() {
     // browser's CPU path.
     let cifar = fixture_config("configs/ddpm-cifar10-32.json");
     // Weights are held twice on the CPU (burn tensors + the kernels' host copies).
-    let params = wasm_diffusion::model::parameter_count(&cifar).unwrap() as u64;
+    let params = wasm_diffusion::models::parameter_count(&cifar).unwrap() as u64;
     check_run(&cifar, [32, 32], 8, false, 8 * params, &WASM_CPU, true).unwrap();
     let celeba = fixture_config("configs/ddpm-celebahq-256.json");
-    let params = wasm_diffusion::model::parameter_count(&celeba).unwrap() as u64;
+    let params = wasm_diffusion::models::parameter_count(&celeba).unwrap() as u64;
     let est = check_run(&celeba, [256, 256], 1, false, 8 * params, &WASM_CPU, true).unwrap();
     println!(
         "celebahq-256 b1: {:.0} MiB + weights {:.0} MiB",
@@ -211,8 +212,8 @@ fn a_small_file_asking_for_terabytes_is_refused_at_load() {
     );
     // Without attention the same size is only a matter of memory: 1024x1024 at 32 channels fits.
     let mut plain = cfg.clone();
-    plain.down_block_types = vec!["DownBlock2D".into()];
-    plain.up_block_types = vec!["UpBlock2D".into()];
+    plain.down_block_types = vec![DownBlockType::DownBlock2D];
+    plain.up_block_types = vec![UpBlockType::UpBlock2D];
     plain.add_attention = false;
     let est = check_run(&plain, [1024, 1024], 1, false, 0, &WASM_CPU, true).unwrap();
     assert_eq!(est.attention_tokens, 0);
@@ -248,7 +249,7 @@ fn a_batch_too_large_for_the_budget_is_refused_with_the_batch_that_fits() {
         guidance_scale: 2.0,
         ..Default::default()
     };
-    let e = match Sampler::new(&model, &opts(64)) {
+    let e = match SamplingRun::new(&model, &opts(64)) {
         Err(e) => e,
         Ok(_) => panic!("batch 64 must not fit"),
     };
@@ -260,8 +261,8 @@ fn a_batch_too_large_for_the_budget_is_refused_with_the_batch_that_fits() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no batch advice in: {}", e.message));
     assert!((1..64).contains(&max), "{}", e.message);
-    Sampler::new(&model, &opts(max)).expect("the advised batch fits");
-    assert!(Sampler::new(&model, &opts(max + 1)).is_err());
+    SamplingRun::new(&model, &opts(max)).expect("the advised batch fits");
+    assert!(SamplingRun::new(&model, &opts(max + 1)).is_err());
 }
 
 #[test]

@@ -7,7 +7,9 @@ mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use serde_json::Value;
-use wasm_diffusion::schedulers::{self, BetaTable, DdpmScheduler};
+use wasm_diffusion::schedulers::{
+    self, BetaSchedule, BetaTable, DdpmScheduler, TimestepSpacing, VarianceType,
+};
 use wasm_diffusion::{SchedulerConfig, SchedulerKind};
 
 fn fixture() -> Value {
@@ -51,7 +53,7 @@ fn beta_tables_match_diffusers() {
     let f = fixture();
     for (schedule, t) in f["tables"].as_object().unwrap() {
         let config = SchedulerConfig {
-            beta_schedule: schedule.clone(),
+            beta_schedule: BetaSchedule::from_name(schedule).unwrap(),
             ..SchedulerConfig::default()
         };
         let table = BetaTable::new(&config).unwrap();
@@ -95,8 +97,8 @@ fn ddpm_variances_match_diffusers() {
             "fixed_large_log",
         ] {
             let config = SchedulerConfig {
-                beta_schedule: schedule.clone(),
-                variance_type: kind.into(),
+                beta_schedule: BetaSchedule::from_name(schedule).unwrap(),
+                variance_type: VarianceType::from_name(kind).unwrap(),
                 ..SchedulerConfig::default()
             };
             // Without set_timesteps, diffusers steps t -> t - 1: 1000 inference steps.
@@ -130,7 +132,7 @@ fn timestep_spacing_matches_diffusers() {
         let kind = kind_of(row["scheduler"].as_str().unwrap());
         let config = SchedulerConfig {
             num_train_timesteps: c["num_train_timesteps"].as_u64().unwrap() as usize,
-            timestep_spacing: c["timestep_spacing"].as_str().unwrap().into(),
+            timestep_spacing: TimestepSpacing::from_name(c["timestep_spacing"].as_str().unwrap()),
             steps_offset: c["steps_offset"].as_u64().unwrap() as usize,
             ..SchedulerConfig::default()
         };

@@ -9,7 +9,7 @@ use burn::tensor::Device;
 use common::*;
 use wasm_diffusion::convert::{convert_dir, ConvertOptions};
 use wasm_diffusion::load_model;
-use wasm_diffusion::model::Trace;
+use wasm_diffusion::models::unets::Trace;
 use wasm_diffusion::weights::Quant;
 
 /// Runs fixture `name` and returns (output rel. error, worst intermediate rel. error).

@@ -6,7 +6,7 @@ mod common;
 use burn::tensor::Device;
 use common::*;
 use wasm_diffusion::convert::{convert_bytes, convert_dir, ConvertOptions};
-use wasm_diffusion::model::parameter_shapes;
+use wasm_diffusion::models::parameter_shapes;
 use wasm_diffusion::weights::quant::{
     dequantize_int4, dequantize_int8, quant_error, quantize_int4, quantize_int8,
 };

@@ -8,7 +8,7 @@ use burn::tensor::Device;
 use common::*;
 use wasm_diffusion::convert::{convert_dir, ConvertOptions};
 use wasm_diffusion::load_model;
-use wasm_diffusion::pipeline::{read_back, SampleOptions, Sampler};
+use wasm_diffusion::pipelines::{read_back, SampleOptions, SamplingRun};
 use wasm_diffusion::weights::Quant;
 
 fn wgpu_device() -> Option<Device> {
@@ -76,7 +76,7 @@ fn wgpu_forward_and_sampling_match_cpu() {
         ..Default::default()
     };
     let run = |m: &wasm_diffusion::LoadedModel| {
-        let mut s = Sampler::new(m, &opts).unwrap();
+        let mut s = SamplingRun::new(m, &opts).unwrap();
         while !s.is_done() {
             s.step().unwrap();
         }

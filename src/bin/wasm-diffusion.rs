@@ -11,8 +11,8 @@ use npyz::WriterBuilder;
 
 use wasm_diffusion::convert::{convert_dir, random_model, ConvertOptions};
 use wasm_diffusion::image::{encode_png, grid_rgba};
-use wasm_diffusion::model::parameter_count;
-use wasm_diffusion::pipeline::{read_back, SampleOptions, Sampler};
+use wasm_diffusion::models::parameter_count;
+use wasm_diffusion::pipelines::{read_back, SampleOptions, SamplingRun};
 use wasm_diffusion::weights::{ModelFile, Quant};
 use wasm_diffusion::{load_model, Error, Result, SchedulerKind, UNet2DConfig};
 
@@ -306,7 +306,7 @@ fn run_sample(a: SampleArgs) -> Result<()> {
         guidance_scale: a.guidance,
         init_noise,
     };
-    let mut sampler = Sampler::new(&model, &opts)?;
+    let mut sampler = SamplingRun::new(&model, &opts)?;
     if let Some(dir) = &a.frames {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     }
@@ -401,7 +401,7 @@ fn write_npy(path: &Path, values: &[f32], shape: [usize; 4]) -> Result<()> {
 fn run_info(path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
     let file = ModelFile::parse(&bytes)?;
-    let expected = wasm_diffusion::model::parameter_shapes(&file.meta.unet)?;
+    let expected = wasm_diffusion::models::parameter_shapes(&file.meta.unet)?;
     file.check(&expected)?;
     let m = &file.meta;
     let c = &m.unet;

@@ -4,14 +4,18 @@
 //! API as in diffusers: build from a [`SchedulerConfig`] and a number of inference steps,
 //! read [`Scheduler::timesteps`], call [`Scheduler::step`] once per timestep in order.
 
+pub mod config;
 pub mod scheduling_ddim;
 pub mod scheduling_ddpm;
 pub mod scheduling_dpmsolver_multistep;
 
 use burn::tensor::Tensor;
 
-use crate::config::{SchedulerConfig, SchedulerKind};
 use crate::error::{Error, Result};
+
+pub use config::{
+    BetaSchedule, PredictionType, SchedulerConfig, SchedulerKind, TimestepSpacing, VarianceType,
+};
 
 pub use scheduling_ddim::DdimScheduler;
 pub use scheduling_ddpm::DdpmScheduler;
@@ -41,6 +45,17 @@ pub trait Scheduler {
         sample: Tensor<4>,
         noise: Option<Tensor<4>>,
     ) -> Result<SchedulerOutput>;
+}
+
+impl SchedulerKind {
+    /// diffusers' default `timestep_spacing` of this scheduler, used when the config omits it.
+    pub fn default_spacing(self) -> TimestepSpacing {
+        match self {
+            SchedulerKind::Ddpm => scheduling_ddpm::DEFAULT_SPACING,
+            SchedulerKind::Ddim => scheduling_ddim::DEFAULT_SPACING,
+            SchedulerKind::DpmSolverMultistep => scheduling_dpmsolver_multistep::DEFAULT_SPACING,
+        }
+    }
 }
 
 /// Builds the scheduler `kind` for `num_inference_steps` steps (`eta` is used by DDIM only).
@@ -128,7 +143,7 @@ fn check_schedule(
         };
         return Err(Error::invalid(format!(
             "steps: scheduler `{name}` with timestep_spacing `{}` visits timestep {rep} twice at {n} steps on {t} training timesteps (the update would divide by zero); {usable}",
-            config.timestep_spacing
+            config.spacing_or(kind.default_spacing())
         )));
     }
     let table = BetaTable::new(config)?;
@@ -168,14 +183,14 @@ impl BetaTable {
         let t = config.num_train_timesteps;
         let (start, end) = (config.beta_start, config.beta_end);
         let frac = |i: usize| i as f64 / (t - 1) as f64;
-        let betas: Vec<f64> = match config.beta_schedule.as_str() {
-            "linear" => (0..t).map(|i| start + (end - start) * frac(i)).collect(),
+        let betas: Vec<f64> = match config.beta_schedule {
+            BetaSchedule::Linear => (0..t).map(|i| start + (end - start) * frac(i)).collect(),
             // Latent-diffusion schedule: linear in sqrt(beta).
-            "scaled_linear" => (0..t)
+            BetaSchedule::ScaledLinear => (0..t)
                 .map(|i| (start.sqrt() + (end.sqrt() - start.sqrt()) * frac(i)).powi(2))
                 .collect(),
             // Improved DDPM (Nichol & Dhariwal 2021), eq. 17, betas capped at 0.999.
-            "squaredcos_cap_v2" => {
+            BetaSchedule::SquaredcosCapV2 => {
                 let alpha_bar = |x: f64| {
                     ((x + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
                         .cos()
@@ -189,7 +204,6 @@ impl BetaTable {
                     })
                     .collect()
             }
-            other => return Err(Error::unsupported(format!("beta_schedule `{other}`"))),
         };
         let mut acc = 1.0;
         let alphas_cumprod = betas
@@ -205,36 +219,49 @@ impl BetaTable {
         })
     }
 
-    /// The forward process q(x_t | x_0) (DDPM eq. 4): `sqrt(a_t) x_0 + sqrt(1 - a_t) noise`.
-    pub fn add_noise(&self, x0: Tensor<4>, noise: Tensor<4>, timestep: usize) -> Result<Tensor<4>> {
+    /// sqrt(alphas_cumprod[t]) and sqrt(1 - alphas_cumprod[t]): the weights of x_0 and of the
+    /// noise in x_t (DDPM eq. 4).
+    pub fn forward_weights(&self, timestep: usize) -> Result<(f64, f64)> {
         let a = *self.alphas_cumprod.get(timestep).ok_or_else(|| {
             Error::invalid(format!(
                 "timestep: expected 0 to {}, found {timestep}",
                 self.alphas_cumprod.len() - 1
             ))
         })?;
-        Ok(x0 * a.sqrt() + noise * (1.0 - a).sqrt())
+        Ok((a.sqrt(), (1.0 - a).sqrt()))
+    }
+
+    /// The forward process q(x_t | x_0) (DDPM eq. 4): `sqrt(a_t) x_0 + sqrt(1 - a_t) noise`.
+    pub fn add_noise(&self, x0: Tensor<4>, noise: Tensor<4>, timestep: usize) -> Result<Tensor<4>> {
+        let (w0, wn) = self.forward_weights(timestep)?;
+        Ok(x0 * w0 + noise * wn)
+    }
+
+    /// [`add_noise`](Self::add_noise) on host values (same length), in f64.
+    pub fn add_noise_host(&self, x0: &[f32], noise: &[f32], timestep: usize) -> Result<Vec<f32>> {
+        let (w0, wn) = self.forward_weights(timestep)?;
+        Ok(x0
+            .iter()
+            .zip(noise)
+            .map(|(&x, &e)| (w0 * x as f64 + wn * e as f64) as f32)
+            .collect())
     }
 }
 
-/// What the network predicts (`prediction_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Prediction {
-    Epsilon,
-    Sample,
-    V,
-}
-
-impl Prediction {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "epsilon" => Ok(Self::Epsilon),
-            "sample" => Ok(Self::Sample),
-            "v_prediction" => Ok(Self::V),
-            other => Err(Error::unsupported(format!(
-                "prediction_type: expected epsilon, sample or v_prediction, found `{other}`"
-            ))),
-        }
+/// x_0 from the model output, for every prediction type (DDPM eq. 15, DPM-Solver++ eq. 11):
+/// `alpha_t` and `sigma_t` are the weights of x_0 and of the noise in x_t
+/// (`sqrt(a_t)` and `sqrt(1 - a_t)`).
+pub(crate) fn predicted_x0(
+    prediction: PredictionType,
+    model_output: Tensor<4>,
+    sample: &Tensor<4>,
+    alpha_t: f64,
+    sigma_t: f64,
+) -> Tensor<4> {
+    match prediction {
+        PredictionType::Epsilon => (sample.clone() - model_output * sigma_t) / alpha_t,
+        PredictionType::Sample => model_output,
+        PredictionType::VPrediction => sample.clone() * alpha_t - model_output * sigma_t,
     }
 }
 
@@ -249,37 +276,47 @@ pub(crate) fn check_steps(config: &SchedulerConfig, n: usize) -> Result<()> {
     Ok(())
 }
 
-/// Inference timesteps for DDPM and DDIM (`timestep_spacing`, Table 2 of Lin et al. 2023),
-/// computed the way diffusers' `set_timesteps` does with numpy (round half to even).
-pub(crate) fn spaced_timesteps(config: &SchedulerConfig, n: usize) -> Result<Vec<usize>> {
+/// Inference timesteps, descending, the way diffusers' `set_timesteps` computes them with numpy
+/// (round half to even), for `timestep_spacing` (Table 2 of Lin et al. 2023). `last` is the
+/// number of usable training timesteps (`num_train_timesteps` but for DPM-Solver++'s
+/// `lambda_min_clipped`); `one_extra`: DPM-Solver++ spaces `n + 1` points and drops the final
+/// one (timestep 0 for `linspace`/`leading`), DDPM and DDIM space `n`.
+pub(crate) fn spaced_timesteps(
+    config: &SchedulerConfig,
+    spacing: TimestepSpacing,
+    last: usize,
+    n: usize,
+    one_extra: bool,
+) -> Result<Vec<usize>> {
     check_steps(config, n)?;
     let t = config.num_train_timesteps;
-    let ts: Vec<i64> = match config.timestep_spacing.as_str() {
-        "linspace" => linspace(0.0, (t - 1) as f64, n)
+    let points = n + usize::from(one_extra);
+    let ts: Vec<i64> = match spacing {
+        TimestepSpacing::Linspace => linspace(0.0, (last - 1) as f64, points)
             .into_iter()
             .rev()
+            .take(n)
             .map(|x| x.round_ties_even() as i64)
             .collect(),
-        "leading" => {
-            let ratio = t / n;
-            (0..n)
+        TimestepSpacing::Leading => {
+            let ratio = last / points;
+            (points - n..points)
                 .rev()
                 .map(|i| (i * ratio + config.steps_offset) as i64)
                 .collect()
         }
-        "trailing" => {
+        TimestepSpacing::Trailing => {
             let ratio = t as f64 / n as f64;
-            arange_down(t as f64, ratio)
+            arange_down(last as f64, ratio)
                 .into_iter()
                 .map(|x| x.round_ties_even() as i64 - 1)
                 .collect()
         }
-        other => return Err(Error::unsupported(format!("timestep_spacing `{other}`"))),
     };
     to_valid_timesteps(ts, t)
 }
 
-pub(crate) fn to_valid_timesteps(ts: Vec<i64>, t: usize) -> Result<Vec<usize>> {
+fn to_valid_timesteps(ts: Vec<i64>, t: usize) -> Result<Vec<usize>> {
     ts.into_iter()
         .map(|x| {
             usize::try_from(x).ok().filter(|&x| x < t).ok_or_else(|| {
@@ -293,7 +330,7 @@ pub(crate) fn to_valid_timesteps(ts: Vec<i64>, t: usize) -> Result<Vec<usize>> {
 }
 
 /// `np.linspace(start, end, n)`.
-pub(crate) fn linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
+fn linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
     if n == 1 {
         return vec![start];
     }
@@ -310,7 +347,7 @@ pub(crate) fn linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
 }
 
 /// `np.arange(start, 0, -step)` for positive `start` and `step`.
-pub(crate) fn arange_down(start: f64, step: f64) -> Vec<f64> {
+fn arange_down(start: f64, step: f64) -> Vec<f64> {
     let len = (start / step).ceil() as usize;
     (0..len).map(|i| start - i as f64 * step).collect()
 }

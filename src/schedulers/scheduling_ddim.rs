@@ -3,15 +3,20 @@
 
 use burn::tensor::Tensor;
 
-use super::{spaced_timesteps, BetaTable, Prediction, Scheduler, SchedulerOutput};
-use crate::config::SchedulerConfig;
+use super::{
+    predicted_x0, spaced_timesteps, BetaTable, PredictionType, Scheduler, SchedulerConfig,
+    SchedulerOutput, TimestepSpacing,
+};
 use crate::error::{Error, Result};
+
+/// diffusers' `DDIMScheduler` default `timestep_spacing`.
+pub const DEFAULT_SPACING: TimestepSpacing = TimestepSpacing::Leading;
 
 #[derive(Debug, Clone)]
 pub struct DdimScheduler {
     pub table: BetaTable,
     timesteps: Vec<usize>,
-    prediction: Prediction,
+    prediction: PredictionType,
     clip_sample: Option<f64>,
     /// alpha_cumprod used after the last step (1, or alphas_cumprod[0]).
     final_alpha_cumprod: f64,
@@ -34,8 +39,14 @@ impl DdimScheduler {
         };
         Ok(Self {
             table,
-            timesteps: spaced_timesteps(config, num_inference_steps)?,
-            prediction: Prediction::parse(&config.prediction_type)?,
+            timesteps: spaced_timesteps(
+                config,
+                config.spacing_or(DEFAULT_SPACING),
+                config.num_train_timesteps,
+                num_inference_steps,
+                false,
+            )?,
+            prediction: config.prediction_type,
             clip_sample: config.clip_sample.then_some(config.clip_sample_range),
             final_alpha_cumprod,
             step_ratio: config.num_train_timesteps / num_inference_steps,
@@ -86,20 +97,15 @@ impl Scheduler for DdimScheduler {
         let beta_t = 1.0 - a_t;
 
         // 3. predicted x_0 and epsilon ("predicted x_0" of eq. 12)
-        let (mut x0, eps) = match self.prediction {
-            Prediction::Epsilon => (
-                (sample.clone() - model_output.clone() * beta_t.sqrt()) / a_t.sqrt(),
-                model_output,
-            ),
-            Prediction::Sample => {
-                let eps = (sample.clone() - model_output.clone() * a_t.sqrt()) / beta_t.sqrt();
-                (model_output, eps)
+        let (alpha_t, sigma_t) = (a_t.sqrt(), beta_t.sqrt());
+        let eps = match self.prediction {
+            PredictionType::Epsilon => model_output.clone(),
+            PredictionType::Sample => (sample.clone() - model_output.clone() * alpha_t) / sigma_t,
+            PredictionType::VPrediction => {
+                model_output.clone() * alpha_t + sample.clone() * sigma_t
             }
-            Prediction::V => (
-                sample.clone() * a_t.sqrt() - model_output.clone() * beta_t.sqrt(),
-                model_output * a_t.sqrt() + sample.clone() * beta_t.sqrt(),
-            ),
         };
+        let mut x0 = predicted_x0(self.prediction, model_output, &sample, alpha_t, sigma_t);
 
         // 4. clip
         if let Some(r) = self.clip_sample {

@@ -2,50 +2,37 @@
 
 use burn::tensor::Tensor;
 
-use super::{spaced_timesteps, BetaTable, Prediction, Scheduler, SchedulerOutput};
-use crate::config::SchedulerConfig;
+use super::{
+    predicted_x0, spaced_timesteps, BetaTable, PredictionType, Scheduler, SchedulerConfig,
+    SchedulerOutput, TimestepSpacing, VarianceType,
+};
 use crate::error::{Error, Result};
 
-/// How the reverse-step variance is chosen (`variance_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VarianceType {
-    /// beta~_t = (1 - a_{t-1}) / (1 - a_t) beta_t: the posterior variance (DDPM sec. 3.2).
-    FixedSmall,
-    /// Same variance, returned as a standard deviation (diffusers `fixed_small_log`).
-    FixedSmallLog,
-    /// beta_t.
-    FixedLarge,
-    /// log beta_t (diffusers `fixed_large_log`).
-    FixedLargeLog,
-}
+/// diffusers' `DDPMScheduler` default `timestep_spacing`.
+pub const DEFAULT_SPACING: TimestepSpacing = TimestepSpacing::Leading;
 
 #[derive(Debug, Clone)]
 pub struct DdpmScheduler {
     pub table: BetaTable,
     timesteps: Vec<usize>,
-    prediction: Prediction,
+    prediction: PredictionType,
     variance_type: VarianceType,
     clip_sample: Option<f64>,
 }
 
 impl DdpmScheduler {
     pub fn new(config: &SchedulerConfig, num_inference_steps: usize) -> Result<Self> {
-        let variance_type = match config.variance_type.as_str() {
-            "fixed_small" => VarianceType::FixedSmall,
-            "fixed_small_log" => VarianceType::FixedSmallLog,
-            "fixed_large" => VarianceType::FixedLarge,
-            "fixed_large_log" => VarianceType::FixedLargeLog,
-            other => {
-                return Err(Error::unsupported(format!(
-                    "variance_type: expected fixed_small, fixed_small_log, fixed_large or fixed_large_log, found `{other}`"
-                )))
-            }
-        };
         Ok(Self {
             table: BetaTable::new(config)?,
-            timesteps: spaced_timesteps(config, num_inference_steps)?,
-            prediction: Prediction::parse(&config.prediction_type)?,
-            variance_type,
+            timesteps: spaced_timesteps(
+                config,
+                config.spacing_or(DEFAULT_SPACING),
+                config.num_train_timesteps,
+                num_inference_steps,
+                false,
+            )?,
+            prediction: config.prediction_type,
+            variance_type: config.variance_type,
             clip_sample: config.clip_sample.then_some(config.clip_sample_range),
         })
     }
@@ -118,13 +105,13 @@ impl Scheduler for DdpmScheduler {
         let current_beta = 1.0 - current_alpha;
 
         // 2. predicted x_0 (DDPM eq. 15)
-        let mut x0 = match self.prediction {
-            Prediction::Epsilon => {
-                (sample.clone() - model_output * beta_prod_t.sqrt()) / a_t.sqrt()
-            }
-            Prediction::Sample => model_output,
-            Prediction::V => sample.clone() * a_t.sqrt() - model_output * beta_prod_t.sqrt(),
-        };
+        let mut x0 = predicted_x0(
+            self.prediction,
+            model_output,
+            &sample,
+            a_t.sqrt(),
+            beta_prod_t.sqrt(),
+        );
 
         // 3. clip
         if let Some(r) = self.clip_sample {

@@ -5,18 +5,15 @@
 
 use burn::tensor::Tensor;
 
+use super::config::{FinalSigmasType, SolverType};
 use super::{
-    arange_down, check_steps, linspace, to_valid_timesteps, BetaTable, Prediction, Scheduler,
-    SchedulerOutput,
+    check_steps, predicted_x0, spaced_timesteps, BetaTable, PredictionType, Scheduler,
+    SchedulerConfig, SchedulerOutput, TimestepSpacing,
 };
-use crate::config::SchedulerConfig;
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SolverType {
-    Midpoint,
-    Heun,
-}
+/// diffusers' `DPMSolverMultistepScheduler` default `timestep_spacing`.
+pub const DEFAULT_SPACING: TimestepSpacing = TimestepSpacing::Linspace;
 
 #[derive(Debug, Clone)]
 pub struct DpmSolverMultistepScheduler {
@@ -25,7 +22,7 @@ pub struct DpmSolverMultistepScheduler {
     /// sigma = sqrt((1 - a) / a) at each timestep, then the final sigma; rounded to f32 as in
     /// diffusers.
     pub sigmas: Vec<f64>,
-    prediction: Prediction,
+    prediction: PredictionType,
     solver_order: usize,
     solver_type: SolverType,
     lower_order_final: bool,
@@ -49,36 +46,13 @@ fn refuse(flag: bool, name: &str) -> Result<()> {
 impl DpmSolverMultistepScheduler {
     pub fn new(config: &SchedulerConfig, num_inference_steps: usize) -> Result<Self> {
         check_steps(config, num_inference_steps)?;
-        if config.algorithm_type != "dpmsolver++" {
-            return Err(Error::unsupported(format!(
-                "DPM-Solver: algorithm_type: expected `dpmsolver++`, found `{}`",
-                config.algorithm_type
-            )));
-        }
         if !(1..=2).contains(&config.solver_order) {
             return Err(Error::unsupported(format!(
                 "DPM-Solver++: solver_order: expected 1 or 2, found {}",
                 config.solver_order
             )));
         }
-        let solver_type = match config.solver_type.as_str() {
-            "midpoint" => SolverType::Midpoint,
-            "heun" => SolverType::Heun,
-            other => {
-                return Err(Error::unsupported(format!(
-                    "DPM-Solver++: solver_type: expected midpoint or heun, found `{other}`"
-                )))
-            }
-        };
-        let final_zero = match config.final_sigmas_type.as_str() {
-            "zero" => true,
-            "sigma_min" => false,
-            other => {
-                return Err(Error::unsupported(format!(
-                    "DPM-Solver++: final_sigmas_type: expected zero or sigma_min, found `{other}`"
-                )))
-            }
-        };
+        let final_zero = config.final_sigmas_type == FinalSigmasType::Zero;
         refuse(config.use_karras_sigmas, "use_karras_sigmas")?;
         refuse(config.use_exponential_sigmas, "use_exponential_sigmas")?;
         refuse(config.use_beta_sigmas, "use_beta_sigmas")?;
@@ -106,32 +80,8 @@ impl DpmSolverMultistepScheduler {
                 config.lambda_min_clipped
             )));
         }
-        let ts: Vec<i64> = match config.timestep_spacing.as_str() {
-            "linspace" => {
-                let v = linspace(0.0, last as f64 - 1.0, n + 1);
-                v.iter()
-                    .rev()
-                    .take(n)
-                    .map(|x| x.round_ties_even() as i64)
-                    .collect()
-            }
-            "leading" => {
-                let ratio = last / (n + 1);
-                (1..=n)
-                    .rev()
-                    .map(|i| (i * ratio + config.steps_offset) as i64)
-                    .collect()
-            }
-            "trailing" => {
-                let ratio = t_train as f64 / n as f64;
-                arange_down(last as f64, ratio)
-                    .iter()
-                    .map(|x| x.round_ties_even() as i64 - 1)
-                    .collect()
-            }
-            other => return Err(Error::unsupported(format!("timestep_spacing `{other}`"))),
-        };
-        let timesteps = to_valid_timesteps(ts, t_train)?;
+        let timesteps =
+            spaced_timesteps(config, config.spacing_or(DEFAULT_SPACING), last, n, true)?;
         let sigma_of = |a: f64| (((1.0 - a) / a).sqrt() as f32) as f64;
         let mut sigmas: Vec<f64> = timesteps
             .iter()
@@ -146,9 +96,9 @@ impl DpmSolverMultistepScheduler {
             table,
             timesteps,
             sigmas,
-            prediction: Prediction::parse(&config.prediction_type)?,
+            prediction: config.prediction_type,
             solver_order: config.solver_order,
-            solver_type,
+            solver_type: config.solver_type,
             lower_order_final: config.lower_order_final,
             euler_at_final: config.euler_at_final,
             final_zero,
@@ -199,11 +149,7 @@ impl Scheduler for DpmSolverMultistepScheduler {
 
         // Convert the model output to a data prediction x_0 (eq. 11 of DPM-Solver++).
         let (alpha_s0, sigma_s0) = Self::alpha_sigma(self.sigmas[i]);
-        let x0 = match self.prediction {
-            Prediction::Epsilon => (sample.clone() - model_output * sigma_s0) / alpha_s0,
-            Prediction::Sample => model_output,
-            Prediction::V => sample.clone() * alpha_s0 - model_output * sigma_s0,
-        };
+        let x0 = predicted_x0(self.prediction, model_output, &sample, alpha_s0, sigma_s0);
         self.model_outputs.push(x0.clone());
         if self.model_outputs.len() > self.solver_order {
             self.model_outputs.remove(0);

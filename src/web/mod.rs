@@ -14,8 +14,8 @@ use wasm_bindgen::prelude::*;
 use crate::error::{Error, ErrorKind};
 use crate::image::to_rgba;
 use crate::memory::{fmt_bytes, MemoryBudget};
-use crate::model::{load_model_within, LoadedModel};
-use crate::pipeline::{SampleOptions, Sampler};
+use crate::models::{load_model_within, LoadedModel};
+use crate::pipelines::{SampleOptions, SamplingRun};
 use crate::SchedulerKind;
 
 // The constructors wasm-ld collects (the `inventory` registrations of burn's dependencies). When
@@ -371,7 +371,7 @@ impl Engine {
                 device.memory_cleanup();
             }
             if RESIDENT.try_with(Cell::get).unwrap_or(0) == 0 {
-                crate::model::cpu::release_scratch();
+                crate::backend::cpu::release_scratch();
             }
         }
     }
@@ -398,7 +398,7 @@ impl Engine {
             init_noise,
         };
         Ok(Run {
-            sampler: Sampler::new(m, &opts).map_err(err)?,
+            sampler: SamplingRun::new(m, &opts).map_err(err)?,
         })
     }
 }
@@ -407,7 +407,7 @@ impl Engine {
 /// `readFrame()` reads the current image back asynchronously.
 #[wasm_bindgen]
 pub struct Run {
-    sampler: Sampler,
+    sampler: SamplingRun,
 }
 
 #[derive(Serialize)]

@@ -16,8 +16,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 pub use container::{Container, Dtype, OwnedTensor, TensorView};
 pub use quant::{Quant, QuantError, INT4_GROUP};
 
-use crate::config::{shown, SchedulerConfig, UNet2DConfig};
+use crate::config::shown;
 use crate::error::{Error, Result};
+use crate::models::unets::UNet2DConfig;
+use crate::schedulers::SchedulerConfig;
 
 /// `__metadata__["format"]` of every model file.
 pub const FORMAT_TAG: &str = "wasm-diffusion";

@@ -13,12 +13,12 @@
 use std::collections::BTreeMap;
 
 use burn::tensor::{Device, Tensor};
-use wasm_diffusion::config::{SchedulerConfig, SchedulerKind, UNet2DConfig};
-use wasm_diffusion::model::{load_model, parameter_shapes, LoadedModel};
-use wasm_diffusion::pipeline::{SampleOptions, Sampler};
+use wasm_diffusion::models::{load_model, parameter_shapes, LoadedModel};
+use wasm_diffusion::pipelines::{SampleOptions, SamplingRun};
 use wasm_diffusion::schedulers;
 use wasm_diffusion::weights::{container, write_model_file, ModelFile, OwnedTensor};
 use wasm_diffusion::Result;
+use wasm_diffusion::{SchedulerConfig, SchedulerKind, UNet2DConfig};
 
 /// Models below this many parameters are loaded (the tiny test fixtures have 40k-220k).
 pub const MAX_LOAD_PARAMS: usize = 200_000;
@@ -269,7 +269,7 @@ pub fn samplers(model: &LoadedModel) {
                 guidance_scale: guidance,
                 ..SampleOptions::default()
             };
-            let sampler = Sampler::new(model, &opts);
+            let sampler = SamplingRun::new(model, &opts);
             if values <= MAX_STEP_VALUES && kind == SchedulerKind::Ddim && steps == 2 {
                 if let Ok(mut s) = sampler {
                     let _ = s.step();

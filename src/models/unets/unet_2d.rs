@@ -3,12 +3,12 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::embeddings::{TimestepEmbedding, Timesteps};
-use super::layers::{Conv2d, GroupNorm};
-use super::resnet::{ResnetOptions, TimeShift};
 use super::unet_2d_blocks::{AttnOptions, DownBlock2D, UNetMidBlock2D, UpBlock2D};
-use crate::config::UNet2DConfig;
+use super::UNet2DConfig;
 use crate::error::{Error, Result};
+use crate::models::embeddings::{TimestepEmbedding, Timesteps};
+use crate::models::layers::{Conv2d, GroupNorm};
+use crate::models::resnet::{ResnetOptions, TimeScaleShift};
 use crate::weights::TensorSource;
 
 /// Named intermediate activations, recorded by [`UNet2DModel::forward_traced`] for parity tests.
@@ -48,11 +48,7 @@ impl UNet2DModel {
             temb_channels: temb,
             groups,
             eps,
-            time_shift: if config.resnet_time_scale_shift == "scale_shift" {
-                TimeShift::ScaleShift
-            } else {
-                TimeShift::Default
-            },
+            time_shift: config.resnet_time_scale_shift,
             output_scale_factor: 1.0,
         };
         let attn_for = |c: usize| AttnOptions {
@@ -82,7 +78,7 @@ impl UNet2DModel {
         for (i, kind) in config.down_block_types.iter().enumerate() {
             let in_c = out_c;
             out_c = ch[i];
-            let attn = (kind == "AttnDownBlock2D").then(|| attn_for(out_c));
+            let attn = kind.has_attention().then(|| attn_for(out_c));
             down_blocks.push(DownBlock2D::load(
                 src,
                 &format!("down_blocks.{i}"),
@@ -104,7 +100,7 @@ impl UNet2DModel {
                     // diffusers drops the mid attention's norm for scale-shift models unless given.
                     groups: config
                         .attn_norm_num_groups
-                        .or((resnet.time_shift == TimeShift::Default).then_some(groups)),
+                        .or((resnet.time_shift == TimeScaleShift::Default).then_some(groups)),
                     ..attn_for(c)
                 });
                 let mid_resnet = ResnetOptions {
@@ -124,7 +120,7 @@ impl UNet2DModel {
             let prev_c = out_c;
             out_c = rev[i];
             let in_c = rev[(i + 1).min(n - 1)];
-            let attn = (kind == "AttnUpBlock2D").then(|| attn_for(out_c));
+            let attn = kind.has_attention().then(|| attn_for(out_c));
             up_blocks.push(UpBlock2D::load(
                 src,
                 &format!("up_blocks.{i}"),

@@ -435,7 +435,7 @@ mod tests {
 
     #[test]
     fn fused_group_norm_matches_the_generic_ops() {
-        use crate::model::layers::GroupNorm;
+        use crate::models::layers::GroupNorm;
         let device = Device::flex();
         // A deterministic, non-trivial input: offsets and scales differ per channel.
         let [b, c, h, w] = [2, 12, 5, 3];

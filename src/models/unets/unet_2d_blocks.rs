@@ -5,9 +5,9 @@
 
 use burn::tensor::Tensor;
 
-use super::attention::Attention;
-use super::resnet::{Downsample2D, ResnetBlock2D, ResnetOptions, Upsample2D};
 use crate::error::Result;
+use crate::models::attention::Attention;
+use crate::models::resnet::{Downsample2D, ResnetBlock2D, ResnetOptions, Upsample2D};
 use crate::weights::TensorSource;
 
 /// Attention settings of a block: head size, norm groups and eps.

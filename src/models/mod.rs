@@ -1,21 +1,18 @@
-//! The denoising network: diffusers' `UNet2DModel` and the blocks it is made of, one file per
-//! diffusers file. Backend-agnostic: the same code runs on WebGPU (wgpu) and the CPU (flex).
+//! diffusers' `models/`: the networks, one file per diffusers file (the U-Nets in [`unets`],
+//! the layers they share beside it), and loading one from a model file. Backend-agnostic: the
+//! same code runs on WebGPU (wgpu) and the CPU (flex); CPU kernels live in [`crate::backend`].
 
 pub mod attention;
-pub mod cpu;
 pub mod embeddings;
 pub mod layers;
 pub mod resnet;
-pub mod unet_2d;
-pub mod unet_2d_blocks;
-
-pub use unet_2d::{Trace, UNet2DModel};
+pub mod unets;
 
 use burn::tensor::{Device, Tensor};
 
-use crate::config::UNet2DConfig;
 use crate::error::{Error, Result};
 use crate::memory::{check_run, fmt_bytes, MemoryBudget};
+use crate::models::unets::{UNet2DConfig, UNet2DModel};
 use crate::weights::{FileSource, ModelFile, ModelMeta, TensorSource};
 
 /// Records the name and shape of every parameter a config asks for, without loading any.

@@ -4,16 +4,19 @@
 use burn::tensor::Tensor;
 
 use super::layers::{silu, Conv2d, GroupNorm, Linear};
+use crate::config::config_enum;
 use crate::error::Result;
 use crate::weights::TensorSource;
 
-/// How the time embedding enters a resnet block (`resnet_time_scale_shift`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimeShift {
-    /// `h = norm2(conv1(...) + proj(temb))`
-    Default,
-    /// `h = norm2(conv1(...)) * (1 + scale) + shift`
-    ScaleShift,
+config_enum! {
+    /// How the time embedding enters a resnet block (`resnet_time_scale_shift` of the U-Net
+    /// config, `time_embedding_norm` of diffusers' `ResnetBlock2D`).
+    pub enum TimeScaleShift {
+        /// `h = norm2(conv1(...) + proj(temb))`
+        Default = "default",
+        /// `h = norm2(conv1(...)) * (1 + scale) + shift`
+        ScaleShift = "scale_shift",
+    }
 }
 
 /// `ResnetBlock2D` with pre-norm, SiLU, no up/down sampling inside (as UNet2DModel builds it).
@@ -26,7 +29,7 @@ pub struct ResnetBlock2D {
     pub conv2: Conv2d,
     /// 1x1 conv when the channel count changes.
     pub conv_shortcut: Option<Conv2d>,
-    time_shift: TimeShift,
+    time_shift: TimeScaleShift,
     output_scale_factor: f64,
 }
 
@@ -36,7 +39,7 @@ pub struct ResnetOptions {
     pub temb_channels: usize,
     pub groups: usize,
     pub eps: f64,
-    pub time_shift: TimeShift,
+    pub time_shift: TimeScaleShift,
     pub output_scale_factor: f64,
 }
 
@@ -50,8 +53,8 @@ impl ResnetBlock2D {
     ) -> Result<Self> {
         let p = |n: &str| format!("{prefix}.{n}");
         let proj_out = match opt.time_shift {
-            TimeShift::Default => out_channels,
-            TimeShift::ScaleShift => 2 * out_channels,
+            TimeScaleShift::Default => out_channels,
+            TimeScaleShift::ScaleShift => 2 * out_channels,
         };
         Ok(Self {
             norm1: GroupNorm::load(src, &p("norm1"), opt.groups, in_channels, opt.eps)?,
@@ -84,8 +87,8 @@ impl ResnetBlock2D {
         let [b, c] = t.dims();
         let t = t.reshape([b, c, 1, 1]);
         let h = match self.time_shift {
-            TimeShift::Default => self.norm2.forward_silu(h + t),
-            TimeShift::ScaleShift => {
+            TimeScaleShift::Default => self.norm2.forward_silu(h + t),
+            TimeScaleShift::ScaleShift => {
                 let half = c / 2;
                 let scale = t.clone().narrow(1, 0, half);
                 let shift = t.narrow(1, half, half);

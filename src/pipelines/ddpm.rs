@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::config::{SchedulerConfig, SchedulerKind};
 use crate::error::{Error, Result};
 use crate::memory::{check_run, MemoryBudget};
-use crate::model::{LoadedModel, UNet2DModel};
+use crate::models::unets::UNet2DModel;
+use crate::models::LoadedModel;
 use crate::noise::BatchNoise;
 use crate::schedulers::{self, Scheduler};
+use crate::schedulers::{SchedulerConfig, SchedulerKind};
 
 /// Largest batch one sampler accepts (guidance doubles it inside); the memory estimate
 /// ([`crate::memory`]) usually bounds it lower for large images.
@@ -56,7 +57,7 @@ impl Default for SampleOptions {
     }
 }
 
-/// What one [`Sampler::step`] did.
+/// What one [`SamplingRun::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepInfo {
     /// 1-based index of the step just taken.
@@ -67,7 +68,7 @@ pub struct StepInfo {
 }
 
 /// One sampling run in progress.
-pub struct Sampler {
+pub struct SamplingRun {
     unet: Arc<UNet2DModel>,
     scheduler: Box<dyn Scheduler>,
     noise: BatchNoise,
@@ -81,7 +82,7 @@ pub struct Sampler {
     step: usize,
 }
 
-impl Sampler {
+impl SamplingRun {
     /// Prepares a run: validates the options, draws x_T (or takes `init_noise`), builds the
     /// scheduler from the model's scheduler config.
     pub fn new(model: &LoadedModel, opts: &SampleOptions) -> Result<Self> {

@@ -5,7 +5,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::Tensor;
 
-use super::cpu;
+use crate::backend::cpu;
 use crate::error::Result;
 use crate::weights::TensorSource;
 

@@ -1,0 +1,8 @@
+//! diffusers' `models/unets/`: the denoising U-Nets, their blocks and their configs.
+
+pub mod unet_2d;
+pub mod unet_2d_blocks;
+pub mod unet_2d_config;
+
+pub use unet_2d::{Trace, UNet2DModel};
+pub use unet_2d_config::UNet2DConfig;
