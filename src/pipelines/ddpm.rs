@@ -1,7 +1,7 @@
-//! The step-wise sampler: x_T -> U-Net -> (classifier-free guidance) -> scheduler step -> x_{t-1},
-//! one call per step, so a caller (the CLI, the browser) drives the loop, shows previews and
-//! stops when it likes. Nothing here knows about JS. Mirrors diffusers' `DDPMPipeline` /
-//! `DDIMPipeline` loops, plus guidance with a null class.
+//! The pixel-space pipeline: x_T -> U-Net -> (classifier-free guidance with a null class) ->
+//! scheduler step -> x_{t-1}, one call per step. Mirrors diffusers' `DDPMPipeline` /
+//! `DDIMPipeline` (`pipelines/ddpm/pipeline_ddpm.py`, `pipelines/ddim/pipeline_ddim.py`) with
+//! any of the schedulers, plus class labels and guidance.
 
 use std::sync::Arc;
 
@@ -12,60 +12,9 @@ use crate::memory::{check_run, MemoryBudget};
 use crate::models::unets::UNet2DModel;
 use crate::models::LoadedModel;
 use crate::noise::BatchNoise;
+use crate::pipelines::{SampleOptions, StepInfo, MAX_BATCH, MAX_GUIDANCE};
 use crate::schedulers::{self, Scheduler};
-use crate::schedulers::{SchedulerConfig, SchedulerKind};
-
-/// Largest batch one sampler accepts (guidance doubles it inside); the memory estimate
-/// ([`crate::memory`]) usually bounds it lower for large images.
-pub const MAX_BATCH: usize = 64;
-
-/// Largest |guidance scale| accepted: beyond it the guided noise prediction overflows f32 for
-/// ordinary model outputs and the image turns to NaN.
-pub const MAX_GUIDANCE: f64 = 100.0;
-
-/// What to sample. `Default` gives 50 DDIM steps, seed 0, batch 1, no guidance.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SampleOptions {
-    pub scheduler: SchedulerKind,
-    pub steps: usize,
-    pub seed: u64,
-    /// DDIM's eta (0 = deterministic). Ignored by the other schedulers.
-    pub eta: f64,
-    pub batch: usize,
-    /// One label per image, or one for all; `None` samples unconditionally (the null class
-    /// for class-conditional models that have one).
-    pub class_labels: Option<Vec<usize>>,
-    /// Classifier-free guidance scale w: `eps = eps_null + w (eps_class - eps_null)`;
-    /// 1 disables guidance (one U-Net call per step instead of two).
-    pub guidance_scale: f64,
-    /// x_T supplied by the caller (NCHW, `batch * C * H * W` values) instead of the seed.
-    pub init_noise: Option<Vec<f32>>,
-}
-
-impl Default for SampleOptions {
-    fn default() -> Self {
-        Self {
-            scheduler: SchedulerKind::Ddim,
-            steps: 50,
-            seed: 0,
-            eta: 0.0,
-            batch: 1,
-            class_labels: None,
-            guidance_scale: 1.0,
-            init_noise: None,
-        }
-    }
-}
-
-/// What one [`SamplingRun::step`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StepInfo {
-    /// 1-based index of the step just taken.
-    pub step: usize,
-    pub total_steps: usize,
-    pub timestep: usize,
-    pub last: bool,
-}
+use crate::schedulers::SchedulerConfig;
 
 /// One sampling run in progress.
 pub struct SamplingRun {
@@ -307,16 +256,4 @@ impl SamplingRun {
             last: self.step == total,
         })
     }
-}
-
-/// Reads a tensor back to the host (native; the browser uses `into_data_async`).
-pub fn read_back(t: Tensor<4>) -> Result<Vec<f32>> {
-    t.try_into_data()
-        .map_err(|e| {
-            Error::backend(format!(
-                "reading the sample back from the device failed: {e:?}"
-            ))
-        })?
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::backend(format!("expected f32 samples from the device, found {e:?}")))
 }
