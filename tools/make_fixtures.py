@@ -10,24 +10,30 @@ What it makes (everything under tests/fixtures/, see tests/fixtures/README.md):
   unets/attn/ddim_pipeline.safetensors               10-step DDIMPipeline run on the `attn` model
   unets/attn/ddim_pipeline.json                      metadata for the above
   schedulers.json                                    beta tables, timestep schedules, DDPM/DDIM/DPM++ loops
+  scheduler_absent_keys.json                         configs that omit keys, run with each scheduler
   VERSIONS.json                                      torch / diffusers / safetensors / numpy versions
 
 U-Net names: plain, attn, classcond, flip, ddpm_cifar_like_tiny.
 
 How to run (from the repository root; needs torch, diffusers, safetensors, numpy):
 
-    python tools/make_fixtures.py
+    python tools/make_fixtures.py                      # everything
+    python tools/make_fixtures.py --only absent-keys   # scheduler_absent_keys.json alone
 
 The script is deterministic (fixed torch seeds, one CPU thread) and idempotent: it deletes
-tests/fixtures/unets/ and rewrites schedulers.json and VERSIONS.json on every run.
+tests/fixtures/unets/ and rewrites schedulers.json, scheduler_absent_keys.json and VERSIONS.json
+on every full run. `--only absent-keys` rewrites scheduler_absent_keys.json and nothing else.
 tests/fixtures/README.md is maintained by hand and is not touched.
 """
 
+import argparse
+import inspect
 import json
 import math
 import os
 import shutil
 import sys
+import tempfile
 
 import numpy as np
 import torch
@@ -102,49 +108,39 @@ DUMMY_MODEL_FORMULA = (
 # Channel counts are half of those first planned (plain/flip/attn (16, 32), classcond (32, 32, 64),
 # ddpm_cifar_like_tiny (16, 16, 32, 32)) to keep tests/fixtures under ~3 MB; groups and head sizes
 # are chosen so that every GroupNorm has >= 2 channels per group and attention keeps several heads.
+# The small two-level U-Net the other cases start from (`plain` is exactly this).
+SMALL_UNET = dict(
+    sample_size=8,
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D"),
+    block_out_channels=(8, 16),
+    layers_per_block=1,
+    norm_num_groups=4,
+)
+
 UNET_CASES = {
-    "plain": dict(
-        sample_size=8,
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-    ),
+    "plain": dict(SMALL_UNET),
     "attn": dict(
-        sample_size=8,
-        in_channels=3,
-        out_channels=3,
+        SMALL_UNET,
         down_block_types=("DownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(8, 16),
         layers_per_block=2,
-        norm_num_groups=4,
         attention_head_dim=4,
     ),
     "classcond": dict(
+        SMALL_UNET,
         sample_size=16,
-        in_channels=3,
-        out_channels=3,
         down_block_types=("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
         block_out_channels=(16, 16, 32),
-        layers_per_block=1,
         norm_num_groups=8,
         attention_head_dim=8,
         num_class_embeds=5,
     ),
     "flip": dict(
-        sample_size=8,
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
+        SMALL_UNET,
         flip_sin_to_cos=False,
         freq_shift=1,
         center_input_sample=True,
@@ -153,14 +149,11 @@ UNET_CASES = {
         add_attention=False,
     ),
     "ddpm_cifar_like_tiny": dict(
+        SMALL_UNET,
         sample_size=16,
-        in_channels=3,
-        out_channels=3,
         down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
         block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
         flip_sin_to_cos=False,
         freq_shift=1,
         downsample_padding=0,
@@ -438,8 +431,9 @@ def make_x_T():
     return torch.randn((1, 3, 4, 4), generator=torch.Generator().manual_seed(42), dtype=torch.float32)
 
 
-def loop_ddpm(name, cfg, n, x_T, record_every=None, x_T_scale=1.0):
-    s = DDPMScheduler(**cfg)
+def loop_ddpm(name, cfg, n, x_T, record_every=None, x_T_scale=1.0, scheduler=None):
+    """DDPM loop on `DDPMScheduler(**cfg)`, or on `scheduler` (a fresh one) when given."""
+    s = DDPMScheduler(**cfg) if scheduler is None else scheduler
     s.set_timesteps(n)
     state = {"k": None, "calls": 0}
     orig = scheduling_ddpm_mod.randn_tensor
@@ -490,8 +484,9 @@ def loop_ddpm(name, cfg, n, x_T, record_every=None, x_T_scale=1.0):
     return entry
 
 
-def loop_ddim(name, cfg, n, x_T, eta, x_T_scale=1.0):
-    s = DDIMScheduler(**cfg)
+def loop_ddim(name, cfg, n, x_T, eta, x_T_scale=1.0, scheduler=None):
+    """DDIM loop on `DDIMScheduler(**cfg)`, or on `scheduler` (a fresh one) when given."""
+    s = DDIMScheduler(**cfg) if scheduler is None else scheduler
     s.set_timesteps(n)
     steps = []
     x = x_T.clone()
@@ -524,8 +519,9 @@ def loop_ddim(name, cfg, n, x_T, eta, x_T_scale=1.0):
     }
 
 
-def loop_dpm(name, cfg, n, x_T, x_T_scale=1.0):
-    s = DPMSolverMultistepScheduler(**cfg)
+def loop_dpm(name, cfg, n, x_T, x_T_scale=1.0, scheduler=None):
+    """DPM-Solver++ loop on `DPMSolverMultistepScheduler(**cfg)`, or on `scheduler` (a fresh one)."""
+    s = DPMSolverMultistepScheduler(**cfg) if scheduler is None else scheduler
     s.set_timesteps(n)
     sigmas = flat(s.sigmas)
     steps = []
@@ -639,10 +635,191 @@ def make_schedulers_json():
 
 
 # ----------------------------------------------------------------------------------------------
+# 4. Absent keys: a scheduler_config.json run with another scheduler than the one it names
+# ----------------------------------------------------------------------------------------------
+
+# Keys a scheduler_config.json omits take the defaults of the scheduler that is RUN. A pipeline
+# swaps schedulers with `Target.from_config(source.config)`, which drops the keys diffusers
+# recorded in `_use_default_values` (the ones the file did not have), so the target's own
+# __init__ defaults apply; `Target.from_config(raw json)` and `Target.from_pretrained(folder)`
+# give the same. E.g. a DDPM config without `timestep_spacing` run with DPM-Solver++ gets
+# DPM-Solver++'s `linspace`, not DDPM's `leading`.
+
+# (a) google/ddpm-cifar10-32's scheduler_config.json (older than most keys).
+ABSENT_DDPM_MINIMAL = {
+    "_class_name": "DDPMScheduler",
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "beta_start": 0.0001,
+    "clip_sample": True,
+    "num_train_timesteps": 1000,
+    "trained_betas": None,
+    "variance_type": "fixed_small",
+}
+# (b) a latent-diffusion / Stable Diffusion style DDIM config.
+ABSENT_DDIM_MINIMAL = {
+    "_class_name": "DDIMScheduler",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+}
+# (c) a DPM-Solver++ config with the schedule and prediction type only.
+ABSENT_DPM_MINIMAL = {
+    "_class_name": "DPMSolverMultistepScheduler",
+    "num_train_timesteps": 1000,
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "prediction_type": "v_prediction",
+}
+# (d) every key present: DDIMScheduler(...).save_config with timestep_spacing "leading".
+ABSENT_DDIM_FULL_KWARGS = dict(
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    num_train_timesteps=1000,
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+    timestep_spacing="leading",
+)
+
+# (target class, num_inference_steps, eta); eta is read by DDIM only.
+ABSENT_TARGETS = [
+    (DDPMScheduler, 10, 0.0),
+    (DDIMScheduler, 10, 0.0),
+    (DDIMScheduler, 25, 0.0),
+    (DDIMScheduler, 10, 1.0),
+    (DPMSolverMultistepScheduler, 10, 0.0),
+    (DPMSolverMultistepScheduler, 25, 0.0),
+]
+SHORT_NAMES = {
+    "DDPMScheduler": "ddpm",
+    "DDIMScheduler": "ddim",
+    "DPMSolverMultistepScheduler": "dpm++",
+}
+SCHEDULER_CLASSES = {c.__name__: c for c in [DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler]}
+
+
+def init_defaults(cls):
+    """The defaults of `cls.__init__`, as JSON (-inf as "-inf")."""
+    params = inspect.signature(cls.__init__).parameters
+    return to_jsonable({k: p.default for k, p in params.items() if k != "self"})
+
+
+def absent_sources(tmp):
+    """(name, raw scheduler_config.json text) for the four source configs."""
+    out = []
+    for name, cfg in [
+        ("ddpm_minimal", ABSENT_DDPM_MINIMAL),
+        ("ddim_minimal", ABSENT_DDIM_MINIMAL),
+        ("dpm_minimal", ABSENT_DPM_MINIMAL),
+    ]:
+        # Laid out as diffusers writes it (to_json_string: indent 2, sorted keys).
+        out.append((name, json.dumps(cfg, indent=2, sort_keys=True) + "\n"))
+    d = os.path.join(tmp, "ddim_full_leading")
+    DDIMScheduler(**ABSENT_DDIM_FULL_KWARGS).save_config(d)
+    with open(os.path.join(d, "scheduler_config.json")) as f:
+        out.append(("ddim_full_leading", f.read()))
+    return out
+
+
+def absent_case(source, raw, src, folder, target_cls, n, eta, x_T):
+    swapped = target_cls.from_config(src.config)
+    want = config_dict(swapped.config)
+    for how, other in [
+        ("from_config(raw json)", target_cls.from_config(json.loads(raw))),
+        ("from_pretrained(folder)", target_cls.from_pretrained(folder)),
+    ]:
+        got = config_dict(other.config)
+        assert got == want, f"{source} -> {target_cls.__name__}: {how} differs from from_config(source.config)"
+    target = target_cls.__name__
+    name = f"{source}->{SHORT_NAMES[target]}_{n}" + (f"_eta{eta:g}" if eta > 0 else "")
+    raw_keys = set(json.loads(raw))
+    if target_cls is DDPMScheduler:
+        entry = loop_ddpm(name, None, n, x_T, scheduler=swapped)
+    elif target_cls is DDIMScheduler:
+        entry = loop_ddim(name, None, n, x_T, eta, scheduler=swapped)
+    else:
+        entry = loop_dpm(name, None, n, x_T, scheduler=swapped)
+    assert entry["scheduler"] == target
+    final = np.array(entry["final_sample"], dtype=np.float64)
+    return {
+        "name": name,
+        "source": source,
+        "source_class": type(src).__name__,
+        "target": target,
+        "num_inference_steps": n,
+        "eta": eta,
+        "absent_keys": sorted(k for k in init_defaults(target_cls) if k not in raw_keys),
+        "target_config": want,
+        "timesteps": entry["timesteps"],
+        "uses_noise": entry["uses_noise"],
+        "final_sample": entry["final_sample"],
+        "final_sum": float(final.sum()),
+        "final_mean": float(final.mean()),
+    }
+
+
+def make_absent_keys_json():
+    x_T = make_x_T()
+    verbosity = diffusers.utils.logging.get_verbosity()
+    # from_config warns about every key the target does not take (clip_sample for DPM-Solver++, ...).
+    diffusers.utils.logging.set_verbosity_error()
+    sources, cases = {}, []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for source, raw in absent_sources(tmp):
+                folder = os.path.join(tmp, source)
+                os.makedirs(folder, exist_ok=True)
+                with open(os.path.join(folder, "scheduler_config.json"), "w") as f:
+                    f.write(raw)
+                src_cls = SCHEDULER_CLASSES[json.loads(raw)["_class_name"]]
+                src = src_cls.from_pretrained(folder)
+                sources[source] = {"class": src_cls.__name__, "raw_config": raw}
+                for target_cls, n, eta in ABSENT_TARGETS:
+                    cases.append(absent_case(source, raw, src, folder, target_cls, n, eta, x_T))
+    finally:
+        diffusers.utils.logging.set_verbosity(verbosity)
+    doc = {
+        "description": "Scheduler configs that omit keys, run with each scheduler; see tests/fixtures/README.md",
+        "diffusers_version": diffusers.__version__,
+        "dummy_model": DUMMY_MODEL_FORMULA,
+        "noise_formula": NOISE_FORMULA,
+        "x_T_shape": list(x_T.shape),
+        "x_T": flat(x_T),
+        "x_T_origin": "torch.randn((1,3,4,4), generator=torch.Generator().manual_seed(42)), float32",
+        "defaults": {name: init_defaults(cls) for name, cls in SCHEDULER_CLASSES.items()},
+        "sources": sources,
+        "cases": cases,
+    }
+    path = os.path.join(FIX, "scheduler_absent_keys.json")
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    print(f"[absent keys] {len(sources)} sources, {len(cases)} cases, {os.path.getsize(path)} bytes")
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def main():
+    parser = argparse.ArgumentParser(description="Generate the golden test fixtures from diffusers.")
+    parser.add_argument(
+        "--only",
+        choices=["absent-keys"],
+        help="write only this part (absent-keys: scheduler_absent_keys.json); default: everything",
+    )
+    args = parser.parse_args()
     os.makedirs(FIX, exist_ok=True)
+    if args.only == "absent-keys":
+        make_absent_keys_json()
+        return
+
     if os.path.isdir(UNETS):
         shutil.rmtree(UNETS)
     os.makedirs(UNETS)
@@ -660,6 +837,7 @@ def main():
 
     make_unets()
     make_schedulers_json()
+    make_absent_keys_json()
     print("done:", versions)
 
 
