@@ -215,7 +215,7 @@ test("bad sources reject with clear messages", async () => {
   assert.equal(r.notModel.name, "FormatError");
   assert.ok(r.notModel.message.startsWith(`${u("/m/not-a-model.safetensors")}: `), r.notModel.message);
   assert.deepEqual(r.badBackend, { name: "InvalidArgumentError", message: 'backend: expected "auto", "webgpu" or "cpu", found "webgl"' });
-  assert.deepEqual(r.badOption, { name: "InvalidArgumentError", message: 'scheduler: expected "ddpm", "ddim" or "dpm++", found "euler"' });
+  assert.deepEqual(r.badOption, { name: "InvalidArgumentError", message: 'scheduler: expected `ddpm`, `ddim` or `dpm++`, found `euler`' });
   assert.deepEqual(r.disposed, { name: "DisposedError", message: "this Sampler was disposed: expected a loaded model, found none" });
   assert.equal(r.badClass.name, "InvalidArgumentError");
   assert.match(r.badClass.message, /class label: expected 0 to 4, found 9/);

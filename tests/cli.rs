@@ -127,6 +127,13 @@ fn init_noise_and_out_npy_round_trip() {
         .arg("--out-npy")
         .arg(&b));
     assert_eq!(npy_f32(&a), npy_f32(&b), "same seed, same numbers");
+    // Without --steps the run takes the crate's default for the scheduler (DPM-Solver++: 20).
+    let text = run(bin()
+        .arg("sample")
+        .arg(&model)
+        .args(["--scheduler", "dpm++", "-o"])
+        .arg(tmp("d.png")));
+    assert!(text.contains(" 20 steps in "), "{text}");
     assert_eq!(npy_f32(&a).len(), 3 * 8 * 8);
     // Feeding a sample back as x_T is accepted and changes the result.
     run(bin()

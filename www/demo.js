@@ -168,14 +168,18 @@ async function generate() {
 async function showForward(image) {
   const strip = $("forward-strip");
   strip.textContent = "";
+  if (!state.sampler) throw new Error("the model is still loading: the forward process uses its noise schedule");
   const size = state.sampler?.config.sampleSize?.[0] || 32;
   // Resize the picked image to the model's size.
   const c = new OffscreenCanvas(size, size);
   const ctx = c.getContext("2d");
   ctx.drawImage(await createImageBitmap(image), 0, 0, size, size);
   const x0 = state.pkg.imageDataToSample(ctx.getImageData(0, 0, size, size));
-  for (const t of [0, 200, 400, 600, 800, 999]) {
-    const xt = await state.pkg.addNoise(x0, [1, 3, size, size], t, 0);
+  // The model's own noise schedule, computed in the sampler's worker (no second wasm instance
+  // on the page): six timesteps from 0 to the last training one.
+  const last = (state.sampler?.config.scheduler.num_train_timesteps ?? 1000) - 1;
+  for (const t of [0, 0.2, 0.4, 0.6, 0.8, 1].map((f) => Math.round(f * last))) {
+    const xt = await state.sampler.addNoise(x0, [1, 3, size, size], t, 0);
     const fig = document.createElement("figure");
     const cv = document.createElement("canvas");
     cv.width = size;

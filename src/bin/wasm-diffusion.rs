@@ -12,7 +12,7 @@ use npyz::WriterBuilder;
 use wasm_diffusion::convert::{convert_dir, random_model, ConvertOptions};
 use wasm_diffusion::image::{encode_png, grid_rgba};
 use wasm_diffusion::models::parameter_count;
-use wasm_diffusion::pipelines::{read_back, SampleOptions, SamplingRun};
+use wasm_diffusion::pipelines::{default_steps, read_back, SampleOptions, SamplingRun};
 use wasm_diffusion::weights::{ModelFile, Quant};
 use wasm_diffusion::{load_model, Error, Result, SchedulerKind, UNet2DConfig};
 
@@ -221,8 +221,9 @@ struct SampleArgs {
     file: PathBuf,
     #[arg(long, default_value = "ddim")]
     scheduler: String,
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
+    /// Denoising steps (default: ddpm every training timestep, ddim 50, dpm++ 20)
+    #[arg(long)]
+    steps: Option<usize>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long, default_value_t = 0.0)]
@@ -296,9 +297,12 @@ fn run_sample(a: SampleArgs) -> Result<()> {
         Some(p) => Some(read_npy(p)?),
         None => None,
     };
+    let scheduler = SchedulerKind::parse(&a.scheduler)?;
     let opts = SampleOptions {
-        scheduler: SchedulerKind::parse(&a.scheduler)?,
-        steps: a.steps,
+        scheduler,
+        steps: a
+            .steps
+            .unwrap_or_else(|| default_steps(scheduler, model.meta.scheduler.num_train_timesteps)),
         seed: a.seed,
         eta: a.eta,
         batch: a.batch,

@@ -13,8 +13,8 @@ use crate::models::unets::UNet2DModel;
 use crate::models::LoadedModel;
 use crate::noise::BatchNoise;
 use crate::pipelines::{SampleOptions, StepInfo, MAX_BATCH, MAX_GUIDANCE};
-use crate::schedulers::{self, Scheduler};
 use crate::schedulers::SchedulerConfig;
+use crate::schedulers::{self, Scheduler};
 
 /// One sampling run in progress.
 pub struct SamplingRun {

@@ -82,6 +82,17 @@ pub fn default_steps(scheduler: SchedulerKind, num_train_timesteps: usize) -> us
 pub const MAX_SEED: u64 = (1 << 53) - 1;
 
 impl SampleOptions {
+    /// The keys [`from_json`](Self::from_json) reads.
+    pub const KEYS: [&'static str; 7] = [
+        "scheduler",
+        "steps",
+        "seed",
+        "eta",
+        "batch",
+        "classLabels",
+        "guidanceScale",
+    ];
+
     /// The options a caller names in a JSON-like object (the JS API's `sample()` argument, in
     /// camelCase): `scheduler`, `steps`, `seed`, `eta`, `batch`, `classLabels`, `guidanceScale`.
     /// Absent or null keys take this crate's defaults ([`default_steps`]; `seed` from
@@ -168,8 +179,10 @@ impl SampleOptions {
                 "eta: expected a number >= 0, found {eta}"
             )));
         }
-        let steps = int("steps", 1, num_train_timesteps as u64)?
-            .map_or_else(|| default_steps(scheduler, num_train_timesteps), |s| s as usize);
+        let steps = int("steps", 1, num_train_timesteps as u64)?.map_or_else(
+            || default_steps(scheduler, num_train_timesteps),
+            |s| s as usize,
+        );
         Ok(SampleOptions {
             scheduler,
             steps,

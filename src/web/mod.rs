@@ -15,8 +15,8 @@ use crate::error::{Error, ErrorKind};
 use crate::image::to_rgba;
 use crate::memory::{fmt_bytes, MemoryBudget};
 use crate::models::{load_model_within, LoadedModel};
-use crate::pipelines::{SampleOptions, SamplingRun};
-use crate::SchedulerKind;
+use crate::pipelines::{default_steps, SampleOptions, SamplingRun, MAX_BATCH, MAX_GUIDANCE};
+use crate::schedulers::{BetaTable, SchedulerConfig, SchedulerKind};
 
 // The constructors wasm-ld collects (the `inventory` registrations of burn's dependencies). When
 // no exported function calls them, wasm-ld treats the module as a "command" and runs them again
@@ -113,9 +113,10 @@ fn js_error(message: impl std::fmt::Display) -> JsValue {
     js_error_named("InvalidArgumentError", message)
 }
 
-/// A crate error as a JS `Error` whose `name` is its kind ("FormatError", "ConfigError", ...).
+/// A crate error as a JS `Error` whose `name` is its kind ("FormatError", "ConfigError", ...)
+/// and whose message is the crate's (the kind is not repeated in it).
 fn err(e: Error) -> JsValue {
-    js_error_named(e.kind.js_name(), e)
+    js_error_named(e.kind.js_name(), e.message)
 }
 
 thread_local! {
@@ -258,19 +259,21 @@ struct ConfigView<'a> {
     sample_size: Option<[usize; 2]>,
     in_channels: usize,
     num_classes: Option<usize>,
+    sampling: SamplingView,
 }
 
-/// `sampler.sample()` options as the JS layer passes them (already defaulted and checked).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RunOptions {
-    scheduler: String,
-    steps: usize,
-    seed: f64,
-    eta: f64,
-    batch: usize,
-    class_labels: Option<Vec<usize>>,
-    guidance_scale: f64,
+/// What `sampler.sample()` accepts for this model and what it does by default (the crate's
+/// [`crate::pipelines`] owns these; a page builds its controls from them).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SamplingView {
+    schedulers: &'static [&'static str],
+    default_scheduler: &'static str,
+    /// Steps per scheduler when `steps` is not given.
+    default_steps: std::collections::BTreeMap<&'static str, usize>,
+    max_steps: usize,
+    max_batch: usize,
+    max_guidance_scale: f64,
 }
 
 #[wasm_bindgen]
@@ -354,6 +357,25 @@ impl Engine {
             sample_size: m.meta.unet.sample_hw(),
             in_channels: m.meta.unet.in_channels,
             num_classes: m.meta.unet.num_class_embeds,
+            sampling: {
+                let t = m.meta.scheduler.num_train_timesteps;
+                let kinds = [
+                    SchedulerKind::Ddpm,
+                    SchedulerKind::Ddim,
+                    SchedulerKind::DpmSolverMultistep,
+                ];
+                SamplingView {
+                    schedulers: SchedulerKind::NAMES,
+                    default_scheduler: SampleOptions::default().scheduler.name(),
+                    default_steps: kinds
+                        .iter()
+                        .map(|&k| (k.name(), default_steps(k, t)))
+                        .collect(),
+                    max_steps: t,
+                    max_batch: MAX_BATCH,
+                    max_guidance_scale: MAX_GUIDANCE,
+                }
+            },
         };
         view.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
             .map_err(|e| js_error(format!("config: {e}")))
@@ -376,7 +398,10 @@ impl Engine {
         }
     }
 
-    /// Starts a sampling run. `init_noise` (NCHW x_T) replaces the seed when given.
+    /// Starts a sampling run from the caller's options object (`scheduler`, `steps`, `seed`,
+    /// `eta`, `batch`, `classLabels`, `guidanceScale`; absent ones take the crate's defaults, a
+    /// random seed when none is given; other keys are ignored). `init_noise` (NCHW x_T)
+    /// replaces the seed when given.
     #[wasm_bindgen(js_name = startRun)]
     pub fn start_run(
         &self,
@@ -384,23 +409,61 @@ impl Engine {
         init_noise: Option<Vec<f32>>,
     ) -> Result<Run, JsValue> {
         let m = self.model()?;
-        let o: RunOptions = serde_wasm_bindgen::from_value(options)
-            .map_err(|e| js_error(format!("sample options: {e}")))?;
-        check_seed(o.seed)?;
-        let opts = SampleOptions {
-            scheduler: SchedulerKind::parse(&o.scheduler).map_err(err)?,
-            steps: o.steps,
-            seed: o.seed as u64,
-            eta: o.eta,
-            batch: o.batch,
-            class_labels: o.class_labels,
-            guidance_scale: o.guidance_scale,
-            init_noise,
-        };
+        let options = run_options(&options)?;
+        let random_seed = || (js_sys::Math::random() * 4_294_967_296.0) as u64;
+        let mut opts =
+            SampleOptions::from_json(&options, m.meta.scheduler.num_train_timesteps, random_seed)
+                .map_err(err)?;
+        opts.init_noise = init_noise;
         Ok(Run {
             sampler: SamplingRun::new(m, &opts).map_err(err)?,
         })
     }
+
+    /// The forward process q(x_t | x_0) with this model's noise schedule: `x0` NCHW in
+    /// [-1, 1] of `shape`, noise from `seed` (the sampler's seeded noise).
+    #[wasm_bindgen(js_name = addNoise)]
+    pub fn add_noise(
+        &self,
+        x0: Vec<f32>,
+        shape: Vec<u32>,
+        timestep: usize,
+        seed: f64,
+    ) -> Result<Vec<f32>, JsValue> {
+        let table = BetaTable::new(&self.model()?.meta.scheduler).map_err(err)?;
+        forward_process(&table, x0, shape, timestep, seed)
+    }
+}
+
+/// The keys of the caller's options object that the crate reads ([`SampleOptions::KEYS`]), as
+/// JSON; the others (the JS layer's own, the caller's) are never touched. JSON has no NaN or
+/// infinity, so a non-finite number is refused here rather than read as absent.
+fn run_options(options: &JsValue) -> Result<serde_json::Value, JsValue> {
+    if options.is_undefined() || options.is_null() {
+        return Ok(serde_json::Value::Null);
+    }
+    if !options.is_object() {
+        return Err(js_error(format!(
+            "sample options: expected an object, found {}",
+            options.js_typeof().as_string().unwrap_or_default()
+        )));
+    }
+    let mut map = serde_json::Map::new();
+    for key in SampleOptions::KEYS {
+        let v = js_sys::Reflect::get(options, &JsValue::from_str(key))?;
+        if v.is_undefined() {
+            continue;
+        }
+        if let Some(x) = v.as_f64().filter(|x| !x.is_finite()) {
+            return Err(js_error(format!(
+                "{key}: expected a finite number, found {x}"
+            )));
+        }
+        let json = serde_wasm_bindgen::from_value(v)
+            .map_err(|e| js_error(format!("{key}: expected a plain JSON value, found {e}")))?;
+        map.insert(key.to_string(), json);
+    }
+    Ok(serde_json::Value::Object(map))
 }
 
 /// One sampling run: `step()` enqueues one U-Net call and one scheduler step (no readback);
@@ -537,9 +600,22 @@ fn check_seed(seed: f64) -> Result<(), JsValue> {
     }
 }
 
-/// The forward process q(x_t | x_0) for the demo's panel: `x0` NCHW in [-1, 1], noise from `seed`.
+/// The forward process q(x_t | x_0) with the default schedule (linear betas 1e-4..0.02 over
+/// 1000 steps), for pages without a model; `sampler.addNoise` uses the model's own.
 #[wasm_bindgen(js_name = addNoise)]
 pub fn add_noise(
+    x0: Vec<f32>,
+    shape: Vec<u32>,
+    timestep: usize,
+    seed: f64,
+) -> Result<Vec<f32>, JsValue> {
+    let table = BetaTable::new(&SchedulerConfig::default()).map_err(err)?;
+    forward_process(&table, x0, shape, timestep, seed)
+}
+
+/// `x0` (NCHW, `shape`) noised to `timestep` of `table` with the seeded noise of `seed`.
+fn forward_process(
+    table: &BetaTable,
     x0: Vec<f32>,
     shape: Vec<u32>,
     timestep: usize,
@@ -576,18 +652,6 @@ pub fn add_noise(
             x0.len()
         )));
     }
-    let table =
-        crate::schedulers::BetaTable::new(&crate::SchedulerConfig::default()).map_err(err)?;
-    let a = *table.alphas_cumprod.get(timestep).ok_or_else(|| {
-        js_error(format!(
-            "timestep: expected 0 to {}, found {timestep}",
-            table.alphas_cumprod.len() - 1
-        ))
-    })?;
     let noise = crate::noise::BatchNoise::new(seed as u64, s[0]).sample(n / s[0]);
-    Ok(x0
-        .iter()
-        .zip(noise)
-        .map(|(x, e)| (a.sqrt() * *x as f64 + (1.0 - a).sqrt() * e as f64) as f32)
-        .collect())
+    table.add_noise_host(&x0, &noise, timestep).map_err(err)
 }

@@ -56,34 +56,37 @@ export interface LoadOptions {
   memoryBudget?: number;
 }
 
-/** diffusers UNet2DModel config (field names as in config.json). */
+/** A scheduler of this package (the names the CLI takes too). */
+export type SchedulerName = "ddpm" | "ddim" | "dpm++";
+
+/** diffusers UNet2DModel config (field names and value names as in config.json). */
 export interface UNet2DConfig {
   sample_size: number | [number, number] | null;
   in_channels: number;
   out_channels: number;
   center_input_sample: boolean;
-  time_embedding_type: string;
+  time_embedding_type: "positional";
   time_embedding_dim: number | null;
   freq_shift: number;
   flip_sin_to_cos: boolean;
-  down_block_types: string[];
-  mid_block_type: string | null;
-  up_block_types: string[];
+  down_block_types: ("DownBlock2D" | "AttnDownBlock2D")[];
+  mid_block_type: "UNetMidBlock2D" | null;
+  up_block_types: ("UpBlock2D" | "AttnUpBlock2D")[];
   block_out_channels: number[];
   layers_per_block: number;
   mid_block_scale_factor: number;
   downsample_padding: number;
-  downsample_type: string;
-  upsample_type: string;
+  downsample_type: "conv";
+  upsample_type: "conv";
   dropout: number;
-  act_fn: string;
+  act_fn: "silu";
   attention_head_dim: number | null;
   norm_num_groups: number | null;
   attn_norm_num_groups: number | null;
   norm_eps: number;
-  resnet_time_scale_shift: string;
+  resnet_time_scale_shift: "default" | "scale_shift";
   add_attention: boolean;
-  class_embed_type: string | null;
+  class_embed_type: null;
   num_class_embeds: number | null;
   num_train_timesteps: number | null;
 }
@@ -95,18 +98,19 @@ export interface SchedulerConfig {
   beta_end: number;
   beta_schedule: "linear" | "scaled_linear" | "squaredcos_cap_v2";
   trained_betas: null;
-  variance_type: string;
+  variance_type: "fixed_small" | "fixed_small_log" | "fixed_large" | "fixed_large_log";
   clip_sample: boolean;
   clip_sample_range: number;
   prediction_type: "epsilon" | "sample" | "v_prediction";
   thresholding: boolean;
-  timestep_spacing: "leading" | "trailing" | "linspace";
+  /** null: not in the model's file; each scheduler then uses its own default (ddpm, ddim: "leading"; dpm++: "linspace"). */
+  timestep_spacing: "leading" | "trailing" | "linspace" | null;
   steps_offset: number;
   rescale_betas_zero_snr: boolean;
   set_alpha_to_one: boolean;
   solver_order: number;
-  algorithm_type: string;
-  solver_type: string;
+  algorithm_type: "dpmsolver++";
+  solver_type: "midpoint" | "heun";
   lower_order_final: boolean;
   euler_at_final: boolean;
   use_karras_sigmas: boolean;
@@ -114,9 +118,9 @@ export interface SchedulerConfig {
   use_beta_sigmas: boolean;
   use_lu_lambdas: boolean;
   use_flow_sigmas: boolean;
-  final_sigmas_type: string;
+  final_sigmas_type: "zero" | "sigma_min";
   lambda_min_clipped: number | null;
-  variance_type_dpm: string | null;
+  variance_type_dpm: null;
 }
 
 export interface ModelConfig {
@@ -133,13 +137,27 @@ export interface ModelConfig {
   inChannels: number;
   /** Number of class embeddings (null class included), or null for unconditional models. */
   numClasses: number | null;
+  /** What sample() accepts for this model and its defaults (owned by the Rust core). */
+  sampling: SamplingInfo;
+}
+
+export interface SamplingInfo {
+  schedulers: SchedulerName[];
+  defaultScheduler: SchedulerName;
+  /** Steps per scheduler when `steps` is not given (ddpm: every training timestep). */
+  defaultSteps: Record<SchedulerName, number>;
+  /** The model's num_train_timesteps. */
+  maxSteps: number;
+  maxBatch: number;
+  /** Largest |guidanceScale|. */
+  maxGuidanceScale: number;
 }
 
 export interface SampleOptions {
-  /** Number of denoising steps (default: ddpm 1000, ddim 50, dpm++ 20). */
+  /** Number of denoising steps, 1 to the model's num_train_timesteps (default: `config.sampling.defaultSteps`: ddpm every training timestep, ddim 50, dpm++ 20). */
   steps?: number;
   /** Default "ddim". */
-  scheduler?: "ddpm" | "ddim" | "dpm++";
+  scheduler?: SchedulerName;
   /** Integer seed, 0 to 2^53 - 1 (default: random). The same seed gives the same pixels as the CLI. */
   seed?: number;
   /** DDIM eta (default 0, deterministic). */
@@ -148,7 +166,7 @@ export interface SampleOptions {
   batch?: number;
   /** Class index per image, or one for all. Omitted: the null class (unconditional). */
   classLabels?: number[];
-  /** Classifier-free guidance scale (default 1 = no guidance). */
+  /** Classifier-free guidance scale, -100 to 100 (default 1 = no guidance). */
   guidanceScale?: number;
   /** Yield a frame every k steps (default 1); the final frame always comes. */
   previewEvery?: number;
@@ -190,13 +208,15 @@ export declare class Sampler {
   readonly memoryBytes: number;
   /** Frames of one run; a second run while one is in progress rejects with a BusyError. */
   sample(options?: SampleOptions): AsyncGenerator<Frame, void, undefined>;
+  /** The forward process q(x_t | x_0) with this model's noise schedule: x0 NCHW in [-1, 1], noised to `timestep` with the seeded noise of `seed` (default 0). */
+  addNoise(x0: Float32Array, shape: [number, number, number, number], timestep: number, seed?: number): Float32Array;
   /** Frees the model (GPU memory included); a run in progress rejects with a DisposedError. */
   dispose(): void;
 }
 
 /** The seeded noise the sampler uses: `batch * perItem` standard-normal values. */
 export declare function seededNoise(seed: number, batch: number, perItem: number): Promise<Float32Array>;
-/** The forward process x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) noise (linear betas, T = 1000). */
+/** The forward process x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) noise with the default schedule (linear betas, T = 1000); `sampler.addNoise` uses the model's own. */
 export declare function addNoise(x0: Float32Array, shape: [number, number, number, number], timestep: number, seed: number): Promise<Float32Array>;
 export declare function imageDataToSample(imageData: ImageData): Float32Array;
 export declare function sampleToImageData(values: Float32Array, width: number, height: number): ImageData;
@@ -223,6 +243,8 @@ export declare class SamplerWorker {
   readonly backendReason: string;
   readonly config: ModelConfig;
   sample(options?: SampleOptions): AsyncGenerator<WorkerFrame, void, undefined>;
+  /** Same as Sampler.addNoise, computed in the worker. */
+  addNoise(x0: Float32Array, shape: [number, number, number, number], timestep: number, seed?: number): Promise<Float32Array>;
   /** Stops the worker; a sample() in progress rejects with a DisposedError. */
   dispose(): void;
 }

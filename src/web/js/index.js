@@ -484,9 +484,6 @@ async function loadEngine(bytes, backend, limits, signal) {
   return raceAbort(loading, signal, freeEngine);
 }
 
-const SCHEDULERS = ["ddpm", "ddim", "dpm++"];
-const DEFAULT_STEPS = { ddpm: 1000, ddim: 50, "dpm++": 20 };
-
 function checkInt(name, v, min, max) {
   if (!Number.isInteger(v) || v < min || v > max) {
     throw namedError("InvalidArgumentError", `${name}: expected an integer from ${min} to ${max}, found ${v}`);
@@ -636,6 +633,21 @@ export class Sampler {
     return typeof wasm.wasmMemoryBytes === "function" ? call(() => wasm.wasmMemoryBytes()) : 0;
   }
 
+  /**
+   * The forward process q(x_t | x_0) with this model's noise schedule: `x0` NCHW values in
+   * [-1, 1] of `shape`, noised to `timestep` with the seeded noise of `seed`.
+   * @param {Float32Array} x0
+   * @param {number[]} shape
+   * @param {number} timestep
+   * @param {number} [seed]
+   * @returns {Float32Array}
+   */
+  addNoise(x0, shape, timestep, seed = 0) {
+    this._check();
+    const engine = this._engine;
+    return call(() => engine.addNoise(x0, Uint32Array.from(shape), timestep, seed));
+  }
+
   /** Frees the weights (and GPU memory). Later calls fail with a clear error; a run in progress rejects. */
   dispose() {
     if (this._disposed) return;
@@ -671,32 +683,15 @@ export class Sampler {
    */
   async *sample(options = {}) {
     this._check();
-    const {
-      scheduler = "ddim",
-      eta = 0,
-      batch = 1,
-      classLabels = null,
-      guidanceScale = 1,
-      previewEvery = 1,
-      preview = "x0",
-      signal,
-      initNoise = null,
-    } = options;
-    const steps = options.steps ?? DEFAULT_STEPS[scheduler];
-    const seed = options.seed ?? Math.floor(Math.random() * 2 ** 32);
-    if (!SCHEDULERS.includes(scheduler)) throw namedError("InvalidArgumentError", `scheduler: expected "ddpm", "ddim" or "dpm++", found "${scheduler}"`);
-    checkInt("steps", steps, 1, 100000);
-    checkInt("batch", batch, 1, 64);
+    if (options === null || typeof options !== "object") {
+      throw new TypeError(`sample options: expected an object, found ${options === null ? "null" : typeof options}`);
+    }
+    // This layer's own options; the rest (scheduler, steps, seed, eta, batch, classLabels,
+    // guidanceScale) goes to Rust as it is, which owns their defaults and limits
+    // (`sampler.config.sampling`) and names a bad value in an InvalidArgumentError.
+    const { previewEvery = 1, preview = "x0", signal, initNoise = null } = options;
     checkInt("previewEvery", previewEvery, 1, 1e9);
-    checkInt("seed", seed, 0, Number.MAX_SAFE_INTEGER);
     if (preview !== "x0" && preview !== "xt") throw namedError("InvalidArgumentError", `preview: expected "x0" or "xt", found "${preview}"`);
-    if (typeof eta !== "number" || !(eta >= 0)) throw namedError("InvalidArgumentError", `eta: expected a number >= 0, found ${eta}`);
-    if (typeof guidanceScale !== "number" || !Number.isFinite(guidanceScale)) {
-      throw namedError("InvalidArgumentError", `guidanceScale: expected a finite number, found ${guidanceScale}`);
-    }
-    if (classLabels != null && !Array.isArray(classLabels)) {
-      throw new TypeError(`classLabels: expected an array of class indices, found ${typeof classLabels}`);
-    }
     if (initNoise != null && !(initNoise instanceof Float32Array)) {
       throw new TypeError("initNoise: expected a Float32Array (NCHW), found another type");
     }
@@ -706,7 +701,7 @@ export class Sampler {
     let run = null;
     try {
       const engine = this._engine;
-      run = call(() => engine.startRun({ scheduler, steps, seed, eta, batch, classLabels: classLabels ?? undefined, guidanceScale }, initNoise ?? undefined));
+      run = call(() => engine.startRun(options, initNoise ?? undefined));
       this._run = run;
       instance.runs++;
       const [, , h, w] = call(() => run.shape);
@@ -751,7 +746,10 @@ export async function seededNoise(seed, batch, perItem) {
   return call(() => wasm.noiseSample(seed, batch, perItem));
 }
 
-/** The forward process: x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) noise (linear betas, T = 1000). */
+/**
+ * The forward process x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) noise with the default schedule
+ * (linear betas, T = 1000), for pages without a model; `sampler.addNoise` uses the model's own.
+ */
 export async function addNoise(x0, shape, timestep, seed) {
   await ensureWasm();
   return call(() => wasm.addNoise(x0, Uint32Array.from(shape), timestep, seed));

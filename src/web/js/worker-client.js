@@ -101,8 +101,11 @@ class Connection {
   }
 }
 
-/** The load request: resolves with the "loaded" answer; an abort rejects at once. */
-function load(conn, msg, signal, onOther) {
+/**
+ * One request: resolves with the answer of type `answer` ("loaded", "result"); other messages
+ * go to `onOther`; an abort rejects at once.
+ */
+function request(conn, msg, signal, onOther, answer) {
   const id = nextId++;
   return new Promise((resolve, reject) => {
     const finish = () => {
@@ -115,7 +118,7 @@ function load(conn, msg, signal, onOther) {
     };
     conn.handlers.set(id, {
       message: (m) => {
-        if (m.type === "loaded") {
+        if (m.type === answer) {
           finish();
           resolve(m);
         } else if (m.type === "error") {
@@ -160,14 +163,14 @@ export class SamplerWorker {
     const src = source instanceof URL ? source.href : typeof source === "string" ? new URL(source, location.href).href : source;
     const conn = new Connection(new Worker(scriptUrl, { type: "module" }), scriptUrl);
     try {
-      const loaded = await load(conn, { type: "load", source: src, options: rest }, signal, (m) => {
+      const loaded = await request(conn, { type: "load", source: src, options: rest }, signal, (m) => {
         if (m.type === "progress") {
           if (onProgress) onProgress({ loaded: m.loaded, total: m.total });
         } else if (m.type === "warning") {
           if (typeof onWarning === "function") onWarning(m.message);
           else console.warn(`wasm-diffusion: ${m.message}`);
         }
-      });
+      }, "loaded");
       return new SamplerWorker(conn, loaded);
     } catch (e) {
       conn.close(e);
@@ -236,6 +239,20 @@ export class SamplerWorker {
       if (!settled && !conn.dead) conn.worker.postMessage({ type: "abort", target: id });
       for (const m of queue) if (m.type === "frame") for (const im of m.frame.images) im.close?.();
     }
+  }
+
+  /**
+   * Same as Sampler.addNoise, computed in the worker (`x0` is copied).
+   * @param {Float32Array} x0
+   * @param {number[]} shape
+   * @param {number} timestep
+   * @param {number} [seed]
+   * @returns {Promise<Float32Array>}
+   */
+  async addNoise(x0, shape, timestep, seed = 0) {
+    this._check();
+    const m = await request(this._conn, { type: "addNoise", x0, shape: [...shape], timestep, seed }, undefined, () => {}, "result");
+    return m.values;
   }
 
   /** Frees the model and stops the worker; a sample() in progress rejects with a DisposedError. */

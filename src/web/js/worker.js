@@ -2,9 +2,10 @@
 // The Web Worker entry: runs a Sampler off the main thread. Driven by SamplerWorker
 // (worker-client.js); frames travel back as transferable ImageBitmaps.
 //
-// Protocol: the client posts { id, type: "load" | "sample" | "dispose", ... } and
+// Protocol: the client posts { id, type: "load" | "sample" | "addNoise" | "dispose", ... } and
 // { type: "abort", target: id }; the worker answers with messages carrying the same id:
-// "progress", "warning", "loaded", "frame", "done" or "error" ({ name, message }). "ready" (no
+// "progress", "warning", "loaded", "frame", "result" (addNoise's values), "done" or "error"
+// ({ name, message }). "ready" (no
 // id) says the script started. Runs are serialised: a sample waits for the previous run to
 // finish, which the client aborts when its caller leaves the loop, so the next sample() starts
 // within one step instead of failing with "already sampling".
@@ -68,12 +69,16 @@ self.onmessage = async (event) => {
       post({ id, type: "loaded", backend: sampler.backend, backendReason: sampler.backendReason, config: sampler.config });
     } else if (type === "sample") {
       await sample(id, msg.options, controller.signal);
+    } else if (type === "addNoise") {
+      if (!sampler) throw new Error("addNoise: expected a loaded model, found none");
+      const values = sampler.addNoise(msg.x0, msg.shape, msg.timestep, msg.seed);
+      post({ id, type: "result", values }, [values.buffer]);
     } else if (type === "dispose") {
       if (sampler) sampler.dispose();
       sampler = null;
       post({ id, type: "done" });
     } else {
-      throw new Error(`worker message: expected load, sample, abort or dispose, found ${type}`);
+      throw new Error(`worker message: expected load, sample, addNoise, abort or dispose, found ${type}`);
     }
   } catch (e) {
     postError(id, e);
