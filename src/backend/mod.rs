@@ -3,3 +3,55 @@
 //! generic tensor ops everywhere else (WebGPU, wgpu); the model structs stay diffusers mirrors.
 
 pub mod cpu;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// A layer parameter where the backend's kernels read it: a burn tensor on the device (WebGPU,
+/// wgpu), or on the CPU backend the host values the CPU kernels take, held once (not also as a
+/// burn tensor; the generic ops get a tensor made from them, which only happens where a CPU
+/// kernel does not apply).
+#[derive(Debug, Clone)]
+pub enum Param<const D: usize> {
+    Device(Tensor<D>),
+    Host { values: Vec<f32>, shape: [usize; D] },
+}
+
+impl<const D: usize> Param<D> {
+    /// Keeps `t` on its device, or on the CPU backend as host values (its buffer moved out).
+    pub fn new(t: Tensor<D>) -> Self {
+        if cpu::on_cpu(&t.device()) {
+            let shape = t.dims();
+            Param::Host {
+                values: cpu::host_values(t),
+                shape,
+            }
+        } else {
+            Param::Device(t)
+        }
+    }
+
+    /// The host values, on the CPU backend.
+    pub fn host(&self) -> Option<&[f32]> {
+        match self {
+            Param::Host { values, .. } => Some(values),
+            Param::Device(_) => None,
+        }
+    }
+
+    /// The parameter as a tensor on its device (on the CPU backend a copy of the host values).
+    pub fn tensor(&self) -> Tensor<D> {
+        match self {
+            Param::Device(t) => t.clone(),
+            Param::Host { values, shape } => {
+                Tensor::from_data(TensorData::new(values.clone(), *shape), &Device::flex())
+            }
+        }
+    }
+
+    pub fn dims(&self) -> [usize; D] {
+        match self {
+            Param::Device(t) => t.dims(),
+            Param::Host { shape, .. } => *shape,
+        }
+    }
+}

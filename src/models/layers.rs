@@ -5,7 +5,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::Tensor;
 
-use crate::backend::cpu;
+use crate::backend::{cpu, Param};
 use crate::error::Result;
 use crate::weights::TensorSource;
 
@@ -20,67 +20,81 @@ fn join(prefix: &str, name: &str) -> String {
 /// `torch.nn.Conv2d` with square kernel, stride and (possibly asymmetric) zero padding.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
-    pub weight: Tensor<4>,
-    pub bias: Tensor<1>,
-    options: ConvOptions<2>,
-    geometry: cpu::ConvGeometry,
-    host: cpu::HostParams,
+    /// `[out, in, k, k]`
+    pub weight: Param<4>,
+    /// `[out]`
+    pub bias: Param<1>,
+    stride: usize,
+    /// `(begin, end)` on both spatial axes.
+    padding: (usize, usize),
+}
+
+/// The shape of a [`Conv2d`] (diffusers' `nn.Conv2d(in, out, kernel, stride, padding)`).
+#[derive(Debug, Clone, Copy)]
+pub struct Conv2dConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    /// `(begin, end)` on both spatial axes.
+    pub padding: (usize, usize),
+}
+
+impl Conv2dConfig {
+    /// A `kernel` x `kernel` convolution, stride 1, "same" padding.
+    pub fn same(in_channels: usize, out_channels: usize, kernel: usize) -> Self {
+        Self {
+            in_channels,
+            out_channels,
+            kernel,
+            stride: 1,
+            padding: (kernel / 2, kernel / 2),
+        }
+    }
 }
 
 impl Conv2d {
     /// Loads `{prefix}.weight` `[out, in, k, k]` and `{prefix}.bias` `[out]`.
-    /// `padding` is `(begin, end)` on both spatial axes.
-    pub fn load(
-        src: &mut impl TensorSource,
-        prefix: &str,
-        in_channels: usize,
-        out_channels: usize,
-        kernel: usize,
-        stride: usize,
-        padding: (usize, usize),
-    ) -> Result<Self> {
+    pub fn load(src: &mut impl TensorSource, prefix: &str, c: Conv2dConfig) -> Result<Self> {
+        let k = c.kernel;
         let weight = src.get(
             &join(prefix, "weight"),
-            [out_channels, in_channels, kernel, kernel],
+            [c.out_channels, c.in_channels, k, k],
         )?;
-        let bias = src.get(&join(prefix, "bias"), [out_channels])?;
-        let options =
-            ConvOptions::new_with_padding([stride, stride], [padding, padding], [1, 1], 1);
+        let bias = src.get(&join(prefix, "bias"), [c.out_channels])?;
         Ok(Self {
-            weight,
-            bias,
-            options,
-            geometry: cpu::ConvGeometry {
-                c_in: in_channels,
-                c_out: out_channels,
-                kernel,
-                stride,
-                padding,
-            },
-            host: cpu::HostParams::default(),
+            weight: Param::new(weight),
+            bias: Param::new(bias),
+            stride: c.stride,
+            padding: c.padding,
         })
+    }
+
+    fn geometry(&self) -> cpu::ConvGeometry {
+        let [c_out, c_in, kernel, _] = self.weight.dims();
+        cpu::ConvGeometry {
+            c_in,
+            c_out,
+            kernel,
+            stride: self.stride,
+            padding: self.padding,
+        }
     }
 
     /// `[B, in, H, W] -> [B, out, H', W']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = match self.host.get(&self.weight, &self.bias) {
-            Some((w, b)) => match cpu::conv2d(x, w, b, self.geometry) {
-                Ok(y) => return y,
-                Err(x) => x,
-            },
-            None => x,
-        };
-        self.forward_generic(x)
+        let g = self.geometry();
+        match (self.weight.host(), self.bias.host()) {
+            (Some(w), Some(b)) if cpu::conv2d_applies(&x, w, b, g) => cpu::conv2d(x, w, b, g),
+            _ => self.forward_generic(x),
+        }
     }
 
     /// The same with burn's conv2d (every backend; WebGPU uses this).
     pub(crate) fn forward_generic(&self, x: Tensor<4>) -> Tensor<4> {
-        conv2d(
-            x,
-            self.weight.clone(),
-            Some(self.bias.clone()),
-            self.options.clone(),
-        )
+        let s = self.stride;
+        let options = ConvOptions::new_with_padding([s, s], [self.padding; 2], [1, 1], 1);
+        conv2d(x, self.weight.tensor(), Some(self.bias.tensor()), options)
     }
 }
 
@@ -116,11 +130,10 @@ impl Linear {
 /// `torch.nn.GroupNorm(num_groups, num_channels, eps, affine=True)` over `[B, C, ...]`.
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
-    pub weight: Tensor<1>,
-    pub bias: Tensor<1>,
+    pub weight: Param<1>,
+    pub bias: Param<1>,
     groups: usize,
     eps: f64,
-    host: cpu::HostParams,
 }
 
 impl GroupNorm {
@@ -139,17 +152,11 @@ impl GroupNorm {
     /// From tensors already in hand (`weight` and `bias` of length C).
     pub fn new(weight: Tensor<1>, bias: Tensor<1>, groups: usize, eps: f64) -> Self {
         Self {
-            weight,
-            bias,
+            weight: Param::new(weight),
+            bias: Param::new(bias),
             groups,
             eps,
-            host: cpu::HostParams::default(),
         }
-    }
-
-    /// Host copies of weight and bias for the CPU kernel (`None` off the flex device).
-    pub(crate) fn host_params(&self) -> Option<(&[f32], &[f32])> {
-        self.host.get(&self.weight, &self.bias)
     }
 
     /// `[B, C, H, W] -> [B, C, H, W]`, normalised per (sample, group) with the biased variance.
@@ -162,15 +169,14 @@ impl GroupNorm {
         self.forward_then(x, true)
     }
 
-    /// The CPU kernel where it applies (flex device), else the generic ops; SiLU after if asked.
+    /// The CPU kernel where it applies, else the generic ops; SiLU after if asked.
     fn forward_then(&self, x: Tensor<4>, with_silu: bool) -> Tensor<4> {
-        let x = match self.host_params() {
-            Some((g, b)) => match cpu::group_norm(x, g, b, self.groups, self.eps, with_silu) {
-                Ok(y) => return y,
-                Err(x) => x,
-            },
-            None => x,
-        };
+        let [channels] = self.weight.dims();
+        if let (Some(g), Some(b)) = (self.weight.host(), self.bias.host()) {
+            if cpu::group_norm_applies(&x, self.groups, channels) {
+                return cpu::group_norm(x, g, b, self.groups, self.eps, with_silu);
+            }
+        }
         let y = self.forward_generic(x);
         if with_silu {
             burn::tensor::activation::silu(y)
@@ -186,11 +192,16 @@ impl GroupNorm {
         let (var, mean) = grouped.clone().var_mean_bias(2);
         let normed = (grouped - mean).div((var + self.eps).sqrt());
         let normed = normed.reshape([b, c, h, w]);
-        normed * self.weight.clone().reshape([1, c, 1, 1]) + self.bias.clone().reshape([1, c, 1, 1])
+        normed * self.weight.tensor().reshape([1, c, 1, 1])
+            + self.bias.tensor().reshape([1, c, 1, 1])
     }
 }
 
 /// SiLU / swish, the only activation `UNet2DModel` configs use in practice.
 pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    cpu::silu(x).unwrap_or_else(burn::tensor::activation::silu)
+    if cpu::silu_applies(&x) {
+        cpu::silu(x)
+    } else {
+        burn::tensor::activation::silu(x)
+    }
 }

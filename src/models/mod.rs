@@ -115,20 +115,14 @@ fn check_weights(
             budget.what
         )));
     }
-    // On the CPU the weights are held twice: as burn tensors and as the host copies the CPU
-    // kernels read (model::cpu::HostParams, made on the first step).
-    let copies = if *device == Device::flex() { 2 } else { 1 };
-    let resident = if budget.weights_inside {
-        copies * 4 * params
-    } else {
-        0
-    };
+    // Held once on every backend: on the CPU as the host values its kernels read
+    // (backend::Param), elsewhere as device tensors.
+    let resident = if budget.weights_inside { 4 * params } else { 0 };
     let held = resident + file_bytes as u64;
     if held > budget.total {
         return Err(Error::memory(format!(
-            "{name}: its {params} parameters take {} in f32 ({copies} cop{} on this backend) beside the {} file, above {} ({})",
+            "{name}: its {params} parameters take {} in f32 beside the {} file, above {} ({})",
             fmt_bytes(resident),
-            if copies == 1 { "y" } else { "ies" },
             fmt_bytes(file_bytes as u64),
             fmt_bytes(budget.total),
             budget.what

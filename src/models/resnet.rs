@@ -3,7 +3,7 @@
 
 use burn::tensor::Tensor;
 
-use super::layers::{silu, Conv2d, GroupNorm, Linear};
+use super::layers::{silu, Conv2d, Conv2dConfig, GroupNorm, Linear};
 use crate::config::config_enum;
 use crate::error::Result;
 use crate::weights::TensorSource;
@@ -58,19 +58,23 @@ impl ResnetBlock2D {
         };
         Ok(Self {
             norm1: GroupNorm::load(src, &p("norm1"), opt.groups, in_channels, opt.eps)?,
-            conv1: Conv2d::load(src, &p("conv1"), in_channels, out_channels, 3, 1, (1, 1))?,
+            conv1: Conv2d::load(
+                src,
+                &p("conv1"),
+                Conv2dConfig::same(in_channels, out_channels, 3),
+            )?,
             time_emb_proj: Linear::load(src, &p("time_emb_proj"), opt.temb_channels, proj_out)?,
             norm2: GroupNorm::load(src, &p("norm2"), opt.groups, out_channels, opt.eps)?,
-            conv2: Conv2d::load(src, &p("conv2"), out_channels, out_channels, 3, 1, (1, 1))?,
+            conv2: Conv2d::load(
+                src,
+                &p("conv2"),
+                Conv2dConfig::same(out_channels, out_channels, 3),
+            )?,
             conv_shortcut: if in_channels != out_channels {
                 Some(Conv2d::load(
                     src,
                     &p("conv_shortcut"),
-                    in_channels,
-                    out_channels,
-                    1,
-                    1,
-                    (0, 0),
+                    Conv2dConfig::same(in_channels, out_channels, 1),
                 )?)
             } else {
                 None
@@ -133,11 +137,11 @@ impl Downsample2D {
             conv: Conv2d::load(
                 src,
                 &format!("{prefix}.conv"),
-                channels,
-                channels,
-                3,
-                2,
-                pad,
+                Conv2dConfig {
+                    stride: 2,
+                    padding: pad,
+                    ..Conv2dConfig::same(channels, channels, 3)
+                },
             )?,
         })
     }
@@ -160,11 +164,7 @@ impl Upsample2D {
             conv: Conv2d::load(
                 src,
                 &format!("{prefix}.conv"),
-                channels,
-                channels,
-                3,
-                1,
-                (1, 1),
+                Conv2dConfig::same(channels, channels, 3),
             )?,
         })
     }

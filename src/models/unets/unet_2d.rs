@@ -7,7 +7,7 @@ use super::unet_2d_blocks::{AttnOptions, DownBlock2D, UNetMidBlock2D, UpBlock2D}
 use super::UNet2DConfig;
 use crate::error::{Error, Result};
 use crate::models::embeddings::{TimestepEmbedding, Timesteps};
-use crate::models::layers::{Conv2d, GroupNorm};
+use crate::models::layers::{Conv2d, Conv2dConfig, GroupNorm};
 use crate::models::resnet::{ResnetOptions, TimeScaleShift};
 use crate::weights::TensorSource;
 
@@ -70,7 +70,11 @@ impl UNet2DModel {
         };
 
         // 2. pre-process
-        let conv_in = Conv2d::load(src, "conv_in", config.in_channels, ch[0], 3, 1, (1, 1))?;
+        let conv_in = Conv2d::load(
+            src,
+            "conv_in",
+            Conv2dConfig::same(config.in_channels, ch[0], 3),
+        )?;
 
         // 3. down
         let mut down_blocks = Vec::with_capacity(n);
@@ -136,7 +140,11 @@ impl UNet2DModel {
 
         // 6. post-process
         let conv_norm_out = GroupNorm::load(src, "conv_norm_out", groups, ch[0], eps)?;
-        let conv_out = Conv2d::load(src, "conv_out", ch[0], config.out_channels, 3, 1, (1, 1))?;
+        let conv_out = Conv2d::load(
+            src,
+            "conv_out",
+            Conv2dConfig::same(ch[0], config.out_channels, 3),
+        )?;
 
         Ok(Self {
             config: config.clone(),

@@ -1,0 +1,227 @@
+//! Conv2d as one NCHW im2col + GEMM (gemm crate) with the bias folded into the GEMM.
+
+use burn::tensor::Tensor;
+
+use super::{from_host, on_cpu_f32, take_host};
+use crate::memory::MAX_IM2COL_ELEMS;
+
+/// Geometry of a square-kernel 2-D convolution with (begin, end) zero padding on both axes.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvGeometry {
+    pub c_in: usize,
+    pub c_out: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: (usize, usize),
+}
+
+/// Whether [`conv2d`] runs on `x` with the weight and bias values `weight`, `bias` and geometry
+/// `g`: an f32 flex tensor with `g.c_in` channels and at least one kernel-sized window, and
+/// parameters of the sizes `g` implies (what makes the GEMM's reads safe).
+pub fn conv2d_applies(x: &Tensor<4>, weight: &[f32], bias: &[f32], g: ConvGeometry) -> bool {
+    let [_, c_in, h, w] = x.dims();
+    let (pb, pe) = g.padding;
+    on_cpu_f32(x)
+        && c_in == g.c_in
+        && weight.len() == g.c_out * g.c_in * g.kernel * g.kernel
+        && bias.len() == g.c_out
+        && g.kernel != 0
+        && g.stride != 0
+        && h + pb + pe >= g.kernel
+        && w + pb + pe >= g.kernel
+}
+
+/// `torch.nn.Conv2d` on a flex tensor `[B, c_in, H, W]` ([`conv2d_applies`]) with the host
+/// values of the weight `[c_out, c_in, k, k]` and bias `[c_out]`.
+pub fn conv2d(x: Tensor<4>, weight: &[f32], bias: &[f32], g: ConvGeometry) -> Tensor<4> {
+    let [b, c_in, h, w] = x.dims();
+    let ConvGeometry {
+        c_out,
+        kernel: k,
+        stride: s,
+        padding: (pb, pe),
+        ..
+    } = g;
+    assert!(
+        weight.len() == c_out * c_in * k * k && bias.len() == c_out,
+        "conv2d: parameter sizes checked by conv2d_applies"
+    );
+    let oh = (h + pb + pe - k) / s + 1;
+    let ow = (w + pb + pe - k) / s + 1;
+    let p = oh * ow;
+    let kk = c_in * k * k;
+    let pointwise = k == 1 && s == 1 && pb == 0 && pe == 0;
+    // The patch matrix is bounded: above MAX_IM2COL_ELEMS it is built and multiplied in bands
+    // of output rows (a 256x256 layer on 256 channels would otherwise take 600 MB of scratch).
+    let band = if pointwise || kk * p <= MAX_IM2COL_ELEMS {
+        oh
+    } else {
+        (MAX_IM2COL_ELEMS / (kk * ow)).clamp(1, oh)
+    };
+    let run = |v: &[f32]| {
+        COL.with_borrow_mut(|col| {
+            // The patch matrix is scratch kept between calls; im2col overwrites all of it.
+            let band_p = band * ow;
+            if !pointwise && col.len() < kk * band_p {
+                col.resize(kk * band_p, 0.0);
+            }
+            // Output rows start as the bias (written once, no zero-fill), the GEMM adds onto them.
+            let mut out: Vec<f32> = Vec::with_capacity(b * c_out * p);
+            for xb in v.chunks_exact(c_in * h * w) {
+                let start = out.len();
+                for &bv in bias {
+                    out.extend(std::iter::repeat_n(bv, p));
+                }
+                let ob = &mut out[start..];
+                for oy0 in (0..oh).step_by(band) {
+                    let oy1 = (oy0 + band).min(oh);
+                    let bp = (oy1 - oy0) * ow;
+                    if !pointwise {
+                        im2col_nchw(xb, &mut col[..kk * bp], c_in, h, w, k, s, pb, oy0..oy1, ow);
+                    }
+                    let rhs = if pointwise { xb } else { &col[..kk * bp] };
+                    let dst = &mut ob[oy0 * ow..];
+                    // SAFETY: lhs is c_out x kk (row stride kk), rhs kk x bp (row stride bp) and
+                    // dst c_out x bp with row stride p starting at column oy0 * ow, so its last
+                    // element is (c_out - 1) p + oy0 ow + bp - 1 < c_out p: all inside the slices
+                    // above (sizes asserted at the top). dst = 1 * dst + 1 * (W @ col): the bias rows plus the
+                    // convolution.
+                    unsafe {
+                        gemm::gemm(
+                            c_out,
+                            bp,
+                            kk,
+                            dst.as_mut_ptr(),
+                            1,
+                            p as isize,
+                            true,
+                            weight.as_ptr(),
+                            1,
+                            kk as isize,
+                            rhs.as_ptr(),
+                            1,
+                            bp as isize,
+                            1.0f32,
+                            1.0f32,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                }
+            }
+            out
+        })
+    };
+    let device = x.device();
+    let (_, out) = take_host(x, |v| run(v));
+    from_host(out, [b, c_out, oh, ow], &device)
+}
+
+/// One im2col row of a stride-1 "same" convolution: `row[y w + x] = plane[(y + dy) w + (x + dx)]`,
+/// zero where that falls outside the plane. In flat indices this is ONE shifted copy of the
+/// plane (offset `dy w + dx`), then the `|dx|` columns that wrapped around from the
+/// neighbouring row are zeroed: far fewer, longer copies than one per output row (wasm's
+/// `memory.copy` has a high fixed cost per call).
+fn same_shift(plane: &[f32], row: &mut [f32], h: usize, w: usize, dy: isize, dx: isize) {
+    let n = (h * w) as isize;
+    let off = dy * w as isize + dx;
+    // Flat destination range whose source index j + off lies inside the plane.
+    let lo = (-off).clamp(0, n) as usize;
+    let hi = (n - off).clamp(0, n) as usize;
+    row[..lo].fill(0.0);
+    if lo < hi {
+        row[lo..hi]
+            .copy_from_slice(&plane[(lo as isize + off) as usize..(hi as isize + off) as usize]);
+    }
+    row[hi.max(lo)..].fill(0.0);
+    // Columns whose source x + dx is outside [0, w) picked up a neighbour row's pixel.
+    let (c0, c1) = if dx < 0 {
+        (0, (-dx as usize).min(w))
+    } else {
+        (w.saturating_sub(dx as usize), w)
+    };
+    if c0 < c1 {
+        for r in row.chunks_exact_mut(w) {
+            r[c0..c1].fill(0.0);
+        }
+    }
+}
+
+thread_local! {
+    /// im2col scratch of [`conv2d`], grown to the largest layer and reused.
+    static COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Frees the im2col scratch (it is grown to the largest layer and kept between calls); called
+/// when a model is disposed.
+pub fn release_scratch() {
+    COL.with_borrow_mut(|col| *col = Vec::new());
+}
+
+/// Rows `(ci, ky, kx)` of the `[c_in k k, |rows| ow]` patch matrix of one image, for the output
+/// rows `rows` (all `oh` of them, or a band); padding is zero.
+#[allow(clippy::too_many_arguments)]
+fn im2col_nchw(
+    x: &[f32],
+    col: &mut [f32],
+    c_in: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    s: usize,
+    pad: usize,
+    rows: std::ops::Range<usize>,
+    ow: usize,
+) {
+    let oh = rows.len();
+    let p = oh * ow;
+    for ci in 0..c_in {
+        let plane = &x[ci * h * w..(ci + 1) * h * w];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &mut col[((ci * k + ky) * k + kx) * p..][..p];
+                if s == 1 && ow == w && oh == h && rows.start == 0 {
+                    same_shift(
+                        plane,
+                        row,
+                        h,
+                        w,
+                        ky as isize - pad as isize,
+                        kx as isize - pad as isize,
+                    );
+                    continue;
+                }
+                for (r, oy) in rows.clone().enumerate() {
+                    let dst = &mut row[r * ow..(r + 1) * ow];
+                    let iy = (oy * s + ky) as isize - pad as isize;
+                    if iy < 0 || iy >= h as isize {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+                    if s == 1 {
+                        // ix = ox + kx - pad: one contiguous run, zeros either side.
+                        let lo = pad.saturating_sub(kx).min(ow);
+                        let hi = (w + pad).saturating_sub(kx).clamp(lo, ow);
+                        dst[..lo].fill(0.0);
+                        if lo < hi {
+                            dst[lo..hi].copy_from_slice(&src[lo + kx - pad..hi + kx - pad]);
+                        }
+                        dst[hi..].fill(0.0);
+                    } else {
+                        for (ox, d) in dst.iter_mut().enumerate() {
+                            let ix = (ox * s + kx) as isize - pad as isize;
+                            *d = if ix < 0 || ix >= w as isize {
+                                0.0
+                            } else {
+                                src[ix as usize]
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
