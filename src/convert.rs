@@ -87,11 +87,7 @@ pub fn convert_bytes(
     let container = Container::parse(weights)?;
     let mut tensors = BTreeMap::new();
     for (name, shape) in &expected {
-        let view = container.get(name).ok_or_else(|| {
-            Error::format(format!(
-                "weights: expected tensor `{name}` {shape:?} (from config.json), found missing"
-            ))
-        })?;
+        let view = container.expect(name, shape, "config.json")?;
         if &view.shape != shape {
             return Err(Error::format(format!(
                 "weights: tensor `{name}`: expected shape {shape:?} (from config.json), found {:?}",
@@ -100,13 +96,7 @@ pub fn convert_bytes(
         }
         tensors.insert(name.clone(), (shape.clone(), view.to_f32(name)?));
     }
-    if let Some(extra) = container.tensors.keys().find(|k| !tensors.contains_key(*k)) {
-        return Err(Error::format(format!(
-            "weights: tensor `{extra}` is not part of the UNet2DModel config.json describes (expected {} tensors, found {})",
-            expected.len(),
-            container.tensors.len()
-        )));
-    }
+    container.only(&tensors.keys().cloned().collect(), "config.json")?;
     if let Some(n) = opts.null_class {
         let k = config.num_class_embeds.unwrap_or(0);
         if n >= k {

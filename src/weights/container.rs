@@ -6,7 +6,7 @@
 //! `{"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}}`,
 //! then the data section, which the tensors must cover exactly, without gaps or overlaps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
@@ -292,6 +292,27 @@ impl<'a> Container<'a> {
 
     pub fn get(&self, name: &str) -> Option<&TensorView<'a>> {
         self.tensors.get(name)
+    }
+
+    /// Tensor `name`, which `source` (e.g. "the model config") says has logical `shape`.
+    pub fn expect(&self, name: &str, shape: &[usize], source: &str) -> Result<&TensorView<'a>> {
+        self.get(name).ok_or_else(|| {
+            Error::format(format!(
+                "tensor `{name}` {shape:?}: expected by {source}, found missing"
+            ))
+        })
+    }
+
+    /// Refuses a tensor that is not in `used` (all that `source` describes).
+    pub fn only(&self, used: &BTreeSet<String>, source: &str) -> Result<()> {
+        match self.tensors.keys().find(|k| !used.contains(*k)) {
+            Some(extra) => Err(Error::format(format!(
+                "tensor `{extra}`: not part of the model {source} describes (expected {} tensors, found {})",
+                used.len(),
+                self.tensors.len()
+            ))),
+            None => Ok(()),
+        }
     }
 }
 

@@ -11,6 +11,10 @@
 
 use half::f16;
 
+use super::container::{Dtype, OwnedTensor, TensorView};
+use super::SCALE_SUFFIX;
+use crate::error::{Error, Result};
+
 /// Values per int4 group.
 pub const INT4_GROUP: usize = 32;
 
@@ -150,5 +154,106 @@ pub fn quant_error(original: &[f32], restored: &[f32]) -> QuantError {
         } else {
             0.0
         },
+    }
+}
+
+/// Stored shapes of a quantized tensor of logical `shape`: (values, scales).
+pub fn stored_shapes(dtype: Dtype, shape: &[usize]) -> Option<(Vec<usize>, Vec<usize>)> {
+    if shape.len() < 2 {
+        return None;
+    }
+    let rows = shape[0];
+    let k: usize = shape[1..].iter().product();
+    match dtype {
+        Dtype::I8 => Some((shape.to_vec(), vec![rows])),
+        Dtype::U8 => {
+            let g = int4_groups(k);
+            Some((vec![rows, g * INT4_GROUP / 2], vec![rows, g]))
+        }
+        _ => None,
+    }
+}
+
+/// A tensor as a model file stores it: the tensors to write (the values, and their scales when
+/// quantized) and the f32 values reading them back gives.
+pub struct Packed {
+    pub stored: Vec<(String, OwnedTensor)>,
+    pub restored: Vec<f32>,
+    pub stored_as: &'static str,
+}
+
+/// Stores tensor `name` (`values` of logical `shape`) as `quant` says; the inverse of
+/// [`unpack`]. Tensors of rank < 2 are never quantized (the caller decides which to keep f32).
+pub fn pack(name: &str, shape: &[usize], values: &[f32], quant: Quant) -> Packed {
+    let rows = shape.first().copied().unwrap_or(1).max(1);
+    let scales_name = format!("{name}{SCALE_SUFFIX}");
+    let raw = |dtype, shape: Vec<usize>, data| OwnedTensor { dtype, shape, data };
+    match (quant, stored_shapes(Dtype::U8, shape)) {
+        (Quant::F16, _) => Packed {
+            stored: vec![(
+                name.to_string(),
+                raw(Dtype::F16, shape.to_vec(), to_f16_bytes(values)),
+            )],
+            restored: values.iter().map(|&v| f16::from_f32(v).to_f32()).collect(),
+            stored_as: "f16",
+        },
+        (Quant::Int8, Some(_)) => {
+            let (q, s) = quantize_int8(values, rows);
+            Packed {
+                restored: dequantize_int8(&q, &s),
+                stored: vec![
+                    (
+                        name.to_string(),
+                        raw(
+                            Dtype::I8,
+                            shape.to_vec(),
+                            q.iter().map(|&v| v as u8).collect(),
+                        ),
+                    ),
+                    (scales_name, OwnedTensor::f32(vec![rows], &s)),
+                ],
+                stored_as: "int8",
+            }
+        }
+        (Quant::Int4, Some((packed_shape, scales_shape))) => {
+            let (packed, s) = quantize_int4(values, rows);
+            Packed {
+                restored: dequantize_int4(&packed, &s, rows, values.len() / rows),
+                stored: vec![
+                    (name.to_string(), raw(Dtype::U8, packed_shape, packed)),
+                    (scales_name, OwnedTensor::f32(scales_shape, &s)),
+                ],
+                stored_as: "int4",
+            }
+        }
+        // f32, and int8 / int4 asked of a vector (no rows to quantize).
+        _ => Packed {
+            stored: vec![(name.to_string(), OwnedTensor::f32(shape.to_vec(), values))],
+            restored: values.to_vec(),
+            stored_as: "f32",
+        },
+    }
+}
+
+/// The f32 values of a stored tensor of logical `shape`; `scales` are its scale tensor's
+/// values when it is quantized (int8 `I8`, int4 packed `U8`). The inverse of [`pack`].
+pub fn unpack(
+    name: &str,
+    view: &TensorView<'_>,
+    scales: Option<&[f32]>,
+    shape: &[usize],
+) -> Result<Vec<f32>> {
+    let rows = shape.first().copied().unwrap_or(1).max(1);
+    let k = shape.iter().product::<usize>() / rows;
+    match (view.dtype, scales) {
+        (Dtype::I8, Some(s)) => {
+            let q: Vec<i8> = view.data.iter().map(|&b| b as i8).collect();
+            Ok(dequantize_int8(&q, s))
+        }
+        (Dtype::U8, Some(s)) => Ok(dequantize_int4(view.data, s, rows, k)),
+        (Dtype::I8 | Dtype::U8, None) => Err(Error::format(format!(
+            "tensor `{name}`: expected scales `{name}{SCALE_SUFFIX}`, found none"
+        ))),
+        _ => view.to_f32(name),
     }
 }

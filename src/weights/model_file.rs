@@ -1,0 +1,318 @@
+//! The model file: one safetensors file holding the U-Net weights under their diffusers names,
+//! quantized or not, with the model and scheduler configs in its `__metadata__`, so that one
+//! URL is all a user needs. See README "Model file format".
+//!
+//! Loading is two-phase: [`ModelFile::parse`] reads and checks the header, the metadata and
+//! every tensor's dtype and shape against the list the config implies ([`ModelFile::check`])
+//! before [`FileSource`] dequantizes anything into f32 device tensors.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::container::{self, Container, Dtype};
+use super::quant::{self, Quant, QuantError, INT4_GROUP};
+use super::{keeps_f32, TensorSource, FORMAT_TAG, FORMAT_VERSION, SCALE_SUFFIX};
+use crate::config::shown;
+use crate::error::{Error, Result};
+use crate::models::unets::UNet2DConfig;
+use crate::schedulers::SchedulerConfig;
+
+/// What the file's metadata says besides the tensors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelMeta {
+    pub quant: Quant,
+    pub unet: UNet2DConfig,
+    pub scheduler: SchedulerConfig,
+    /// The class used for the unconditional branch of classifier-free guidance.
+    pub null_class: Option<usize>,
+    /// Human-readable names of the classes, in label order (may be empty).
+    pub class_names: Vec<String>,
+    /// Free-form model name.
+    pub name: Option<String>,
+}
+
+impl ModelMeta {
+    fn to_map(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        m.insert("format".into(), FORMAT_TAG.into());
+        m.insert("format_version".into(), FORMAT_VERSION.to_string());
+        m.insert("quantization".into(), self.quant.name().into());
+        if self.quant == Quant::Int4 {
+            m.insert("int4_group_size".into(), INT4_GROUP.to_string());
+        }
+        m.insert("unet_config".into(), self.unet.to_json());
+        m.insert("scheduler_config".into(), self.scheduler.to_json());
+        if let Some(n) = self.null_class {
+            m.insert("null_class".into(), n.to_string());
+        }
+        if !self.class_names.is_empty() {
+            m.insert(
+                "class_names".into(),
+                serde_json::to_string(&self.class_names).expect("strings"),
+            );
+        }
+        if let Some(n) = &self.name {
+            m.insert("name".into(), n.clone());
+        }
+        m
+    }
+
+    fn from_map(m: &BTreeMap<String, String>) -> Result<Self> {
+        let need = |k: &str| {
+            m.get(k).ok_or_else(|| {
+                Error::format(format!(
+                    "metadata: expected key `{k}`, found none (not a {FORMAT_TAG} model file)"
+                ))
+            })
+        };
+        let tag = need("format")?;
+        if tag != FORMAT_TAG {
+            return Err(Error::format(format!(
+                "metadata `format`: expected `{FORMAT_TAG}`, found `{}`",
+                shown(tag)
+            )));
+        }
+        let version = need("format_version")?;
+        if version.parse::<u32>().ok() != Some(FORMAT_VERSION) {
+            return Err(Error::unsupported(format!(
+                "metadata `format_version`: expected {FORMAT_VERSION}, found `{}`",
+                shown(version)
+            )));
+        }
+        let q = need("quantization")?;
+        let quant = Quant::parse(q).ok_or_else(|| {
+            Error::format(format!(
+                "metadata `quantization`: expected f32, f16, int8 or int4, found `{}`",
+                shown(q)
+            ))
+        })?;
+        if quant == Quant::Int4 {
+            let g = need("int4_group_size")?;
+            if g.parse::<usize>().ok() != Some(INT4_GROUP) {
+                return Err(Error::unsupported(format!(
+                    "metadata `int4_group_size`: expected {INT4_GROUP}, found `{}`",
+                    shown(g)
+                )));
+            }
+        }
+        let unet = UNet2DConfig::from_json(need("unet_config")?)?;
+        let scheduler = SchedulerConfig::from_json(need("scheduler_config")?)?;
+        let null_class = match m.get("null_class") {
+            Some(s) => Some(s.parse::<usize>().map_err(|_| {
+                Error::format(format!(
+                    "metadata `null_class`: expected a non-negative integer, found `{}`",
+                    shown(s)
+                ))
+            })?),
+            None => None,
+        };
+        if let Some(n) = null_class {
+            let k = unet.num_class_embeds.unwrap_or(0);
+            if n >= k {
+                return Err(Error::config(format!(
+                    "metadata `null_class`: expected a class below num_class_embeds = {k}, found {n}"
+                )));
+            }
+        }
+        let class_names = match m.get("class_names") {
+            Some(s) => serde_json::from_str::<Vec<String>>(s).map_err(|e| {
+                Error::format(format!(
+                    "metadata `class_names`: expected a JSON list of strings, found `{}` ({e})",
+                    shown(s)
+                ))
+            })?,
+            None => Vec::new(),
+        };
+        // Names label classes 0, 1, ...; the null class may go unnamed.
+        let classes = unet.num_class_embeds.unwrap_or(0);
+        if class_names.len() > classes {
+            return Err(Error::config(format!(
+                "metadata `class_names`: expected at most {classes} names (num_class_embeds), found {}",
+                class_names.len()
+            )));
+        }
+        Ok(Self {
+            quant,
+            unet,
+            scheduler,
+            null_class,
+            class_names,
+            name: m.get("name").cloned(),
+        })
+    }
+}
+
+/// A parsed, validated model file borrowing the input bytes.
+#[derive(Debug, Clone)]
+pub struct ModelFile<'a> {
+    pub meta: ModelMeta,
+    pub container: Container<'a>,
+}
+
+impl<'a> ModelFile<'a> {
+    /// Parses the container and metadata. Call [`check`](Self::check) with the expected
+    /// tensor list before loading.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        let container = Container::parse(bytes)?;
+        if container.metadata.is_empty() {
+            return Err(Error::format(format!(
+                "expected `__metadata__` with format `{FORMAT_TAG}`, found none: this is a plain safetensors file (convert diffusers weights with `wasm-diffusion convert`)"
+            )));
+        }
+        let meta = ModelMeta::from_map(&container.metadata)?;
+        Ok(Self { meta, container })
+    }
+
+    /// Checks that the file holds exactly the `expected` tensors (name, logical shape), each
+    /// stored in a dtype and packed shape this crate reads, with its scales where quantized.
+    pub fn check(&self, expected: &[(String, Vec<usize>)]) -> Result<()> {
+        let mut used: BTreeSet<String> = BTreeSet::new();
+        for (name, shape) in expected {
+            let view = self.container.expect(name, shape, "the model config")?;
+            used.insert(name.clone());
+            match view.dtype {
+                Dtype::F32 | Dtype::F16 | Dtype::BF16 => {
+                    if &view.shape != shape {
+                        return Err(Error::format(format!(
+                            "tensor `{name}`: expected shape {shape:?} (from the config), found {:?}",
+                            view.shape
+                        )));
+                    }
+                }
+                Dtype::I8 | Dtype::U8 => {
+                    let scale_name = format!("{name}{SCALE_SUFFIX}");
+                    let scale = self.container.get(&scale_name).ok_or_else(|| {
+                        Error::format(format!(
+                            "tensor `{name}` is quantized ({}), expected its scales `{scale_name}`, found none",
+                            view.dtype.name()
+                        ))
+                    })?;
+                    used.insert(scale_name.clone());
+                    let (packed, scales) = quant::stored_shapes(view.dtype, shape).ok_or_else(|| {
+                        Error::format(format!(
+                            "tensor `{name}`: expected a float dtype for a tensor of shape {shape:?}, found {}",
+                            view.dtype.name()
+                        ))
+                    })?;
+                    if view.shape != packed {
+                        return Err(Error::format(format!(
+                            "tensor `{name}`: expected {} shape {packed:?} for logical shape {shape:?}, found {:?}",
+                            view.dtype.name(),
+                            view.shape
+                        )));
+                    }
+                    if scale.dtype != Dtype::F32 || scale.shape != scales {
+                        return Err(Error::format(format!(
+                            "tensor `{scale_name}`: expected F32 {scales:?}, found {} {:?}",
+                            scale.dtype.name(),
+                            scale.shape
+                        )));
+                    }
+                }
+                Dtype::I64 => {
+                    return Err(Error::format(format!(
+                        "tensor `{name}`: expected F32, F16, BF16, I8 or U8, found I64"
+                    )))
+                }
+            }
+        }
+        self.container.only(&used, "the model config")
+    }
+
+    /// The f32 values of tensor `name` (logical `shape`), dequantized if needed.
+    pub fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let view = self.container.get(name).ok_or_else(|| {
+            Error::format(format!(
+                "tensor `{name}`: expected in the file, found missing"
+            ))
+        })?;
+        let scales = match view.dtype {
+            Dtype::I8 | Dtype::U8 => Some(
+                self.container
+                    .get(&format!("{name}{SCALE_SUFFIX}"))
+                    .ok_or_else(|| {
+                        Error::format(format!(
+                            "tensor `{name}`: expected scales `{name}{SCALE_SUFFIX}`, found none"
+                        ))
+                    })?
+                    .to_f32(name)?,
+            ),
+            _ => None,
+        };
+        quant::unpack(name, view, scales.as_deref(), shape)
+    }
+}
+
+/// A [`TensorSource`] that dequantizes tensors of a checked [`ModelFile`] onto a device.
+pub struct FileSource<'f, 'a> {
+    pub file: &'f ModelFile<'a>,
+    pub device: Device,
+}
+
+impl TensorSource for FileSource<'_, '_> {
+    fn get<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<D>> {
+        let values = self.file.tensor_f32(name, &shape)?;
+        if values.len() != shape.iter().product::<usize>() {
+            return Err(Error::format(format!(
+                "tensor `{name}`: expected {} values for shape {shape:?}, found {}",
+                shape.iter().product::<usize>(),
+                values.len()
+            )));
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(values, shape),
+            &self.device,
+        ))
+    }
+}
+
+/// Per-tensor report of a conversion.
+#[derive(Debug, Clone)]
+pub struct TensorReport {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub stored_as: &'static str,
+    pub bytes: usize,
+    pub error: QuantError,
+}
+
+/// Writes a model file from f32 tensors (diffusers names), quantizing the large weights.
+/// Returns the file bytes and a per-tensor report.
+pub fn write_model_file(
+    meta: &ModelMeta,
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+) -> Result<(Vec<u8>, Vec<TensorReport>)> {
+    let mut out = BTreeMap::new();
+    let mut report = Vec::new();
+    for (name, (shape, values)) in tensors {
+        let numel: usize = shape.iter().product();
+        if numel != values.len() {
+            return Err(Error::invalid(format!(
+                "tensor `{name}`: expected {numel} values for shape {shape:?}, found {}",
+                values.len()
+            )));
+        }
+        let quant = if keeps_f32(name, shape) {
+            Quant::F32
+        } else {
+            meta.quant
+        };
+        let quant::Packed {
+            stored,
+            restored,
+            stored_as,
+        } = quant::pack(name, shape, values, quant);
+        let bytes = stored.iter().map(|(_, t)| t.data.len()).sum();
+        report.push(TensorReport {
+            name: name.clone(),
+            shape: shape.clone(),
+            stored_as,
+            bytes,
+            error: quant::quant_error(values, &restored),
+        });
+        out.extend(stored);
+    }
+    let bytes = container::serialize(&out, meta.to_map())?;
+    Ok((bytes, report))
+}
