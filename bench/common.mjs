@@ -1,11 +1,11 @@
 // What the browser benchmark scripts share: paths and the --flag VALUE argument reader.
+// Chromium is started by pkg-tests/chromium.mjs, as in the browser tests.
 import os from "node:os";
 import path from "node:path";
 
 export const HERE = path.dirname(new URL(import.meta.url).pathname);
 export const REPO = path.resolve(HERE, "..");
 export const CACHE = process.env.WASM_DIFFUSION_CACHE || path.join(os.homedir(), ".cache/wasm-diffusion");
-export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 export const ORT_DIST = path.join(HERE, "node_modules/onnxruntime-web/dist");
 export const argv = process.argv.slice(2);
 /** The value after `--flag` on the command line, or `fallback`. */

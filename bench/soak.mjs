@@ -18,9 +18,9 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
-import { chromium } from "playwright-core";
 import { startServer } from "../pkg-tests/server.mjs";
-import { REPO, CHROMIUM, argv, arg } from "./common.mjs";
+import { launch, WEBGPU_ARGS } from "../pkg-tests/chromium.mjs";
+import { REPO, argv, arg } from "./common.mjs";
 
 const CPU_RUNS = Number(arg("--cpu", 200));
 const GPU_RUNS = Number(arg("--gpu", 20));
@@ -30,12 +30,8 @@ const STEPS = Number(arg("--steps", 10));
 const CPU_MODEL = arg("--cpu-model", null);
 const OUT = path.resolve(arg("--out", path.join(REPO, "bench/soak.json")));
 const LIMIT = 5; // % growth that fails
-const ARGS = [
-  "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-  "--disable-gpu-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader",
-  "--use-webgpu-adapter=swiftshader", "--use-angle=swiftshader",
-  "--js-flags=--expose-gc", "--enable-precise-memory-info",
-];
+// gc() and exact performance.memory figures in the page.
+const MEMORY_ARGS = ["--js-flags=--expose-gc", "--enable-precise-memory-info"];
 const log = (...a) => console.error(...a);
 if (argv.includes("-h") || argv.includes("--help")) {
   console.log(fs.readFileSync(new URL(import.meta.url), "utf8").split("\n").filter((l) => l.startsWith("//")).map((l) => l.slice(3)).join("\n"));
@@ -53,7 +49,7 @@ if (r.status !== 0) throw new Error(`${CLI} convert failed (build it: cargo buil
 if (CPU_MODEL) fs.copyFileSync(path.resolve(CPU_MODEL), path.join(MODELS, "cpu-model.safetensors"));
 
 const server = await startServer({ roots: { "/": REPO, "/m/": MODELS } });
-const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+const browser = await launch([...WEBGPU_ARGS, ...MEMORY_ARGS]);
 const results = {
   started: new Date().toISOString(),
   command: `node bench/soak.mjs ${argv.join(" ")}`.trim(),

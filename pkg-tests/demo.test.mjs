@@ -6,20 +6,14 @@
 //   node --test --test-concurrency=1 pkg-tests/demo.test.mjs   (after scripts/build.sh)
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import vm from "node:vm";
-import { chromium } from "playwright-core";
-import { startServer } from "./server.mjs";
+import { REPO, CLI, cli, launch, NO_GPU_ARGS, startServer } from "./harness.mjs";
 import { writeManifest, PKG_FILES } from "../scripts/demo-manifest.mjs";
 
-const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
-const CLI = path.join(process.env.CARGO_TARGET_DIR || path.join(os.homedir(), ".cache/wasm-diffusion/target"), "release/wasm-diffusion");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic", "--disable-features=WebGPU,Vulkan", "--disable-gpu"];
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), "wd-demo-tests-"));
 const MODELS = path.join(TMP, "m");
 const INDEX = JSON.parse(fs.readFileSync(path.join(REPO, "models/index.json"), "utf8"));
@@ -38,9 +32,8 @@ before(async () => {
   const fixture = path.join(TMP, "bad-schedule");
   fs.cpSync(path.join(REPO, "tests/fixtures/unets/classcond"), fixture, { recursive: true });
   fs.writeFileSync(path.join(fixture, "scheduler_config.json"), JSON.stringify({ _class_name: "DPMSolverMultistepScheduler", lambda_min_clipped: 100 }));
-  const r = spawnSync(CLI, ["convert", fixture, "--quant", "int8", "-o", path.join(MODELS, "bad-schedule.safetensors"), "--null-class", "4", "--class-names", "a,b,c,d,null"], { encoding: "utf8" });
-  assert.equal(r.status, 0, r.stderr);
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+  cli("convert", fixture, "--quant", "int8", "-o", path.join(MODELS, "bad-schedule.safetensors"), "--null-class", "4", "--class-names", "a,b,c,d,null");
+  browser = await launch(NO_GPU_ARGS);
 });
 
 after(async () => {

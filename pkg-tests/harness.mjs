@@ -1,19 +1,15 @@
 // Shared set-up of the browser tests: the test models (made with the native CLI), the static
-// server, headless Chromium, and pages that fail the test on an uncaught page error.
+// server, headless Chromium (chromium.mjs), and pages that fail the test on an uncaught page error.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { chromium } from "playwright-core";
 import { startServer } from "./server.mjs";
+import { launch, WEBGPU_ARGS, NO_GPU_ARGS } from "./chromium.mjs";
 
 export const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
 export const CLI = path.join(process.env.CARGO_TARGET_DIR || path.join(os.homedir(), ".cache/wasm-diffusion/target"), "release/wasm-diffusion");
-export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-export const BASE_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"];
-export const WEBGPU_ARGS = ["--disable-gpu-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader", "--use-webgpu-adapter=swiftshader", "--use-angle=swiftshader"];
-export const NO_GPU_ARGS = ["--disable-features=WebGPU,Vulkan", "--disable-gpu"];
 
 export function cli(...args) {
   const r = spawnSync(CLI, args, { encoding: "utf8" });
@@ -50,10 +46,6 @@ export function assertNoPageErrors() {
   assert.deepEqual(errors, [], "uncaught errors in the page");
 }
 
-export async function launch(args = WEBGPU_ARGS) {
-  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...BASE_ARGS, ...args] });
-}
-
 /** A page on pkg-tests/page.html (window.wd = the package), watched for uncaught errors. */
 export async function newPage(browser, server) {
   const p = watch(await browser.newPage());
@@ -62,4 +54,4 @@ export async function newPage(browser, server) {
   return p;
 }
 
-export { startServer };
+export { startServer, launch, WEBGPU_ARGS, NO_GPU_ARGS };
