@@ -20,17 +20,13 @@ import path from "node:path";
 import zlib from "node:zlib";
 import { startServer } from "../pkg-tests/server.mjs";
 import { launch, WEBGPU_ARGS, NO_LIFTOFF_ARGS } from "../pkg-tests/chromium.mjs";
-import { REPO, ORT_DIST, MODELS, argv, arg } from "./common.mjs";
+import { REPO, ORT_DIST, MODELS, argv, arg, median } from "./common.mjs";
 
 const OUT = arg("--out", null);
 const SLOW = argv.includes("--slow");
 const QUANTS = ["f32", "f16", "int8", "int4"];
 
 const log = (...a) => console.error(...a);
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const r1 = (x) => Math.round(x * 10) / 10;
 
 for (const f of ["pkg/index.js", "pkg/wasm_diffusion_bg.wasm"]) {

@@ -1,5 +1,5 @@
-// What the browser benchmark scripts share: paths and the --flag VALUE argument reader.
-// Chromium is started by pkg-tests/chromium.mjs, as in the browser tests.
+// What the browser benchmark scripts share: paths, the --flag VALUE argument reader and the
+// median. Chromium is started by pkg-tests/chromium.mjs, as in the browser tests.
 import os from "node:os";
 import path from "node:path";
 
@@ -12,3 +12,9 @@ export const argv = process.argv.slice(2);
 export const arg = (flag, fallback) => (argv.includes(flag) ? argv[argv.indexOf(flag) + 1] : fallback);
 /** The benchmark models' folder (bench/make_models.py output), `--models DIR` overriding it. */
 export const MODELS = path.resolve(arg("--models", path.join(CACHE, "bench")));
+/** The median of `xs` (the mean of the two middle values when their number is even). */
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}

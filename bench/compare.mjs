@@ -12,7 +12,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { startServer } from "../pkg-tests/server.mjs";
 import { launch, WEBGPU_ARGS, NO_LIFTOFF_ARGS } from "../pkg-tests/chromium.mjs";
-import { REPO, CACHE, ORT_DIST, argv } from "./common.mjs";
+import { REPO, CACHE, ORT_DIST, argv, median } from "./common.mjs";
 
 const opts = new Map();
 const dirs = [];
@@ -93,7 +93,6 @@ try {
   await browser.close();
   server.close?.();
 }
-const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 const peer = samples.get("onnxruntime-web wasm");
 console.log(`${MODEL} b1, ${BACKEND}, ms per U-Net step (median; samples in brackets)`);
 for (const [k, v] of samples) {

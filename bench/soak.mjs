@@ -105,6 +105,31 @@ try {
     return Math.min(n, Math.ceil(i / 10) * 10);
   };
 
+  /**
+   * Runs 1..runs, `batch(from, to)` running a stretch of them in the page, and measures memory at
+   * each point of nextMark. One evaluate per stretch: playwright's own bookkeeping grows the heap
+   * by ~170 bytes per evaluate call, which is not the package's. `perRun` adds ms/run to the log.
+   */
+  const measured = async (runs, batch, perRun) => {
+    const series = [];
+    const t0 = Date.now();
+    let warm = null;
+    for (let i = 1; i <= runs; ) {
+      const to = nextMark(i, runs);
+      await batch(i, to);
+      i = to;
+      if (i === Math.min(WARMUP, runs) || i % 10 === 0 || i === runs) {
+        const m = await page.evaluate(() => window.soak.measure());
+        if (i === Math.min(WARMUP, runs)) warm = m;
+        series.push({ run: i, ...m });
+        const rate = perRun ? `  ${((Date.now() - t0) / i).toFixed(0)} ms/run` : "";
+        log(`  ${i}/${runs}  heap ${(m.heap / 1e6).toFixed(2)} MB  wasm ${(m.wasm / 1e6).toFixed(2)} MB${rate}`);
+      }
+      i++;
+    }
+    return { warm, series, t0 };
+  };
+
   const sampling = async (name, backend, model, runs) => {
     log(`${name}: ${runs} samples of ${STEPS} steps`);
     await page.evaluate(async ({ backend, model }) => {
@@ -112,25 +137,10 @@ try {
     }, { backend, model });
     const backendUsed = await page.evaluate(() => window.soak.sampler.backend);
     if (backendUsed !== backend) throw new Error(`${name}: expected backend ${backend}, found ${backendUsed}`);
-    const series = [];
-    const t0 = Date.now();
-    let warm = null;
-    for (let i = 1; i <= runs; ) {
-      // Up to the next measuring point in one evaluate: playwright's own bookkeeping grows the
-      // heap by ~170 bytes per evaluate call, which is not the package's.
-      const to = nextMark(i, runs);
-      await page.evaluate(async ({ from, to, steps }) => {
+    const { warm, series, t0 } = await measured(runs, (from, to) =>
+      page.evaluate(async ({ from, to, steps }) => {
         for (let seed = from; seed <= to; seed++) await window.soak.run(window.soak.sampler, seed, steps);
-      }, { from: i, to, steps: STEPS });
-      i = to;
-      if (i === Math.min(WARMUP, runs) || i % 10 === 0 || i === runs) {
-        const m = await page.evaluate(() => window.soak.measure());
-        if (i === Math.min(WARMUP, runs)) warm = m;
-        series.push({ run: i, ...m });
-        log(`  ${i}/${runs}  heap ${(m.heap / 1e6).toFixed(2)} MB  wasm ${(m.wasm / 1e6).toFixed(2)} MB  ${((Date.now() - t0) / i).toFixed(0)} ms/run`);
-      }
-      i++;
-    }
+      }, { from, to, steps: STEPS }), true);
     await page.evaluate(() => {
       window.soak.sampler.dispose();
       window.soak.sampler = null;
@@ -141,26 +151,13 @@ try {
 
   const cycling = async (name, backend, model, cycles) => {
     log(`${name}: ${cycles} load/dispose cycles`);
-    const series = [];
-    const t0 = Date.now();
-    let warm = null;
-    for (let i = 1; i <= cycles; ) {
-      const to = nextMark(i, cycles);
-      await page.evaluate(async ({ backend, model, n }) => {
+    const { warm, series, t0 } = await measured(cycles, (from, to) =>
+      page.evaluate(async ({ backend, model, n }) => {
         for (let k = 0; k < n; k++) {
           const s = await wd.Sampler.load(await window.soak.bytes(model), { backend });
           s.dispose();
         }
-      }, { backend, model, n: to - i + 1 });
-      i = to;
-      if (i === Math.min(WARMUP, cycles) || i % 10 === 0 || i === cycles) {
-        const m = await page.evaluate(() => window.soak.measure());
-        if (i === Math.min(WARMUP, cycles)) warm = m;
-        series.push({ run: i, ...m });
-        log(`  ${i}/${cycles}  heap ${(m.heap / 1e6).toFixed(2)} MB  wasm ${(m.wasm / 1e6).toFixed(2)} MB`);
-      }
-      i++;
-    }
+      }, { backend, model, n: to - from + 1 }), false);
     const alive = await page.evaluate(() => wd._stats?.() ?? null);
     return { name, backend, runs: cycles, warm, end: series.at(-1), ms_per_run: (Date.now() - t0) / cycles, alive_after_dispose: alive, series };
   };
