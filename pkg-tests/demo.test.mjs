@@ -1,17 +1,17 @@
 // Tests of the demo page (index.html, www/demo.js) and its service worker (sw.js) in headless
-// Chromium: offline use, builds that never mix, the model's integrity, what gets cached, and
-// the errors the page shows. Each test serves its own copy of the site (a fresh origin, so a
-// fresh service worker and caches) and can make a "new build" in it.
+// Chromium: the page renders, offline use, builds that never mix, the model's integrity, what
+// gets cached, and the errors the page shows. Each test serves the repo or its own copy of the
+// site (a fresh origin, so a fresh service worker and caches) and can make a "new build" in it.
 //
 //   node --test --test-concurrency=1 pkg-tests/demo.test.mjs   (after scripts/build.sh)
-import { test, before, after } from "node:test";
+import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import vm from "node:vm";
-import { REPO, CLI, cli, launch, NO_GPU_ARGS, startServer } from "./harness.mjs";
+import { REPO, CLI, cli, launch, NO_GPU_ARGS, startServer, watch, assertNoPageErrors } from "./harness.mjs";
 import { writeManifest, PKG_FILES } from "../scripts/demo-manifest.mjs";
 
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), "wd-demo-tests-"));
@@ -40,6 +40,9 @@ after(async () => {
   await browser?.close();
   fs.rmSync(TMP, { recursive: true, force: true });
 });
+
+// Pages opened through `watch` fail their test on an uncaught page error.
+afterEach(assertNoPageErrors);
 
 /** A copy of the demo site with its own manifest (as scripts/build.sh writes it). */
 function makeSite() {
@@ -127,6 +130,74 @@ test("models/index.json and www/build-id.js carry the hashes of this build's fil
   const { WASM_DIFFUSION_BUILD: build, WASM_DIFFUSION_FILES: files } = buildOf(REPO);
   assert.match(build, /^[0-9a-f]{16}$/);
   for (const f of [...PKG_FILES, "models/index.json", MODEL]) assert.equal(files[f], sri(fs.readFileSync(path.join(REPO, f))), `www/build-id.js: ${f} (stale: run scripts/build.sh)`);
+});
+
+test("the demo page renders an image", async () => {
+  const server = await startServer({ roots: { "/": REPO } });
+  const p = watch(await browser.newPage());
+  try {
+    await p.goto(`${server.url}/index.html?backend=cpu&steps=12`);
+    await p.waitForFunction(() => /Done|Error|Could not/.test(document.body.innerText), null, { timeout: 240000 });
+    const status = await p.evaluate(() => document.getElementById("sample-status").textContent);
+    assert.match(status, /Done/);
+    // The guidance control starts at the value models/index.json gives for the shipped model.
+    const index = JSON.parse(fs.readFileSync(path.join(REPO, "models/index.json"), "utf8"));
+    assert.equal(Number(await p.evaluate(() => document.getElementById("guidance").value)), index.guidance);
+    const shot = path.join(process.env.SCREENSHOT_DIR || TMP, "demo.png");
+    await p.screenshot({ path: shot, fullPage: true });
+    const stats = await p.evaluate(() => {
+      const c = document.getElementById("canvas");
+      const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      let sum = 0, sq = 0, n = 0;
+      for (let i = 0; i < d.length; i += 4) {
+        const v = (d[i] + d[i + 1] + d[i + 2]) / 3;
+        sum += v;
+        sq += v * v;
+        n++;
+      }
+      const mean = sum / n;
+      return { w: c.width, std: Math.sqrt(sq / n - mean * mean) };
+    });
+    assert.ok(stats.w > 32 && stats.std > 5, `canvas looks blank: ${JSON.stringify(stats)}`);
+    // The forward-process panel noises the last image at six timesteps.
+    await p.click("#forward-use-last");
+    await p.waitForFunction(() => document.querySelectorAll("#forward-strip canvas").length === 6, null, { timeout: 60000 });
+  } finally {
+    await p.close();
+    await server.close();
+  }
+});
+
+test("the demo keeps working offline after the first visit", async () => {
+  const own = await startServer({ roots: { "/": REPO } });
+  const context = await browser.newContext();
+  const p = watch(await context.newPage());
+  try {
+    await p.goto(`${own.url}/index.html?backend=cpu&steps=3`);
+    await p.waitForFunction(() => /Done|Error|Could not/.test(document.body.innerText), null, { timeout: 120000 });
+    // Wait until the service worker has cached the page, the package and the model.
+    await p.evaluate(async () => {
+      await navigator.serviceWorker.ready;
+      for (let i = 0; i < 200; i++) {
+        const keys = await caches.keys();
+        const demo = keys.find((k) => k.startsWith("wasm-diffusion-demo"));
+        if (demo) {
+          const c = await caches.open(demo);
+          if ((await c.keys()).some((r) => r.url.endsWith(".safetensors"))) return;
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error("the service worker did not cache the model");
+    });
+    await own.close();
+    await p.reload();
+    await p.waitForFunction(() => /Done|Error|Could not/.test(document.body.innerText), null, { timeout: 120000 });
+    const status = await p.evaluate(() => document.getElementById("sample-status").textContent + " | " + document.getElementById("load-status").textContent);
+    assert.match(status, /Done/, status);
+  } finally {
+    await context.close();
+    await own.close().catch(() => {});
+  }
 });
 
 test("a first visit runs the package from the service worker's checked copy, and only known files are cached", async () => {

@@ -46,6 +46,25 @@ export function assertNoPageErrors() {
   assert.deepEqual(errors, [], "uncaught errors in the page");
 }
 
+/**
+ * The set-up most browser test files share, filled into `suite` step by step (so that closeSuite
+ * undoes whatever part was done): `models` (makeModels), `server` (the repo at /, the models at
+ * /m/), `browser` (Chromium, WebGPU on SwiftShader) and `page` (newPage). Returns `suite`.
+ */
+export async function openSuite(suite) {
+  suite.models = makeModels();
+  suite.server = await startServer({ roots: { "/": REPO, "/m/": suite.models } });
+  suite.browser = await launch();
+  suite.page = await newPage(suite.browser, suite.server);
+  return suite;
+}
+
+export async function closeSuite(suite) {
+  await suite.browser?.close();
+  await suite.server?.close();
+  if (suite.models) fs.rmSync(suite.models, { recursive: true, force: true });
+}
+
 /** A page on pkg-tests/page.html (window.wd = the package), watched for uncaught errors. */
 export async function newPage(browser, server) {
   const p = watch(await browser.newPage());

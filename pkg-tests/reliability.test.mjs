@@ -8,23 +8,13 @@ import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { REPO, makeModels, launch, newPage, watch, assertNoPageErrors, startServer } from "./harness.mjs";
+import { openSuite, closeSuite, newPage, watch, assertNoPageErrors } from "./harness.mjs";
 
 let server, browser, models, page;
+const suite = {};
 
-before(async () => {
-  models = makeModels();
-  server = await startServer({ roots: { "/": REPO, "/m/": models } });
-  browser = await launch();
-  page = await newPage(browser, server);
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.close();
-  if (models) fs.rmSync(models, { recursive: true, force: true });
-});
-
+before(async () => ({ models, server, browser, page } = await openSuite(suite)));
+after(() => closeSuite(suite));
 afterEach(assertNoPageErrors);
 
 const CC = "/m/cc.int8.safetensors";
