@@ -55,6 +55,13 @@ function makeSite() {
   return root;
 }
 
+/** A server for `roots` and a page in a fresh browser context (its own service worker and caches). */
+async function openSite(roots) {
+  const server = await startServer({ roots });
+  const context = await browser.newContext();
+  return { server, context, p: await context.newPage() };
+}
+
 /**
  * Makes a new build in `root` that cannot run with the old one: one import of the wasm is
  * renamed in the wasm and in its glue (old glue + new wasm, or the reverse, fail to link), and
@@ -97,6 +104,20 @@ const cachesOf = (p) =>
     return out;
   });
 const demoCaches = async (p) => Object.fromEntries(Object.entries(await cachesOf(p)).filter(([k]) => k.startsWith("wasm-diffusion-demo-")));
+/**
+ * The SRI hash of what the page gets for `url`: from fetch(), or with `cache` from that Cache API
+ * cache (null when it holds no copy).
+ */
+const pageSri = (p, url, cache = null) =>
+  p.evaluate(
+    async ({ url, cache }) => {
+      const res = cache ? await (await caches.open(cache)).match(url) : await fetch(url);
+      if (!res) return null;
+      const d = new Uint8Array(await crypto.subtle.digest("SHA-256", await res.arrayBuffer()));
+      return `sha256-${btoa(String.fromCharCode(...d))}`;
+    },
+    { url, cache },
+  );
 const buildOf = (root) => vm.runInNewContext(fs.readFileSync(path.join(root, "www/build-id.js"), "utf8") + ";self", { self: {} });
 
 /**
@@ -202,9 +223,7 @@ test("the demo keeps working offline after the first visit", async () => {
 
 test("a first visit runs the package from the service worker's checked copy, and only known files are cached", async () => {
   const root = makeSite();
-  const server = await startServer({ roots: { "/": root } });
-  const context = await browser.newContext();
-  const p = await context.newPage();
+  const { server, context, p } = await openSite({ "/": root });
   const errors = [];
   p.on("pageerror", (e) => errors.push(e.message));
   try {
@@ -238,9 +257,7 @@ test("a first visit runs the package from the service worker's checked copy, and
 test("a page keeps the glue and wasm of its build while a new build takes over; a half-done deploy never installs", async () => {
   const root = makeSite();
   const buildA = buildOf(root).WASM_DIFFUSION_BUILD;
-  const server = await startServer({ roots: { "/": root } });
-  const context = await browser.newContext();
-  const p = await context.newPage();
+  const { server, context, p } = await openSite({ "/": root });
   const update = () => p.evaluate(async () => (await navigator.serviceWorker.getRegistration()).update().catch((e) => e.message));
   try {
     await p.goto(`${server.url}/index.html?backend=cpu&steps=1`);
@@ -268,14 +285,8 @@ test("a page keeps the glue and wasm of its build while a new build takes over; 
 
     // 3. The page loaded build A's glue before B existed; what it fetches now is still build A:
     // the wasm for the forward panel (the page's first wasm), the files, a new worker.
-    const fetched = await p.evaluate(async () => {
-      const out = {};
-      for (const f of ["pkg/wasm_diffusion.js", "pkg/wasm_diffusion_bg.wasm"]) {
-        const d = new Uint8Array(await crypto.subtle.digest("SHA-256", await (await fetch(f)).arrayBuffer()));
-        out[f] = `sha256-${btoa(String.fromCharCode(...d))}`;
-      }
-      return out;
-    });
+    const fetched = {};
+    for (const f of ["pkg/wasm_diffusion.js", "pkg/wasm_diffusion_bg.wasm"]) fetched[f] = await pageSri(p, f);
     assert.deepEqual(fetched, { "pkg/wasm_diffusion.js": sri(glueA), "pkg/wasm_diffusion_bg.wasm": sri(wasmA) });
     assert.notEqual(sri(wasmA), sri(fs.readFileSync(path.join(root, "pkg/wasm_diffusion_bg.wasm"))));
     await p.click("#forward-use-last");
@@ -304,10 +315,8 @@ test("a page keeps the glue and wasm of its build while a new build takes over; 
 test("a corrupt cached model is evicted: online it is fetched again, offline the demo says why", async () => {
   const root = makeSite();
   const build = buildOf(root).WASM_DIFFUSION_BUILD;
-  let server = await startServer({ roots: { "/": root } });
+  let { server, context, p } = await openSite({ "/": root });
   const url = `${server.url}/index.html?backend=cpu&steps=1`;
-  const context = await browser.newContext();
-  const p = await context.newPage();
   const corrupt = () =>
     p.evaluate(
       async ({ name, model }) => {
@@ -318,16 +327,7 @@ test("a corrupt cached model is evicted: online it is fetched again, offline the
       },
       { name: `wasm-diffusion-demo-${build}`, model: MODEL },
     );
-  const cachedHash = () =>
-    p.evaluate(
-      async ({ name, model }) => {
-        const hit = await (await caches.open(name)).match(model);
-        if (!hit) return null;
-        const d = new Uint8Array(await crypto.subtle.digest("SHA-256", await hit.arrayBuffer()));
-        return `sha256-${btoa(String.fromCharCode(...d))}`;
-      },
-      { name: `wasm-diffusion-demo-${build}`, model: MODEL },
-    );
+  const cachedHash = () => pageSri(p, MODEL, `wasm-diffusion-demo-${build}`);
   const integrity = sri(fs.readFileSync(path.join(root, MODEL)));
   try {
     await p.goto(url);
@@ -364,9 +364,7 @@ test("a corrupt cached model is evicted: online it is fetched again, offline the
 
 test("the demo shows load and sample errors in its status lines and resets its buttons", async () => {
   const root = makeSite();
-  const server = await startServer({ roots: { "/": root, "/m/": MODELS } });
-  const context = await browser.newContext();
-  const p = await context.newPage();
+  const { server, context, p } = await openSite({ "/": root, "/m/": MODELS });
   const requests = [];
   p.on("request", (r) => requests.push(r.url()));
   const visit = async (query) => {
