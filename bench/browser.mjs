@@ -1,5 +1,5 @@
 // Browser benchmark (issue 5): our package (pkg/) against onnxruntime-web, in ONE headless
-// Chromium session with WebGPU on SwiftShader (see shared/BROWSER.md for the flags).
+// Chromium session with WebGPU on SwiftShader (flags: pkg-tests/chromium.mjs).
 //
 //   node bench/browser.mjs [--models DIR] [--out FILE] [--slow]
 //
@@ -18,24 +18,15 @@
 import fs from "node:fs";
 import path from "node:path";
 import zlib from "node:zlib";
-import { chromium } from "playwright-core";
 import { startServer } from "../pkg-tests/server.mjs";
-import { REPO, CHROMIUM, ORT_DIST, MODELS, argv, arg } from "./common.mjs";
+import { launch, WEBGPU_ARGS, NO_LIFTOFF_ARGS } from "../pkg-tests/chromium.mjs";
+import { REPO, ORT_DIST, MODELS, argv, arg, median } from "./common.mjs";
 
 const OUT = arg("--out", null);
 const SLOW = argv.includes("--slow");
-const ARGS = [
-  "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-  "--disable-gpu-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader",
-  "--use-webgpu-adapter=swiftshader", "--use-angle=swiftshader",
-];
 const QUANTS = ["f32", "f16", "int8", "int4"];
 
 const log = (...a) => console.error(...a);
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const r1 = (x) => Math.round(x * 10) / 10;
 
 for (const f of ["pkg/index.js", "pkg/wasm_diffusion_bg.wasm"]) {
@@ -69,7 +60,7 @@ const results = { started: new Date().toISOString(), slow: SLOW };
 }
 
 const server = await startServer({ roots: { "/": REPO, "/m/": MODELS, "/ort/": ORT_DIST } });
-let browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+let browser = await launch(WEBGPU_ARGS);
 // Set for the second pass (see the end): V8 flags of the browser in use, recorded on each row.
 let jsFlags = null;
 async function newPage() {
@@ -295,7 +286,7 @@ try {
   // is optimized before it first runs, so this pass measures steady-state code for both.
   await browser.close();
   jsFlags = "--no-liftoff";
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...ARGS, `--js-flags=${jsFlags}`] });
+  browser = await launch([...WEBGPU_ARGS, ...NO_LIFTOFF_ARGS]);
   await ours({ model: "emoji", backend: "cpu", steps: [{ batch: 1, s1: 2, s2: 10, reps: 3 }] });
   await ours({ model: "cifar10", backend: "cpu", steps: [{ batch: 1, s1: 1, s2: 3, reps: 1 }] });
   results.steps.push(...(await ort("ort.wasm.min.mjs", "wasm", [

@@ -10,10 +10,9 @@
 // (elapsed(3) - elapsed(1)) / 2 after a warm-up run, 2 rounds, no peer (minutes per call).
 import fs from "node:fs";
 import path from "node:path";
-import { chromium } from "playwright-core";
 import { startServer } from "../pkg-tests/server.mjs";
-import { REPO, CACHE, CHROMIUM, ORT_DIST, argv } from "./common.mjs";
-
+import { launch, WEBGPU_ARGS, NO_LIFTOFF_ARGS } from "../pkg-tests/chromium.mjs";
+import { REPO, CACHE, ORT_DIST, argv, median } from "./common.mjs";
 
 const opts = new Map();
 const dirs = [];
@@ -31,10 +30,7 @@ for (const d of dirs) if (!fs.existsSync(path.join(d, "index.js"))) throw new Er
 const roots = { "/": REPO, "/m/": MODELS, "/ort/": ORT_DIST };
 dirs.forEach((d, i) => (roots[`/p${i}/`] = d));
 const server = await startServer({ roots });
-const args = BACKEND === "cpu"
-  ? ["--no-sandbox", "--js-flags=--no-liftoff"]
-  : ["--no-sandbox", "--disable-gpu-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader", "--use-webgpu-adapter=swiftshader", "--use-angle=swiftshader"];
-const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args });
+const browser = await launch(BACKEND === "cpu" ? NO_LIFTOFF_ARGS : WEBGPU_ARGS);
 const samples = new Map();
 const add = (k, xs) => samples.set(k, [...(samples.get(k) ?? []), ...xs]);
 try {
@@ -97,7 +93,6 @@ try {
   await browser.close();
   server.close?.();
 }
-const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 const peer = samples.get("onnxruntime-web wasm");
 console.log(`${MODEL} b1, ${BACKEND}, ms per U-Net step (median; samples in brackets)`);
 for (const [k, v] of samples) {

@@ -9,9 +9,9 @@
 // some overhead; read the shares, not the absolute times.
 import fs from "node:fs";
 import path from "node:path";
-import { chromium } from "playwright-core";
 import { startServer } from "../pkg-tests/server.mjs";
-import { REPO, CHROMIUM, MODELS, arg } from "./common.mjs";
+import { launch, NO_LIFTOFF_ARGS } from "../pkg-tests/chromium.mjs";
+import { REPO, MODELS, arg } from "./common.mjs";
 
 const MODEL = arg("--model", "emoji");
 const STEPS = Number(arg("--steps", MODEL === "emoji" ? 30 : 6));
@@ -39,7 +39,7 @@ const GROUPS = [
 const groupOf = (name) => (GROUPS.find(([, re]) => re.test(name)) || ["other wasm"])[0];
 
 const server = await startServer({ roots: { "/": REPO, "/m/": MODELS } });
-const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox", "--js-flags=--no-liftoff"] });
+const browser = await launch(NO_LIFTOFF_ARGS);
 try {
   const page = await browser.newPage();
   page.on("pageerror", (e) => console.error("pageerror:", e.message));

@@ -36,7 +36,9 @@ CLI="$CARGO_TARGET_DIR/release/wasm-diffusion"
 [ -x "$CHROMIUM" ] || die "$CHROMIUM missing: run bash scripts/setup.sh"
 python3 -c "import torch, diffusers" 2>/dev/null || die "Python needs torch and diffusers (pip install -r tools/requirements.txt)"
 python3 -c "import onnx" 2>/dev/null || nice python3 -m pip install -q "onnx==1.23.2"
-if [ ! -d bench/node_modules/onnxruntime-web ] || [ ! -d bench/node_modules/playwright-core ]; then
+# Chromium is driven by pkg-tests/chromium.mjs, with the root's playwright-core.
+[ -d node_modules/playwright-core ] || die "node_modules/playwright-core missing: run bash scripts/setup.sh"
+if [ ! -d bench/node_modules/onnxruntime-web ]; then
     (cd bench && nice npm install --no-audit --no-fund)
 fi
 

@@ -18,9 +18,9 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
-import { chromium } from "playwright-core";
 import { startServer } from "../pkg-tests/server.mjs";
-import { REPO, CHROMIUM, argv, arg } from "./common.mjs";
+import { launch, WEBGPU_ARGS } from "../pkg-tests/chromium.mjs";
+import { REPO, argv, arg } from "./common.mjs";
 
 const CPU_RUNS = Number(arg("--cpu", 200));
 const GPU_RUNS = Number(arg("--gpu", 20));
@@ -30,12 +30,8 @@ const STEPS = Number(arg("--steps", 10));
 const CPU_MODEL = arg("--cpu-model", null);
 const OUT = path.resolve(arg("--out", path.join(REPO, "bench/soak.json")));
 const LIMIT = 5; // % growth that fails
-const ARGS = [
-  "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-  "--disable-gpu-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader",
-  "--use-webgpu-adapter=swiftshader", "--use-angle=swiftshader",
-  "--js-flags=--expose-gc", "--enable-precise-memory-info",
-];
+// gc() and exact performance.memory figures in the page.
+const MEMORY_ARGS = ["--js-flags=--expose-gc", "--enable-precise-memory-info"];
 const log = (...a) => console.error(...a);
 if (argv.includes("-h") || argv.includes("--help")) {
   console.log(fs.readFileSync(new URL(import.meta.url), "utf8").split("\n").filter((l) => l.startsWith("//")).map((l) => l.slice(3)).join("\n"));
@@ -53,7 +49,7 @@ if (r.status !== 0) throw new Error(`${CLI} convert failed (build it: cargo buil
 if (CPU_MODEL) fs.copyFileSync(path.resolve(CPU_MODEL), path.join(MODELS, "cpu-model.safetensors"));
 
 const server = await startServer({ roots: { "/": REPO, "/m/": MODELS } });
-const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+const browser = await launch([...WEBGPU_ARGS, ...MEMORY_ARGS]);
 const results = {
   started: new Date().toISOString(),
   command: `node bench/soak.mjs ${argv.join(" ")}`.trim(),
@@ -109,6 +105,31 @@ try {
     return Math.min(n, Math.ceil(i / 10) * 10);
   };
 
+  /**
+   * Runs 1..runs, `batch(from, to)` running a stretch of them in the page, and measures memory at
+   * each point of nextMark. One evaluate per stretch: playwright's own bookkeeping grows the heap
+   * by ~170 bytes per evaluate call, which is not the package's. `perRun` adds ms/run to the log.
+   */
+  const measured = async (runs, batch, perRun) => {
+    const series = [];
+    const t0 = Date.now();
+    let warm = null;
+    for (let i = 1; i <= runs; ) {
+      const to = nextMark(i, runs);
+      await batch(i, to);
+      i = to;
+      if (i === Math.min(WARMUP, runs) || i % 10 === 0 || i === runs) {
+        const m = await page.evaluate(() => window.soak.measure());
+        if (i === Math.min(WARMUP, runs)) warm = m;
+        series.push({ run: i, ...m });
+        const rate = perRun ? `  ${((Date.now() - t0) / i).toFixed(0)} ms/run` : "";
+        log(`  ${i}/${runs}  heap ${(m.heap / 1e6).toFixed(2)} MB  wasm ${(m.wasm / 1e6).toFixed(2)} MB${rate}`);
+      }
+      i++;
+    }
+    return { warm, series, t0 };
+  };
+
   const sampling = async (name, backend, model, runs) => {
     log(`${name}: ${runs} samples of ${STEPS} steps`);
     await page.evaluate(async ({ backend, model }) => {
@@ -116,25 +137,10 @@ try {
     }, { backend, model });
     const backendUsed = await page.evaluate(() => window.soak.sampler.backend);
     if (backendUsed !== backend) throw new Error(`${name}: expected backend ${backend}, found ${backendUsed}`);
-    const series = [];
-    const t0 = Date.now();
-    let warm = null;
-    for (let i = 1; i <= runs; ) {
-      // Up to the next measuring point in one evaluate: playwright's own bookkeeping grows the
-      // heap by ~170 bytes per evaluate call, which is not the package's.
-      const to = nextMark(i, runs);
-      await page.evaluate(async ({ from, to, steps }) => {
+    const { warm, series, t0 } = await measured(runs, (from, to) =>
+      page.evaluate(async ({ from, to, steps }) => {
         for (let seed = from; seed <= to; seed++) await window.soak.run(window.soak.sampler, seed, steps);
-      }, { from: i, to, steps: STEPS });
-      i = to;
-      if (i === Math.min(WARMUP, runs) || i % 10 === 0 || i === runs) {
-        const m = await page.evaluate(() => window.soak.measure());
-        if (i === Math.min(WARMUP, runs)) warm = m;
-        series.push({ run: i, ...m });
-        log(`  ${i}/${runs}  heap ${(m.heap / 1e6).toFixed(2)} MB  wasm ${(m.wasm / 1e6).toFixed(2)} MB  ${((Date.now() - t0) / i).toFixed(0)} ms/run`);
-      }
-      i++;
-    }
+      }, { from, to, steps: STEPS }), true);
     await page.evaluate(() => {
       window.soak.sampler.dispose();
       window.soak.sampler = null;
@@ -145,26 +151,13 @@ try {
 
   const cycling = async (name, backend, model, cycles) => {
     log(`${name}: ${cycles} load/dispose cycles`);
-    const series = [];
-    const t0 = Date.now();
-    let warm = null;
-    for (let i = 1; i <= cycles; ) {
-      const to = nextMark(i, cycles);
-      await page.evaluate(async ({ backend, model, n }) => {
+    const { warm, series, t0 } = await measured(cycles, (from, to) =>
+      page.evaluate(async ({ backend, model, n }) => {
         for (let k = 0; k < n; k++) {
           const s = await wd.Sampler.load(await window.soak.bytes(model), { backend });
           s.dispose();
         }
-      }, { backend, model, n: to - i + 1 });
-      i = to;
-      if (i === Math.min(WARMUP, cycles) || i % 10 === 0 || i === cycles) {
-        const m = await page.evaluate(() => window.soak.measure());
-        if (i === Math.min(WARMUP, cycles)) warm = m;
-        series.push({ run: i, ...m });
-        log(`  ${i}/${cycles}  heap ${(m.heap / 1e6).toFixed(2)} MB  wasm ${(m.wasm / 1e6).toFixed(2)} MB`);
-      }
-      i++;
-    }
+      }, { backend, model, n: to - from + 1 }), false);
     const alive = await page.evaluate(() => wd._stats?.() ?? null);
     return { name, backend, runs: cycles, warm, end: series.at(-1), ms_per_run: (Date.now() - t0) / cycles, alive_after_dispose: alive, series };
   };

@@ -1,25 +1,19 @@
 // Tests of the demo page (index.html, www/demo.js) and its service worker (sw.js) in headless
-// Chromium: offline use, builds that never mix, the model's integrity, what gets cached, and
-// the errors the page shows. Each test serves its own copy of the site (a fresh origin, so a
-// fresh service worker and caches) and can make a "new build" in it.
+// Chromium: the page renders, offline use, builds that never mix, the model's integrity, what
+// gets cached, and the errors the page shows. Each test serves the repo or its own copy of the
+// site (a fresh origin, so a fresh service worker and caches) and can make a "new build" in it.
 //
 //   node --test --test-concurrency=1 pkg-tests/demo.test.mjs   (after scripts/build.sh)
-import { test, before, after } from "node:test";
+import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import vm from "node:vm";
-import { chromium } from "playwright-core";
-import { startServer } from "./server.mjs";
+import { REPO, CLI, cli, launch, NO_GPU_ARGS, startServer, watch, assertNoPageErrors } from "./harness.mjs";
 import { writeManifest, PKG_FILES } from "../scripts/demo-manifest.mjs";
 
-const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
-const CLI = path.join(process.env.CARGO_TARGET_DIR || path.join(os.homedir(), ".cache/wasm-diffusion/target"), "release/wasm-diffusion");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic", "--disable-features=WebGPU,Vulkan", "--disable-gpu"];
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), "wd-demo-tests-"));
 const MODELS = path.join(TMP, "m");
 const INDEX = JSON.parse(fs.readFileSync(path.join(REPO, "models/index.json"), "utf8"));
@@ -38,15 +32,17 @@ before(async () => {
   const fixture = path.join(TMP, "bad-schedule");
   fs.cpSync(path.join(REPO, "tests/fixtures/unets/classcond"), fixture, { recursive: true });
   fs.writeFileSync(path.join(fixture, "scheduler_config.json"), JSON.stringify({ _class_name: "DPMSolverMultistepScheduler", lambda_min_clipped: 100 }));
-  const r = spawnSync(CLI, ["convert", fixture, "--quant", "int8", "-o", path.join(MODELS, "bad-schedule.safetensors"), "--null-class", "4", "--class-names", "a,b,c,d,null"], { encoding: "utf8" });
-  assert.equal(r.status, 0, r.stderr);
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+  cli("convert", fixture, "--quant", "int8", "-o", path.join(MODELS, "bad-schedule.safetensors"), "--null-class", "4", "--class-names", "a,b,c,d,null");
+  browser = await launch(NO_GPU_ARGS);
 });
 
 after(async () => {
   await browser?.close();
   fs.rmSync(TMP, { recursive: true, force: true });
 });
+
+// Pages opened through `watch` fail their test on an uncaught page error.
+afterEach(assertNoPageErrors);
 
 /** A copy of the demo site with its own manifest (as scripts/build.sh writes it). */
 function makeSite() {
@@ -57,6 +53,13 @@ function makeSite() {
   writeManifest(root);
   fs.writeFileSync(path.join(root, "www/unknown.txt"), "not a file of the demo");
   return root;
+}
+
+/** A server for `roots` and a page in a fresh browser context (its own service worker and caches). */
+async function openSite(roots) {
+  const server = await startServer({ roots });
+  const context = await browser.newContext();
+  return { server, context, p: await context.newPage() };
 }
 
 /**
@@ -101,6 +104,20 @@ const cachesOf = (p) =>
     return out;
   });
 const demoCaches = async (p) => Object.fromEntries(Object.entries(await cachesOf(p)).filter(([k]) => k.startsWith("wasm-diffusion-demo-")));
+/**
+ * The SRI hash of what the page gets for `url`: from fetch(), or with `cache` from that Cache API
+ * cache (null when it holds no copy).
+ */
+const pageSri = (p, url, cache = null) =>
+  p.evaluate(
+    async ({ url, cache }) => {
+      const res = cache ? await (await caches.open(cache)).match(url) : await fetch(url);
+      if (!res) return null;
+      const d = new Uint8Array(await crypto.subtle.digest("SHA-256", await res.arrayBuffer()));
+      return `sha256-${btoa(String.fromCharCode(...d))}`;
+    },
+    { url, cache },
+  );
 const buildOf = (root) => vm.runInNewContext(fs.readFileSync(path.join(root, "www/build-id.js"), "utf8") + ";self", { self: {} });
 
 /**
@@ -136,11 +153,77 @@ test("models/index.json and www/build-id.js carry the hashes of this build's fil
   for (const f of [...PKG_FILES, "models/index.json", MODEL]) assert.equal(files[f], sri(fs.readFileSync(path.join(REPO, f))), `www/build-id.js: ${f} (stale: run scripts/build.sh)`);
 });
 
+test("the demo page renders an image", async () => {
+  const server = await startServer({ roots: { "/": REPO } });
+  const p = watch(await browser.newPage());
+  try {
+    await p.goto(`${server.url}/index.html?backend=cpu&steps=12`);
+    await p.waitForFunction(() => /Done|Error|Could not/.test(document.body.innerText), null, { timeout: 240000 });
+    const status = await p.evaluate(() => document.getElementById("sample-status").textContent);
+    assert.match(status, /Done/);
+    // The guidance control starts at the value models/index.json gives for the shipped model.
+    const index = JSON.parse(fs.readFileSync(path.join(REPO, "models/index.json"), "utf8"));
+    assert.equal(Number(await p.evaluate(() => document.getElementById("guidance").value)), index.guidance);
+    const shot = path.join(process.env.SCREENSHOT_DIR || TMP, "demo.png");
+    await p.screenshot({ path: shot, fullPage: true });
+    const stats = await p.evaluate(() => {
+      const c = document.getElementById("canvas");
+      const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      let sum = 0, sq = 0, n = 0;
+      for (let i = 0; i < d.length; i += 4) {
+        const v = (d[i] + d[i + 1] + d[i + 2]) / 3;
+        sum += v;
+        sq += v * v;
+        n++;
+      }
+      const mean = sum / n;
+      return { w: c.width, std: Math.sqrt(sq / n - mean * mean) };
+    });
+    assert.ok(stats.w > 32 && stats.std > 5, `canvas looks blank: ${JSON.stringify(stats)}`);
+    // The forward-process panel noises the last image at six timesteps.
+    await p.click("#forward-use-last");
+    await p.waitForFunction(() => document.querySelectorAll("#forward-strip canvas").length === 6, null, { timeout: 60000 });
+  } finally {
+    await p.close();
+    await server.close();
+  }
+});
+
+test("the demo keeps working offline after the first visit", async () => {
+  const own = await startServer({ roots: { "/": REPO } });
+  const context = await browser.newContext();
+  const p = watch(await context.newPage());
+  try {
+    await p.goto(`${own.url}/index.html?backend=cpu&steps=3`);
+    await p.waitForFunction(() => /Done|Error|Could not/.test(document.body.innerText), null, { timeout: 120000 });
+    // Wait until the service worker has cached the page, the package and the model.
+    await p.evaluate(async () => {
+      await navigator.serviceWorker.ready;
+      for (let i = 0; i < 200; i++) {
+        const keys = await caches.keys();
+        const demo = keys.find((k) => k.startsWith("wasm-diffusion-demo"));
+        if (demo) {
+          const c = await caches.open(demo);
+          if ((await c.keys()).some((r) => r.url.endsWith(".safetensors"))) return;
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error("the service worker did not cache the model");
+    });
+    await own.close();
+    await p.reload();
+    await p.waitForFunction(() => /Done|Error|Could not/.test(document.body.innerText), null, { timeout: 120000 });
+    const status = await p.evaluate(() => document.getElementById("sample-status").textContent + " | " + document.getElementById("load-status").textContent);
+    assert.match(status, /Done/, status);
+  } finally {
+    await context.close();
+    await own.close().catch(() => {});
+  }
+});
+
 test("a first visit runs the package from the service worker's checked copy, and only known files are cached", async () => {
   const root = makeSite();
-  const server = await startServer({ roots: { "/": root } });
-  const context = await browser.newContext();
-  const p = await context.newPage();
+  const { server, context, p } = await openSite({ "/": root });
   const errors = [];
   p.on("pageerror", (e) => errors.push(e.message));
   try {
@@ -174,9 +257,7 @@ test("a first visit runs the package from the service worker's checked copy, and
 test("a page keeps the glue and wasm of its build while a new build takes over; a half-done deploy never installs", async () => {
   const root = makeSite();
   const buildA = buildOf(root).WASM_DIFFUSION_BUILD;
-  const server = await startServer({ roots: { "/": root } });
-  const context = await browser.newContext();
-  const p = await context.newPage();
+  const { server, context, p } = await openSite({ "/": root });
   const update = () => p.evaluate(async () => (await navigator.serviceWorker.getRegistration()).update().catch((e) => e.message));
   try {
     await p.goto(`${server.url}/index.html?backend=cpu&steps=1`);
@@ -204,14 +285,8 @@ test("a page keeps the glue and wasm of its build while a new build takes over; 
 
     // 3. The page loaded build A's glue before B existed; what it fetches now is still build A:
     // the wasm for the forward panel (the page's first wasm), the files, a new worker.
-    const fetched = await p.evaluate(async () => {
-      const out = {};
-      for (const f of ["pkg/wasm_diffusion.js", "pkg/wasm_diffusion_bg.wasm"]) {
-        const d = new Uint8Array(await crypto.subtle.digest("SHA-256", await (await fetch(f)).arrayBuffer()));
-        out[f] = `sha256-${btoa(String.fromCharCode(...d))}`;
-      }
-      return out;
-    });
+    const fetched = {};
+    for (const f of ["pkg/wasm_diffusion.js", "pkg/wasm_diffusion_bg.wasm"]) fetched[f] = await pageSri(p, f);
     assert.deepEqual(fetched, { "pkg/wasm_diffusion.js": sri(glueA), "pkg/wasm_diffusion_bg.wasm": sri(wasmA) });
     assert.notEqual(sri(wasmA), sri(fs.readFileSync(path.join(root, "pkg/wasm_diffusion_bg.wasm"))));
     await p.click("#forward-use-last");
@@ -240,10 +315,8 @@ test("a page keeps the glue and wasm of its build while a new build takes over; 
 test("a corrupt cached model is evicted: online it is fetched again, offline the demo says why", async () => {
   const root = makeSite();
   const build = buildOf(root).WASM_DIFFUSION_BUILD;
-  let server = await startServer({ roots: { "/": root } });
+  let { server, context, p } = await openSite({ "/": root });
   const url = `${server.url}/index.html?backend=cpu&steps=1`;
-  const context = await browser.newContext();
-  const p = await context.newPage();
   const corrupt = () =>
     p.evaluate(
       async ({ name, model }) => {
@@ -254,16 +327,7 @@ test("a corrupt cached model is evicted: online it is fetched again, offline the
       },
       { name: `wasm-diffusion-demo-${build}`, model: MODEL },
     );
-  const cachedHash = () =>
-    p.evaluate(
-      async ({ name, model }) => {
-        const hit = await (await caches.open(name)).match(model);
-        if (!hit) return null;
-        const d = new Uint8Array(await crypto.subtle.digest("SHA-256", await hit.arrayBuffer()));
-        return `sha256-${btoa(String.fromCharCode(...d))}`;
-      },
-      { name: `wasm-diffusion-demo-${build}`, model: MODEL },
-    );
+  const cachedHash = () => pageSri(p, MODEL, `wasm-diffusion-demo-${build}`);
   const integrity = sri(fs.readFileSync(path.join(root, MODEL)));
   try {
     await p.goto(url);
@@ -300,9 +364,7 @@ test("a corrupt cached model is evicted: online it is fetched again, offline the
 
 test("the demo shows load and sample errors in its status lines and resets its buttons", async () => {
   const root = makeSite();
-  const server = await startServer({ roots: { "/": root, "/m/": MODELS } });
-  const context = await browser.newContext();
-  const p = await context.newPage();
+  const { server, context, p } = await openSite({ "/": root, "/m/": MODELS });
   const requests = [];
   p.on("request", (r) => requests.push(r.url()));
   const visit = async (query) => {

@@ -1,19 +1,15 @@
 // Shared set-up of the browser tests: the test models (made with the native CLI), the static
-// server, headless Chromium, and pages that fail the test on an uncaught page error.
+// server, headless Chromium (chromium.mjs), and pages that fail the test on an uncaught page error.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { chromium } from "playwright-core";
 import { startServer } from "./server.mjs";
+import { launch, WEBGPU_ARGS, NO_GPU_ARGS } from "./chromium.mjs";
 
 export const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
 export const CLI = path.join(process.env.CARGO_TARGET_DIR || path.join(os.homedir(), ".cache/wasm-diffusion/target"), "release/wasm-diffusion");
-export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-export const BASE_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"];
-export const WEBGPU_ARGS = ["--disable-gpu-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader", "--use-webgpu-adapter=swiftshader", "--use-angle=swiftshader"];
-export const NO_GPU_ARGS = ["--disable-features=WebGPU,Vulkan", "--disable-gpu"];
 
 export function cli(...args) {
   const r = spawnSync(CLI, args, { encoding: "utf8" });
@@ -50,8 +46,23 @@ export function assertNoPageErrors() {
   assert.deepEqual(errors, [], "uncaught errors in the page");
 }
 
-export async function launch(args = WEBGPU_ARGS) {
-  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...BASE_ARGS, ...args] });
+/**
+ * The set-up most browser test files share, filled into `suite` step by step (so that closeSuite
+ * undoes whatever part was done): `models` (makeModels), `server` (the repo at /, the models at
+ * /m/), `browser` (Chromium, WebGPU on SwiftShader) and `page` (newPage). Returns `suite`.
+ */
+export async function openSuite(suite) {
+  suite.models = makeModels();
+  suite.server = await startServer({ roots: { "/": REPO, "/m/": suite.models } });
+  suite.browser = await launch();
+  suite.page = await newPage(suite.browser, suite.server);
+  return suite;
+}
+
+export async function closeSuite(suite) {
+  await suite.browser?.close();
+  await suite.server?.close();
+  if (suite.models) fs.rmSync(suite.models, { recursive: true, force: true });
 }
 
 /** A page on pkg-tests/page.html (window.wd = the package), watched for uncaught errors. */
@@ -62,4 +73,4 @@ export async function newPage(browser, server) {
   return p;
 }
 
-export { startServer };
+export { startServer, launch, WEBGPU_ARGS, NO_GPU_ARGS };

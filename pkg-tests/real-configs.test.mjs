@@ -5,25 +5,18 @@
 // refused up front instead of trapping or hanging.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { chromium } from "playwright-core";
-import { startServer } from "./server.mjs";
+import { REPO, cli, launch, NO_GPU_ARGS, startServer } from "./harness.mjs";
 
-const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
-const CLI = path.join(process.env.CARGO_TARGET_DIR || path.join(os.homedir(), ".cache/wasm-diffusion/target"), "release/wasm-diffusion");
 const MODELS = fs.mkdtempSync(path.join(os.tmpdir(), "wd-real-configs-"));
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic", "--disable-features=WebGPU,Vulkan", "--disable-gpu"];
 
 let server, browser, page;
 const errors = [];
 
 function random(config, out) {
-  const r = spawnSync(CLI, ["random", path.join(REPO, "tests/fixtures/configs", config), "--quant", "int8", "-o", path.join(MODELS, out)], { encoding: "utf8" });
-  assert.equal(r.status, 0, r.stderr);
+  cli("random", path.join(REPO, "tests/fixtures/configs", config), "--quant", "int8", "-o", path.join(MODELS, out));
 }
 
 before(async () => {
@@ -34,10 +27,9 @@ before(async () => {
     path.join(MODELS, "huge-attention.json"),
     JSON.stringify({ sample_size: 1024, block_out_channels: [32], layers_per_block: 1, down_block_types: ["AttnDownBlock2D"], up_block_types: ["AttnUpBlock2D"], attention_head_dim: 8, norm_num_groups: 8 }),
   );
-  const r = spawnSync(CLI, ["random", path.join(MODELS, "huge-attention.json"), "--quant", "int8", "-o", path.join(MODELS, "huge-attention.safetensors")], { encoding: "utf8" });
-  assert.equal(r.status, 0, r.stderr);
+  cli("random", path.join(MODELS, "huge-attention.json"), "--quant", "int8", "-o", path.join(MODELS, "huge-attention.safetensors"));
   server = await startServer({ roots: { "/": REPO, "/m/": MODELS } });
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+  browser = await launch(NO_GPU_ARGS);
   page = await browser.newPage();
   page.on("pageerror", (e) => errors.push(e.message));
   await page.goto(`${server.url}/pkg-tests/page.html`);

@@ -8,23 +8,13 @@ import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { REPO, makeModels, launch, newPage, watch, assertNoPageErrors, startServer } from "./harness.mjs";
+import { openSuite, closeSuite, newPage, watch, assertNoPageErrors } from "./harness.mjs";
 
 let server, browser, models, page;
+const suite = {};
 
-before(async () => {
-  models = makeModels();
-  server = await startServer({ roots: { "/": REPO, "/m/": models } });
-  browser = await launch();
-  page = await newPage(browser, server);
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.close();
-  if (models) fs.rmSync(models, { recursive: true, force: true });
-});
-
+before(async () => ({ models, server, browser, page } = await openSuite(suite)));
+after(() => closeSuite(suite));
 afterEach(assertNoPageErrors);
 
 const CC = "/m/cc.int8.safetensors";
@@ -67,16 +57,7 @@ for (const kind of ["sync", "async"]) {
 test("a panic in the worker's wasm rejects the sample in flight; SamplerWorker.load works again (worker)", async () => {
   const r = await page.evaluate(async ({ url, worker }) => {
     const s = await wd.SamplerWorker.load(url, { backend: "cpu", workerUrl: worker });
-    const it = s.sample({ steps: 1000, previewEvery: 1 });
-    await it.next();
-    const hook = askWorker(s, { type: "test-panic", kind: "sync" });
-    let inFlight;
-    try {
-      for (;;) if ((await it.next()).done) break;
-      inFlight = "finished";
-    } catch (e) {
-      inFlight = { name: e.name, message: e.message };
-    }
+    const inFlight = await faultInFlight(s, () => askWorker(s, { type: "test-panic", kind: "sync" }));
     const later = await settle(s.sample({ steps: 2 }).next());
     const s2 = await wd.SamplerWorker.load(url, { backend: "cpu" });
     const steps = [];
@@ -110,16 +91,7 @@ test("a panic in an async export inside the worker rejects its promise instead o
 test("an uncaught exception in the worker rejects the sample in flight and later calls (worker)", async () => {
   const r = await page.evaluate(async ({ url, worker }) => {
     const s = await wd.SamplerWorker.load(url, { backend: "cpu", workerUrl: worker });
-    const it = s.sample({ steps: 1000, previewEvery: 1 });
-    await it.next();
-    s._conn.worker.postMessage({ type: "test-crash" });
-    let inFlight;
-    try {
-      for (;;) if ((await it.next()).done) break;
-      inFlight = "finished";
-    } catch (e) {
-      inFlight = { name: e.name, message: e.message };
-    }
+    const inFlight = await faultInFlight(s, () => s._conn.worker.postMessage({ type: "test-crash" }));
     return { inFlight, later: await settle(s.sample({ steps: 2 }).next()) };
   }, { url: CC, worker: HOOKED });
   const expected = { name: "WorkerError", message: "SamplerWorker: the worker crashed (Uncaught Error: test crash); load a new SamplerWorker" };
@@ -130,13 +102,8 @@ test("an uncaught exception in the worker rejects the sample in flight and later
 test("a messageerror from the worker rejects the sample in flight (worker)", async () => {
   const r = await page.evaluate(async ({ url }) => {
     const s = await wd.SamplerWorker.load(url, { backend: "cpu" });
-    const it = s.sample({ steps: 1000, previewEvery: 1 });
-    await it.next();
     // What the browser fires when a message cannot be deserialised.
-    s._conn.worker.dispatchEvent(new MessageEvent("messageerror"));
-    return settle((async () => {
-      for (;;) if ((await it.next()).done) return;
-    })());
+    return faultInFlight(s, () => s._conn.worker.dispatchEvent(new MessageEvent("messageerror")));
   }, { url: CC });
   assert.deepEqual(r, { name: "WorkerError", message: "SamplerWorker: a message from the worker could not be read (messageerror); load a new SamplerWorker" });
 });
@@ -192,20 +159,29 @@ test("a break out of sample() stops the worker's run at once and the next sample
   assert.ok(r.stats.steps < 50, `the abandoned run went on for ${r.stats.steps - 2} steps`);
 });
 
-test("dispose() during a sample rejects the iterator with a DisposedError (main thread)", async () => {
-  const r = await page.evaluate(async ({ url }) => {
+/**
+ * dispose() of a `wd[which]` ("Sampler" or "SamplerWorker") in the loop body of a sample, and
+ * from elsewhere while its iterator waits; what each rejected with, a later sample, and the
+ * page's _stats() afterwards.
+ */
+const disposeDuringSample = (which) =>
+  page.evaluate(async ({ url, which }) => {
+    const S = wd[which];
     // Disposed in the loop body, between two frames.
-    const a = await wd.Sampler.load(url, { backend: "cpu" });
+    const a = await S.load(url, { backend: "cpu" });
     const inBody = await settle((async () => {
       for await (const f of a.sample({ steps: 1000 })) a.dispose();
     })());
     // Disposed from elsewhere while the iterator waits for a frame that is 1000 steps away.
-    const b = await wd.Sampler.load(url, { backend: "cpu" });
+    const b = await S.load(url, { backend: "cpu" });
     const it = b.sample({ steps: 1000, previewEvery: 1000 });
     const waiting = settle(it.next());
     setTimeout(() => b.dispose(), 20);
     return { inBody, waiting: await waiting, later: await settle(b.sample().next()), stats: wd._stats() };
-  }, { url: CC });
+  }, { url: CC, which });
+
+test("dispose() during a sample rejects the iterator with a DisposedError (main thread)", async () => {
+  const r = await disposeDuringSample("Sampler");
   assert.deepEqual(r.inBody, { name: "DisposedError", message: "this Sampler was disposed during sampling" });
   assert.deepEqual(r.waiting, { name: "DisposedError", message: "this Sampler was disposed during sampling" });
   assert.deepEqual(r.later, { name: "DisposedError", message: "this Sampler was disposed: expected a loaded model, found none" });
@@ -214,17 +190,7 @@ test("dispose() during a sample rejects the iterator with a DisposedError (main 
 });
 
 test("dispose() during a sample rejects the iterator with a DisposedError (worker)", async () => {
-  const r = await page.evaluate(async ({ url }) => {
-    const a = await wd.SamplerWorker.load(url, { backend: "cpu" });
-    const inBody = await settle((async () => {
-      for await (const f of a.sample({ steps: 1000 })) a.dispose();
-    })());
-    const b = await wd.SamplerWorker.load(url, { backend: "cpu" });
-    const it = b.sample({ steps: 1000, previewEvery: 1000 });
-    const waiting = settle(it.next());
-    setTimeout(() => b.dispose(), 20);
-    return { inBody, waiting: await waiting, later: await settle(b.sample().next()) };
-  }, { url: CC });
+  const r = await disposeDuringSample("SamplerWorker");
   assert.deepEqual(r.inBody, { name: "DisposedError", message: "this SamplerWorker was disposed during sampling" });
   assert.deepEqual(r.waiting, { name: "DisposedError", message: "this SamplerWorker was disposed during sampling" });
   assert.deepEqual(r.later, { name: "DisposedError", message: "this SamplerWorker was disposed: expected a loaded model, found none" });
@@ -398,36 +364,40 @@ test("a gzip download (Content-Encoding, compressed Content-Length) loads (main 
   }
 });
 
-test("a failed fetch of the wasm module rejects, and the next load fetches it again (main thread)", async () => {
+/**
+ * In a fresh page, the first fetch of pkg/wasm_diffusion_bg.wasm fails: `wd[which].load`
+ * ("Sampler" or "SamplerWorker") then runs twice, the second load having to work; returns what
+ * the first rejected with.
+ */
+async function wasmFetchFailsOnce(which) {
   const p = watch(await browser.newPage());
-  await p.route("**/pkg/wasm_diffusion_bg.wasm", (route) => route.abort(), { times: 1 });
+  const failOnce = () => p.route("**/pkg/wasm_diffusion_bg.wasm", (route) => route.abort(), { times: 1 });
+  if (which === "Sampler") await failOnce();
   await p.goto(`${server.url}/pkg-tests/page.html`);
   await p.waitForFunction(() => window.ready === true);
-  const r = await p.evaluate(async ({ url }) => {
-    const first = await settle(wd.Sampler.load(url, { backend: "cpu" }));
-    const s = await wd.Sampler.load(url, { backend: "cpu" });
+  if (which === "SamplerWorker") {
+    // The page's own module is loaded first, so the one failed fetch is the worker's.
+    await p.evaluate(() => wd.seededNoise(1, 1, 1));
+    await failOnce();
+  }
+  const r = await p.evaluate(async ({ url, which }) => {
+    const first = await settle(wd[which].load(url, { backend: "cpu" }));
+    const s = await wd[which].load(url, { backend: "cpu" });
     s.dispose();
     return { first };
-  }, { url: CC });
-  assert.deepEqual(r.first, { name: "NetworkError", message: `loading the wasm module ${server.url}/pkg/wasm_diffusion_bg.wasm failed: TypeError: Failed to fetch` });
+  }, { url: CC, which });
   await p.close();
+  return r;
+}
+
+test("a failed fetch of the wasm module rejects, and the next load fetches it again (main thread)", async () => {
+  const r = await wasmFetchFailsOnce("Sampler");
+  assert.deepEqual(r.first, { name: "NetworkError", message: `loading the wasm module ${server.url}/pkg/wasm_diffusion_bg.wasm failed: TypeError: Failed to fetch` });
 });
 
 test("a failed fetch of the wasm module in a worker rejects SamplerWorker.load, and the next load works (worker)", async () => {
-  const p = watch(await browser.newPage());
-  await p.goto(`${server.url}/pkg-tests/page.html`);
-  await p.waitForFunction(() => window.ready === true);
-  // The page's own module is loaded first, so the one failed fetch is the worker's.
-  await p.evaluate(() => wd.seededNoise(1, 1, 1));
-  await p.route("**/pkg/wasm_diffusion_bg.wasm", (route) => route.abort(), { times: 1 });
-  const r = await p.evaluate(async ({ url }) => {
-    const first = await settle(wd.SamplerWorker.load(url, { backend: "cpu" }));
-    const s = await wd.SamplerWorker.load(url, { backend: "cpu" });
-    s.dispose();
-    return { first };
-  }, { url: CC });
+  const r = await wasmFetchFailsOnce("SamplerWorker");
   assert.deepEqual(r.first, { name: "NetworkError", message: `loading the wasm module ${server.url}/pkg/wasm_diffusion_bg.wasm failed: TypeError: Failed to fetch` });
-  await p.close();
 });
 
 test("a file larger than the wasm heap is refused before it is downloaded (main thread and worker)", async () => {

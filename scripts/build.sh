@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Build the browser package into pkg/ (ES module + .wasm for `--target web`).
+# Build the browser package into pkg/: the wasm (wasm32, release, feature `web`) bound by
+# wasm-bindgen for `--target web`, the JS API of src/web/js and its npm manifest
+# src/web/js/package.json (whose version must be Cargo.toml's; the build stops if not).
 #
-#   bash scripts/build.sh [--opt[=LEVEL]] [--features LIST] [--out-dir DIR] [--manifest-path PATH]
+#   bash scripts/build.sh [--opt[=LEVEL]]
 #
 #   --opt, WASM_OPT=1     also run wasm-opt (npm binaryen) on the result, LEVEL from
 #                         --opt=LEVEL or WASM_OPT_LEVEL (default -Oz). Slow: minutes on a
 #                         ~30 MB module, so it stays out of the default (test) path.
-#   --features LIST       cargo features (default: web), built with --no-default-features
-#   --out-dir DIR         wasm-bindgen output folder (default: pkg, relative to the repo root)
-#   --manifest-path PATH  another crate (used to try the toolchain on a scratch crate)
 #
-# Needs scripts/setup.sh to have been run once. Builds in $WASM_TARGET_DIR (see scripts/env.sh).
+# Then writes the demo's manifest (www/build-id.js, the default model's integrity in
+# models/index.json). Needs scripts/setup.sh to have been run once. Builds in $WASM_TARGET_DIR
+# (see scripts/env.sh).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,27 +23,23 @@ die() { printf 'build.sh: error: %s\n' "$*" >&2; exit 1; }
 
 opt="${WASM_OPT:-0}"
 opt_level="${WASM_OPT_LEVEL:--Oz}"
-features="web"
-out_dir="pkg"
-manifest="$REPO/Cargo.toml"
 while [ $# -gt 0 ]; do
     case "$1" in
         --opt) opt=1 ;;
         --opt=*) opt=1; opt_level="${1#--opt=}" ;;
-        --features) [ $# -ge 2 ] || die "--features needs a value"; features="$2"; shift ;;
-        --features=*) features="${1#--features=}" ;;
-        --out-dir) [ $# -ge 2 ] || die "--out-dir needs a value"; out_dir="$2"; shift ;;
-        --out-dir=*) out_dir="${1#--out-dir=}" ;;
-        --manifest-path) [ $# -ge 2 ] || die "--manifest-path needs a value"; manifest="$2"; shift ;;
-        --manifest-path=*) manifest="${1#--manifest-path=}" ;;
         -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
     esac
     shift
 done
 case "$opt" in 0|"") opt=0 ;; *) opt=1 ;; esac
-manifest="$(cd "$(dirname "$manifest")" && pwd)/$(basename "$manifest")"
-crate_dir="$(dirname "$manifest")"
+out_dir="pkg"
+
+# The npm package's version is the crate's: say so before a long cargo build.
+version="$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)"
+pkg_version="$(node -p 'require("./src/web/js/package.json").version')"
+[ "$pkg_version" = "$version" ] \
+    || die "src/web/js/package.json has version $pkg_version but Cargo.toml has $version; make them the same"
 
 command -v wasm-bindgen >/dev/null 2>&1 || die "wasm-bindgen not found; run: bash scripts/setup.sh"
 # The CLI and the wasm-bindgen crate in Cargo.lock must be the same version, or wasm-bindgen
@@ -51,30 +48,19 @@ lock_wb="$(awk '
     /^\[\[package\]\]/ { name = "" }
     /^name = / { gsub(/"/, "", $3); name = $3 }
     /^version = / && name == "wasm-bindgen" { gsub(/"/, "", $3); print $3; exit }
-' "$crate_dir/Cargo.lock" 2>/dev/null || true)"
+' Cargo.lock 2>/dev/null || true)"
 cli_wb="$(wasm-bindgen --version | awk '{print $2}')"
 if [ -n "$lock_wb" ] && [ "$lock_wb" != "$cli_wb" ]; then
     die "wasm-bindgen CLI is $cli_wb but Cargo.lock has wasm-bindgen $lock_wb; run: bash scripts/setup.sh"
 fi
 
-# The lib target's name (e.g. wasm_diffusion) names the .wasm cargo writes.
-lib_name="$(cargo metadata --manifest-path "$manifest" --no-deps --format-version 1 \
-    | node -e '
-        let s = ""; process.stdin.on("data", d => s += d).on("end", () => {
-            const m = JSON.parse(s);
-            const root = m.packages.find(p => p.manifest_path === process.argv[1]) || m.packages[0];
-            const lib = root.targets.find(t => t.kind.includes("cdylib"));
-            if (!lib) { console.error("no cdylib target in " + root.name); process.exit(1); }
-            console.log(lib.name.replace(/-/g, "_"));
-        });' "$manifest")"
+# The lib target is the package's name with "_" (Cargo.toml has no [lib] name).
+wasm="$WASM_TARGET_DIR/wasm32-unknown-unknown/release/wasm_diffusion.wasm"
 
-target_dir="$WASM_TARGET_DIR"
-wasm="$target_dir/wasm32-unknown-unknown/release/$lib_name.wasm"
-
-echo "==> cargo build (wasm32, release, features: ${features:-<none>}) in $target_dir"
+echo "==> cargo build (wasm32, release, features: web) in $WASM_TARGET_DIR"
 t0=$SECONDS
-CARGO_TARGET_DIR="$target_dir" cargo build --manifest-path "$manifest" --lib --release \
-    --target wasm32-unknown-unknown --no-default-features ${features:+--features "$features"}
+CARGO_TARGET_DIR="$WASM_TARGET_DIR" cargo build --lib --release \
+    --target wasm32-unknown-unknown --no-default-features --features web
 echo "    cargo: $((SECONDS - t0)) s"
 [ -f "$wasm" ] || die "cargo did not produce $wasm"
 
@@ -100,39 +86,15 @@ if [ "$opt" = 1 ]; then
     echo "    wasm-opt: $((SECONDS - t0)) s"
 fi
 
-echo "==> npm package in $out_dir/ (JS API from src/web/js)"
-cp src/web/js/index.js src/web/js/index.d.ts src/web/js/worker.js src/web/js/worker-client.js "$out_dir/"
-version="$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)"
-cat > "$out_dir/package.json" <<JSON
-{
-  "name": "wasm-diffusion",
-  "version": "$version",
-  "description": "Diffusion sampling (diffusers UNet2DModel, DDPM/DDIM/DPM-Solver++) in the browser on WebGPU, from Rust/WebAssembly",
-  "license": "MIT OR Apache-2.0",
-  "type": "module",
-  "main": "./index.js",
-  "module": "./index.js",
-  "types": "./index.d.ts",
-  "exports": {
-    ".": { "types": "./index.d.ts", "default": "./index.js" },
-    "./worker": "./worker.js",
-    "./wasm_diffusion_bg.wasm": "./wasm_diffusion_bg.wasm",
-    "./package.json": "./package.json"
-  },
-  "files": [
-    "index.js",
-    "index.d.ts",
-    "worker.js",
-    "worker-client.js",
-    "wasm_diffusion.js",
-    "wasm_diffusion.d.ts",
-    "wasm_diffusion_bg.wasm",
-    "wasm_diffusion_bg.wasm.d.ts"
-  ],
-  "sideEffects": false,
-  "keywords": ["diffusion", "webgpu", "wasm", "diffusers", "ddpm", "ddim"]
-}
-JSON
+echo "==> npm package in $out_dir/ (JS API and package.json from src/web/js)"
+cp src/web/js/index.js src/web/js/index.d.ts src/web/js/worker.js src/web/js/worker-client.js \
+    src/web/js/package.json "$out_dir/"
+missing="$(node -e '
+    const fs = require("fs");
+    const dir = process.argv[1];
+    const m = JSON.parse(fs.readFileSync(dir + "/package.json", "utf8"));
+    console.log(m.files.filter((f) => !fs.existsSync(dir + "/" + f)).join(" "));' "$out_dir")"
+[ -z "$missing" ] || die "$out_dir/ lacks files its package.json lists: $missing"
 rm -f "$out_dir/.gitignore"
 
 mb() { awk -v b="$1" 'BEGIN { printf "%.2f MB", b / 1e6 }'; }
@@ -148,7 +110,5 @@ echo "    final        $(mb "$size_final")  $bg  (gzip -9: $(mb "$size_gz"))"
 # The demo's manifest: the default model's `integrity` in models/index.json (commit it when it
 # changes) and www/build-id.js, the build id and the hash of each file sw.js pins to it (the
 # package, models/index.json, the model). A page runs the package of one build only (sw.js).
-if [ "$out_dir" = pkg ]; then
-  build_id="$(node scripts/demo-manifest.mjs)"
-  echo "    build id     $build_id  (www/build-id.js, integrity in models/index.json)"
-fi
+build_id="$(node scripts/demo-manifest.mjs)"
+echo "    build id     $build_id  (www/build-id.js, integrity in models/index.json)"

@@ -13,7 +13,7 @@
 #      gcc only if those commands are missing
 #   3. cargo install wasm-bindgen-cli, the exact version of wasm-bindgen in Cargo.lock,
 #      into $WASM_DIFFUSION_CACHE/tools
-#   4. npm ci at the repo root (binaryen for wasm-opt, playwright-core)
+#   4. npm ci at the repo root (binaryen for wasm-opt, playwright-core, typescript, vite)
 # Requires rustup (Debian's rustc is too old for burn 0.22).
 set -euo pipefail
 

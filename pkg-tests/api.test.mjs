@@ -1,30 +1,22 @@
-// Tests of the built npm package (pkg/) in headless Chromium with real WebGPU on SwiftShader.
-// Run by scripts/test.sh after scripts/build.sh: `node --test pkg-tests/`. The failure classes
-// (panics, crashed workers, break / dispose / abort, storage and network faults) are in
-// reliability.test.mjs. Every page fails its test on an uncaught page error.
+// The package's main-thread API (Sampler, pkg/) in headless Chromium with real WebGPU on
+// SwiftShader: loading, frames, seeds, the CLI's pixels, backends, abort, bad sources and the
+// Cache API. Run by scripts/test.sh after scripts/build.sh: `node --test pkg-tests/`. SamplerWorker
+// is in worker.test.mjs, the failure classes on both sides (panics, crashed workers, break /
+// dispose / abort, storage and network faults) in reliability.test.mjs, the demo in
+// demo.test.mjs. Every page fails its test on an uncaught page error.
 import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { REPO, cli, makeModels, launch, watch, assertNoPageErrors, startServer, NO_GPU_ARGS, newPage as openPage } from "./harness.mjs";
+import { cli, openSuite, closeSuite, launch, watch, assertNoPageErrors, startServer, REPO, NO_GPU_ARGS, newPage as openPage } from "./harness.mjs";
 
 let server, browser, page, MODELS;
+const suite = {};
 
 const newPage = (b = browser) => openPage(b, server);
 
-before(async () => {
-  MODELS = makeModels();
-  server = await startServer({ roots: { "/": REPO, "/m/": MODELS } });
-  browser = await launch();
-  page = await newPage();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.close();
-  if (MODELS) fs.rmSync(MODELS, { recursive: true, force: true });
-});
-
+before(async () => ({ models: MODELS, server, browser, page } = await openSuite(suite)));
+after(() => closeSuite(suite));
 afterEach(assertNoPageErrors);
 
 test("load reports progress and exposes config and backend", async () => {
@@ -251,86 +243,3 @@ test("a cached model loads with the server stopped", async () => {
   assert.match(r.err, /expected|fetching/);
   assert.ok(r.evicted, "the corrupt copy must be evicted");
 });
-
-test("the worker entry samples off the main thread", async () => {
-  const r = await page.evaluate(async () => {
-    const s = await wd.SamplerWorker.load("/m/cc.int8.safetensors", { backend: "cpu" });
-    const frames = [];
-    for await (const f of s.sample({ steps: 4, previewEvery: 2, seed: 2, classLabels: [0] })) {
-      frames.push({ step: f.step, final: f.final, bitmap: f.images[0] instanceof ImageBitmap, w: f.images[0].width });
-    }
-    const backend = s.backend;
-    s.dispose();
-    return { frames, backend };
-  });
-  assert.equal(r.backend, "cpu");
-  assert.deepEqual(r.frames.map((f) => f.step), [2, 4]);
-  assert.ok(r.frames.every((f) => f.bitmap && f.w === 16));
-  assert.equal(r.frames.at(-1).final, true);
-});
-
-test("the demo page renders an image", async () => {
-  const p = watch(await browser.newPage());
-  await p.goto(`${server.url}/index.html?backend=cpu&steps=12`);
-  await p.waitForFunction(() => /Done|Error|Could not/.test(document.body.innerText), null, { timeout: 240000 });
-  const status = await p.evaluate(() => document.getElementById("sample-status").textContent);
-  assert.match(status, /Done/);
-  // The guidance control starts at the value models/index.json gives for the shipped model.
-  const index = JSON.parse(fs.readFileSync(path.join(REPO, "models/index.json"), "utf8"));
-  assert.equal(Number(await p.evaluate(() => document.getElementById("guidance").value)), index.guidance);
-  const shot = path.join(process.env.SCREENSHOT_DIR || MODELS, "demo.png");
-  await p.screenshot({ path: shot, fullPage: true });
-  const stats = await p.evaluate(() => {
-    const c = document.getElementById("canvas");
-    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-    let sum = 0, sq = 0, n = 0;
-    for (let i = 0; i < d.length; i += 4) {
-      const v = (d[i] + d[i + 1] + d[i + 2]) / 3;
-      sum += v;
-      sq += v * v;
-      n++;
-    }
-    const mean = sum / n;
-    return { w: c.width, std: Math.sqrt(sq / n - mean * mean) };
-  });
-  assert.ok(stats.w > 32 && stats.std > 5, `canvas looks blank: ${JSON.stringify(stats)}`);
-  // The forward-process panel noises the last image at six timesteps.
-  await p.click("#forward-use-last");
-  await p.waitForFunction(() => document.querySelectorAll("#forward-strip canvas").length === 6, null, { timeout: 60000 });
-  await p.close();
-});
-
-test("the demo keeps working offline after the first visit", async () => {
-  const own = await startServer({ roots: { "/": REPO } });
-  const context = await browser.newContext();
-  const p = watch(await context.newPage());
-  try {
-    await p.goto(`${own.url}/index.html?backend=cpu&steps=3`);
-    await p.waitForFunction(() => /Done|Error|Could not/.test(document.body.innerText), null, { timeout: 120000 });
-    // Wait until the service worker has cached the page, the package and the model.
-    await p.evaluate(async () => {
-      await navigator.serviceWorker.ready;
-      for (let i = 0; i < 200; i++) {
-        const keys = await caches.keys();
-        const demo = keys.find((k) => k.startsWith("wasm-diffusion-demo"));
-        if (demo) {
-          const c = await caches.open(demo);
-          if ((await c.keys()).some((r) => r.url.endsWith(".safetensors"))) return;
-        }
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      throw new Error("the service worker did not cache the model");
-    });
-    await own.close();
-    await p.reload();
-    await p.waitForFunction(() => /Done|Error|Could not/.test(document.body.innerText), null, { timeout: 120000 });
-    const status = await p.evaluate(() => document.getElementById("sample-status").textContent + " | " + document.getElementById("load-status").textContent);
-    assert.match(status, /Done/, status);
-  } finally {
-    await context.close();
-    await own.close().catch(() => {});
-  }
-});
-
-// The demo's behaviour across builds (pinned caches per page, a half-done deploy never installs) is
-// tested in demo.test.mjs, which replaced the single-cache test that stood here.

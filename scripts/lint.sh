@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The lint gate, run by scripts/test.sh first (after set-up); every check runs, then it fails if
+# any did:
+#
+#   cargo fmt --check
+#   cargo clippy --release --locked --all-targets -- -D warnings
+#   tsc --checkJs over the package's JS in src/web/js (pkg-tests/types/tsconfig.src.json)
+#
+# The JS is checked before the build, so the wasm-bindgen glue is typed `any` there
+# (pkg-tests/types/glue-untyped.d.ts); pkg-tests/types.test.mjs checks the built pkg/ against
+# the real glue declarations.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck disable=SC1091
+. scripts/env.sh
+
+failed=()
+check() {
+    local name="$1"
+    shift
+    echo "== lint: $name"
+    local t0=$SECONDS
+    if "$@"; then
+        echo "   ok ($((SECONDS - t0)) s)"
+    else
+        echo "   FAILED ($((SECONDS - t0)) s)"
+        failed+=("$name")
+    fi
+}
+check "cargo fmt" cargo fmt --check
+check "cargo clippy" cargo clippy --release --locked --all-targets -- -D warnings
+check "tsc --checkJs src/web/js" node_modules/.bin/tsc -p pkg-tests/types/tsconfig.src.json
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "lint.sh: failed: ${failed[*]}" >&2
+    exit 1
+fi
