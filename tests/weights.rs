@@ -21,8 +21,7 @@ fn plain_bytes(q: Quant) -> Vec<u8> {
 
 fn load_err(bytes: &[u8]) -> String {
     load_model(bytes, &Device::flex())
-        .err()
-        .expect("must be rejected")
+        .expect_err("must be rejected")
         .to_string()
 }
 

@@ -11,6 +11,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 /// burn tensor; the generic ops get a tensor made from them, which only happens where a CPU
 /// kernel does not apply).
 #[derive(Debug, Clone)]
+// The tensor variant is the large one and the common one on the GPU; boxing it would add an
+// indirection to every parameter read for a few hundred bytes per layer.
+#[allow(clippy::large_enum_variant)]
 pub enum Param<const D: usize> {
     Device(Tensor<D>),
     Host { values: Vec<f32>, shape: [usize; D] },

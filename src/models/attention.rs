@@ -23,28 +23,33 @@ pub struct Attention {
     rescale_output_factor: f64,
 }
 
+/// What an [`Attention`] is made of (diffusers' `Attention(query_dim, heads, dim_head,
+/// norm_num_groups, eps, rescale_output_factor, residual_connection=True)` of the U-Net blocks).
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionConfig {
+    pub channels: usize,
+    pub head_dim: usize,
+    /// GroupNorm groups; `None`: no norm.
+    pub groups: Option<usize>,
+    pub eps: f64,
+    pub rescale_output_factor: f64,
+}
+
 impl Attention {
-    pub fn load(
-        src: &mut impl TensorSource,
-        prefix: &str,
-        channels: usize,
-        head_dim: usize,
-        groups: Option<usize>,
-        eps: f64,
-        rescale_output_factor: f64,
-    ) -> Result<Self> {
+    pub fn load(src: &mut impl TensorSource, prefix: &str, c: AttentionConfig) -> Result<Self> {
         let p = |n: &str| format!("{prefix}.{n}");
+        let ch = c.channels;
         Ok(Self {
-            group_norm: match groups {
-                Some(g) => Some(GroupNorm::load(src, &p("group_norm"), g, channels, eps)?),
+            group_norm: match c.groups {
+                Some(g) => Some(GroupNorm::load(src, &p("group_norm"), g, ch, c.eps)?),
                 None => None,
             },
-            to_q: Linear::load(src, &p("to_q"), channels, channels)?,
-            to_k: Linear::load(src, &p("to_k"), channels, channels)?,
-            to_v: Linear::load(src, &p("to_v"), channels, channels)?,
-            to_out: Linear::load(src, &p("to_out.0"), channels, channels)?,
-            heads: channels / head_dim,
-            rescale_output_factor,
+            to_q: Linear::load(src, &p("to_q"), ch, ch)?,
+            to_k: Linear::load(src, &p("to_k"), ch, ch)?,
+            to_v: Linear::load(src, &p("to_v"), ch, ch)?,
+            to_out: Linear::load(src, &p("to_out.0"), ch, ch)?,
+            heads: ch / c.head_dim,
+            rescale_output_factor: c.rescale_output_factor,
         })
     }
 

@@ -220,6 +220,9 @@ impl SchedulerConfig {
         if !self.lambda_min_clipped.is_finite() {
             obj.remove("lambda_min_clipped");
         }
+        // Absent keys stay absent (null is what serde writes for them): the scheduler that runs
+        // supplies its own default, and older readers of the file keep theirs.
+        obj.retain(|_, v| !v.is_null());
         serde_json::to_string(&v).expect("config serializes")
     }
 

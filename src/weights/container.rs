@@ -298,7 +298,7 @@ impl<'a> Container<'a> {
     pub fn expect(&self, name: &str, shape: &[usize], source: &str) -> Result<&TensorView<'a>> {
         self.get(name).ok_or_else(|| {
             Error::format(format!(
-                "tensor `{name}` {shape:?}: expected by {source}, found missing"
+                "expected tensor `{name}` {shape:?} (from {source}), found missing"
             ))
         })
     }

@@ -3,7 +3,9 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::unet_2d_blocks::{AttnOptions, DownBlock2D, UNetMidBlock2D, UpBlock2D};
+use super::unet_2d_blocks::{
+    AttnOptions, DownBlock2D, DownBlock2DConfig, UNetMidBlock2D, UpBlock2D, UpBlock2DConfig,
+};
 use super::UNet2DConfig;
 use crate::error::{Error, Result};
 use crate::models::embeddings::{TimestepEmbedding, Timesteps};
@@ -40,7 +42,6 @@ impl UNet2DModel {
     ) -> Result<Self> {
         config.validate()?;
         let ch = &config.block_out_channels;
-        let n = ch.len();
         let temb = config.time_embed_dim();
         let groups = config.groups();
         let eps = config.norm_eps;
@@ -51,12 +52,6 @@ impl UNet2DModel {
             time_shift: config.resnet_time_scale_shift,
             output_scale_factor: 1.0,
         };
-        let attn_for = |c: usize| AttnOptions {
-            head_dim: config.attention_head_dim.unwrap_or(c),
-            groups: Some(groups),
-            eps,
-        };
-
         // 1. time
         let time_proj = Timesteps {
             num_channels: ch[0],
@@ -76,67 +71,10 @@ impl UNet2DModel {
             Conv2dConfig::same(config.in_channels, ch[0], 3),
         )?;
 
-        // 3. down
-        let mut down_blocks = Vec::with_capacity(n);
-        let mut out_c = ch[0];
-        for (i, kind) in config.down_block_types.iter().enumerate() {
-            let in_c = out_c;
-            out_c = ch[i];
-            let attn = kind.has_attention().then(|| attn_for(out_c));
-            down_blocks.push(DownBlock2D::load(
-                src,
-                &format!("down_blocks.{i}"),
-                in_c,
-                out_c,
-                config.layers_per_block,
-                resnet,
-                attn,
-                i + 1 < n,
-                config.downsample_padding,
-            )?);
-        }
-
-        // 4. mid
-        let mid_block = match config.mid_block_type {
-            Some(_) => {
-                let c = ch[n - 1];
-                let attn = config.add_attention.then(|| AttnOptions {
-                    // diffusers drops the mid attention's norm for scale-shift models unless given.
-                    groups: config
-                        .attn_norm_num_groups
-                        .or((resnet.time_shift == TimeScaleShift::Default).then_some(groups)),
-                    ..attn_for(c)
-                });
-                let mid_resnet = ResnetOptions {
-                    output_scale_factor: config.mid_block_scale_factor,
-                    ..resnet
-                };
-                Some(UNetMidBlock2D::load(src, "mid_block", c, mid_resnet, attn)?)
-            }
-            None => None,
-        };
-
-        // 5. up
-        let mut up_blocks = Vec::with_capacity(n);
-        let rev: Vec<usize> = ch.iter().rev().copied().collect();
-        let mut out_c = rev[0];
-        for (i, kind) in config.up_block_types.iter().enumerate() {
-            let prev_c = out_c;
-            out_c = rev[i];
-            let in_c = rev[(i + 1).min(n - 1)];
-            let attn = kind.has_attention().then(|| attn_for(out_c));
-            up_blocks.push(UpBlock2D::load(
-                src,
-                &format!("up_blocks.{i}"),
-                in_c,
-                prev_c,
-                out_c,
-                config.layers_per_block + 1,
-                resnet,
-                attn,
-                i + 1 < n,
-            )?);
-        }
+        // 3-5. down, mid, up
+        let down_blocks = Self::load_down_blocks(config, src, resnet)?;
+        let mid_block = Self::load_mid_block(config, src, resnet)?;
+        let up_blocks = Self::load_up_blocks(config, src, resnet)?;
 
         // 6. post-process
         let conv_norm_out = GroupNorm::load(src, "conv_norm_out", groups, ch[0], eps)?;
@@ -159,6 +97,98 @@ impl UNet2DModel {
             conv_out,
             device: device.clone(),
         })
+    }
+
+    /// Attention of a block with `channels` channels.
+    fn attn_options(config: &UNet2DConfig, channels: usize) -> AttnOptions {
+        AttnOptions {
+            head_dim: config.attention_head_dim.unwrap_or(channels),
+            groups: Some(config.groups()),
+            eps: config.norm_eps,
+        }
+    }
+
+    /// `down_blocks.{i}`: level i halves the image after its layers, but the last.
+    fn load_down_blocks(
+        config: &UNet2DConfig,
+        src: &mut impl TensorSource,
+        resnet: ResnetOptions,
+    ) -> Result<Vec<DownBlock2D>> {
+        let ch = &config.block_out_channels;
+        let n = ch.len();
+        let mut blocks = Vec::with_capacity(n);
+        for (i, kind) in config.down_block_types.iter().enumerate() {
+            let c = DownBlock2DConfig {
+                in_channels: if i == 0 { ch[0] } else { ch[i - 1] },
+                out_channels: ch[i],
+                num_layers: config.layers_per_block,
+                resnet,
+                attn: kind
+                    .has_attention()
+                    .then(|| Self::attn_options(config, ch[i])),
+                add_downsample: i + 1 < n,
+                downsample_padding: config.downsample_padding,
+            };
+            blocks.push(DownBlock2D::load(src, &format!("down_blocks.{i}"), c)?);
+        }
+        Ok(blocks)
+    }
+
+    /// `mid_block` at the deepest level, when the config has one.
+    fn load_mid_block(
+        config: &UNet2DConfig,
+        src: &mut impl TensorSource,
+        resnet: ResnetOptions,
+    ) -> Result<Option<UNetMidBlock2D>> {
+        if config.mid_block_type.is_none() {
+            return Ok(None);
+        }
+        let c = config.block_out_channels[config.block_out_channels.len() - 1];
+        let attn = config.add_attention.then(|| AttnOptions {
+            // diffusers drops the mid attention's norm for scale-shift models unless given.
+            groups: config
+                .attn_norm_num_groups
+                .or((resnet.time_shift == TimeScaleShift::Default).then_some(config.groups())),
+            ..Self::attn_options(config, c)
+        });
+        let resnet = ResnetOptions {
+            output_scale_factor: config.mid_block_scale_factor,
+            ..resnet
+        };
+        Ok(Some(UNetMidBlock2D::load(
+            src,
+            "mid_block",
+            c,
+            resnet,
+            attn,
+        )?))
+    }
+
+    /// `up_blocks.{i}`, from the deepest level up: each layer takes a skip state, each block
+    /// but the last doubles the image.
+    fn load_up_blocks(
+        config: &UNet2DConfig,
+        src: &mut impl TensorSource,
+        resnet: ResnetOptions,
+    ) -> Result<Vec<UpBlock2D>> {
+        let rev: Vec<usize> = config.block_out_channels.iter().rev().copied().collect();
+        let n = rev.len();
+        let mut blocks = Vec::with_capacity(n);
+        for (i, kind) in config.up_block_types.iter().enumerate() {
+            let c = UpBlock2DConfig {
+                in_channels: rev[(i + 1).min(n - 1)],
+                prev_output_channels: if i == 0 { rev[0] } else { rev[i - 1] },
+                out_channels: rev[i],
+                num_layers: config.layers_per_block + 1,
+                resnet,
+                attn: kind
+                    .has_attention()
+                    .then(|| Self::attn_options(config, rev[i])),
+                add_upsample: i + 1 < n,
+            };
+            blocks.push(UpBlock2D::load(src, &format!("up_blocks.{i}"), c)?);
+        }
+        Ok(blocks)
     }
 
     pub fn device(&self) -> &Device {
@@ -218,35 +248,9 @@ impl UNet2DModel {
         record("time_proj", &as4(&t_emb));
         let mut emb = self.time_embedding.forward(t_emb);
         record("time_embedding", &as4(&emb));
-        match (&self.class_embedding, class_labels) {
-            (Some(table), Some(labels)) => {
-                let k = table.dims()[0];
-                if labels.len() != b {
-                    return Err(Error::invalid(format!(
-                        "class_labels: expected {b} labels (one per batch item), found {}",
-                        labels.len()
-                    )));
-                }
-                if let Some(&bad) = labels.iter().find(|&&l| l >= k) {
-                    return Err(Error::invalid(format!("class label: expected 0 to {}, found {bad}", k - 1)));
-                }
-                let ids: Vec<i32> = labels.iter().map(|&l| l as i32).collect();
-                let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [b]), &self.device);
-                let class_emb = table.clone().select(0, ids);
-                record("class_embedding", &as4(&class_emb));
-                emb = emb + class_emb;
-            }
-            (Some(_), None) => {
-                return Err(Error::invalid(
-                    "class_labels: this model is class-conditional, expected one label per image, found none",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(Error::invalid(
-                    "class_labels: this model has no class embedding, expected no labels, found some",
-                ))
-            }
-            (None, None) => {}
+        if let Some(class_emb) = self.class_embed(class_labels, b)? {
+            record("class_embedding", &as4(&class_emb));
+            emb = emb + class_emb;
         }
 
         // 2. pre-process
@@ -275,6 +279,41 @@ impl UNet2DModel {
         // 6. post-process
         let x = self.conv_out.forward(self.conv_norm_out.forward_silu(x));
         Ok(x)
+    }
+
+    /// The class embedding of `labels` (`[B, time_embed_dim]`) for a class-conditional model;
+    /// labels must be given exactly when the model has a class embedding.
+    fn class_embed(&self, labels: Option<&[usize]>, b: usize) -> Result<Option<Tensor<2>>> {
+        let (table, labels) = match (&self.class_embedding, labels) {
+            (Some(table), Some(labels)) => (table, labels),
+            (None, None) => return Ok(None),
+            (Some(_), None) => {
+                return Err(Error::invalid(
+                    "class_labels: this model is class-conditional, expected one label per image, found none",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::invalid(
+                    "class_labels: this model has no class embedding, expected no labels, found some",
+                ))
+            }
+        };
+        let k = table.dims()[0];
+        if labels.len() != b {
+            return Err(Error::invalid(format!(
+                "class_labels: expected {b} labels (one per batch item), found {}",
+                labels.len()
+            )));
+        }
+        if let Some(&bad) = labels.iter().find(|&&l| l >= k) {
+            return Err(Error::invalid(format!(
+                "class label: expected 0 to {}, found {bad}",
+                k - 1
+            )));
+        }
+        let ids: Vec<i32> = labels.iter().map(|&l| l as i32).collect();
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [b]), &self.device);
+        Ok(Some(table.clone().select(0, ids)))
     }
 
     fn check_input(&self, b: usize, c: usize, h: usize, w: usize) -> Result<()> {

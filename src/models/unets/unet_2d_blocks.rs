@@ -1,16 +1,17 @@
 //! The down, mid and up blocks of `UNet2DModel`: diffusers `models/unets/unet_2d_blocks.py`
 //! (`DownBlock2D`, `AttnDownBlock2D`, `UNetMidBlock2D`, `UpBlock2D`, `AttnUpBlock2D`).
 //! One struct covers each pair with and without attention: `attentions` is empty for the
-//! plain blocks, so the parameter names stay exactly diffusers'.
+//! plain blocks, so the parameter names stay exactly diffusers'. Each block is built from a
+//! config struct, as diffusers' `get_down_block` / `get_up_block` take keyword arguments.
 
 use burn::tensor::Tensor;
 
 use crate::error::Result;
-use crate::models::attention::Attention;
+use crate::models::attention::{Attention, AttentionConfig};
 use crate::models::resnet::{Downsample2D, ResnetBlock2D, ResnetOptions, Upsample2D};
 use crate::weights::TensorSource;
 
-/// Attention settings of a block: head size, norm groups and eps.
+/// Attention settings of a block: head size, norm groups (`None`: no norm) and eps.
 #[derive(Debug, Clone, Copy)]
 pub struct AttnOptions {
     pub head_dim: usize,
@@ -18,25 +19,49 @@ pub struct AttnOptions {
     pub eps: f64,
 }
 
-impl AttnOptions {
-    /// The `Attention` of a block with `channels` channels at `prefix`.
-    fn load(
-        self,
-        src: &mut impl TensorSource,
-        prefix: &str,
-        channels: usize,
-        resnet: ResnetOptions,
-    ) -> Result<Attention> {
-        Attention::load(
-            src,
-            prefix,
-            channels,
-            self.head_dim,
-            self.groups,
-            self.eps,
-            resnet.output_scale_factor,
-        )
+/// The `resnets.{i}` and (with `attn`) `attentions.{i}` of a block, layer `i` mapping
+/// `channels[i].0` to `channels[i].1` channels. Shared by the three block kinds.
+fn load_layers(
+    src: &mut impl TensorSource,
+    prefix: &str,
+    channels: impl IntoIterator<Item = (usize, usize)>,
+    resnet: ResnetOptions,
+    attn: Option<AttnOptions>,
+) -> Result<(Vec<ResnetBlock2D>, Vec<Attention>)> {
+    let mut resnets = Vec::new();
+    let mut attentions = Vec::new();
+    for (i, (c_in, c_out)) in channels.into_iter().enumerate() {
+        let p = format!("{prefix}.resnets.{i}");
+        resnets.push(ResnetBlock2D::load(src, &p, c_in, c_out, resnet)?);
+        if let Some(a) = attn {
+            let config = AttentionConfig {
+                channels: c_out,
+                head_dim: a.head_dim,
+                groups: a.groups,
+                eps: a.eps,
+                rescale_output_factor: resnet.output_scale_factor,
+            };
+            attentions.push(Attention::load(
+                src,
+                &format!("{prefix}.attentions.{i}"),
+                config,
+            )?);
+        }
     }
+    Ok((resnets, attentions))
+}
+
+/// What a down block is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct DownBlock2DConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub num_layers: usize,
+    pub resnet: ResnetOptions,
+    /// `Some` for `AttnDownBlock2D`.
+    pub attn: Option<AttnOptions>,
+    pub add_downsample: bool,
+    pub downsample_padding: usize,
 }
 
 /// `DownBlock2D` (no attention) or `AttnDownBlock2D`.
@@ -48,44 +73,25 @@ pub struct DownBlock2D {
 }
 
 impl DownBlock2D {
-    #[allow(clippy::too_many_arguments)]
-    pub fn load(
-        src: &mut impl TensorSource,
-        prefix: &str,
-        in_channels: usize,
-        out_channels: usize,
-        num_layers: usize,
-        resnet: ResnetOptions,
-        attn: Option<AttnOptions>,
-        add_downsample: bool,
-        downsample_padding: usize,
-    ) -> Result<Self> {
-        let mut resnets = Vec::with_capacity(num_layers);
-        let mut attentions = Vec::new();
-        for i in 0..num_layers {
-            let cin = if i == 0 { in_channels } else { out_channels };
-            resnets.push(ResnetBlock2D::load(
-                src,
-                &format!("{prefix}.resnets.{i}"),
-                cin,
-                out_channels,
-                resnet,
-            )?);
-            if let Some(a) = attn {
-                attentions.push(a.load(
-                    src,
-                    &format!("{prefix}.attentions.{i}"),
-                    out_channels,
-                    resnet,
-                )?);
-            }
-        }
-        let downsampler = if add_downsample {
+    pub fn load(src: &mut impl TensorSource, prefix: &str, c: DownBlock2DConfig) -> Result<Self> {
+        let channels = (0..c.num_layers).map(|i| {
+            (
+                if i == 0 {
+                    c.in_channels
+                } else {
+                    c.out_channels
+                },
+                c.out_channels,
+            )
+        });
+        let (resnets, attentions) = load_layers(src, prefix, channels, c.resnet, c.attn)?;
+        let downsampler = if c.add_downsample {
+            let p = format!("{prefix}.downsamplers.0");
             Some(Downsample2D::load(
                 src,
-                &format!("{prefix}.downsamplers.0"),
-                out_channels,
-                downsample_padding,
+                &p,
+                c.out_channels,
+                c.downsample_padding,
             )?)
         } else {
             None
@@ -97,7 +103,7 @@ impl DownBlock2D {
         })
     }
 
-    /// Returns the block output and the states it hands to the skip connections
+    /// Returns the block output and pushes the states it hands to the skip connections
     /// (one per layer, plus the downsampled one).
     pub fn forward(
         &self,
@@ -128,6 +134,7 @@ pub struct UNetMidBlock2D {
 }
 
 impl UNetMidBlock2D {
+    /// `channels` in and out; `attn` is `None` when the config turns attention off.
     pub fn load(
         src: &mut impl TensorSource,
         prefix: &str,
@@ -135,26 +142,11 @@ impl UNetMidBlock2D {
         resnet: ResnetOptions,
         attn: Option<AttnOptions>,
     ) -> Result<Self> {
-        let resnets = vec![
-            ResnetBlock2D::load(
-                src,
-                &format!("{prefix}.resnets.0"),
-                channels,
-                channels,
-                resnet,
-            )?,
-            ResnetBlock2D::load(
-                src,
-                &format!("{prefix}.resnets.1"),
-                channels,
-                channels,
-                resnet,
-            )?,
-        ];
-        let attentions = match attn {
-            Some(a) => vec![a.load(src, &format!("{prefix}.attentions.0"), channels, resnet)?],
-            None => Vec::new(),
-        };
+        // The layer loop gives resnets.0 (+ attentions.0); the second resnet has no attention.
+        let (mut resnets, attentions) =
+            load_layers(src, prefix, [(channels, channels)], resnet, attn)?;
+        let p = format!("{prefix}.resnets.1");
+        resnets.push(ResnetBlock2D::load(src, &p, channels, channels, resnet)?);
         Ok(Self {
             resnets,
             attentions,
@@ -170,6 +162,21 @@ impl UNetMidBlock2D {
     }
 }
 
+/// What an up block is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct UpBlock2DConfig {
+    /// Channels of the skip state the last layer takes (the level's input channels).
+    pub in_channels: usize,
+    /// Channels coming from the block below.
+    pub prev_output_channels: usize,
+    pub out_channels: usize,
+    pub num_layers: usize,
+    pub resnet: ResnetOptions,
+    /// `Some` for `AttnUpBlock2D`.
+    pub attn: Option<AttnOptions>,
+    pub add_upsample: bool,
+}
+
 /// `UpBlock2D` (no attention) or `AttnUpBlock2D`.
 #[derive(Debug, Clone)]
 pub struct UpBlock2D {
@@ -179,53 +186,27 @@ pub struct UpBlock2D {
 }
 
 impl UpBlock2D {
-    #[allow(clippy::too_many_arguments)]
-    pub fn load(
-        src: &mut impl TensorSource,
-        prefix: &str,
-        in_channels: usize,
-        prev_output_channels: usize,
-        out_channels: usize,
-        num_layers: usize,
-        resnet: ResnetOptions,
-        attn: Option<AttnOptions>,
-        add_upsample: bool,
-    ) -> Result<Self> {
-        let mut resnets = Vec::with_capacity(num_layers);
-        let mut attentions = Vec::new();
-        for i in 0..num_layers {
-            let skip = if i == num_layers - 1 {
-                in_channels
+    pub fn load(src: &mut impl TensorSource, prefix: &str, c: UpBlock2DConfig) -> Result<Self> {
+        let n = c.num_layers;
+        // Layer i takes the previous state (the block below's output first) concatenated with
+        // a skip state (the level's input channels for the last layer).
+        let channels = (0..n).map(|i| {
+            let prev = if i == 0 {
+                c.prev_output_channels
             } else {
-                out_channels
+                c.out_channels
             };
-            let cin = if i == 0 {
-                prev_output_channels
+            let skip = if i == n - 1 {
+                c.in_channels
             } else {
-                out_channels
+                c.out_channels
             };
-            resnets.push(ResnetBlock2D::load(
-                src,
-                &format!("{prefix}.resnets.{i}"),
-                cin + skip,
-                out_channels,
-                resnet,
-            )?);
-            if let Some(a) = attn {
-                attentions.push(a.load(
-                    src,
-                    &format!("{prefix}.attentions.{i}"),
-                    out_channels,
-                    resnet,
-                )?);
-            }
-        }
-        let upsampler = if add_upsample {
-            Some(Upsample2D::load(
-                src,
-                &format!("{prefix}.upsamplers.0"),
-                out_channels,
-            )?)
+            (prev + skip, c.out_channels)
+        });
+        let (resnets, attentions) = load_layers(src, prefix, channels, c.resnet, c.attn)?;
+        let upsampler = if c.add_upsample {
+            let p = format!("{prefix}.upsamplers.0");
+            Some(Upsample2D::load(src, &p, c.out_channels)?)
         } else {
             None
         };
@@ -244,10 +225,12 @@ impl UpBlock2D {
         skips: &mut Vec<Tensor<4>>,
     ) -> Tensor<4> {
         for (i, resnet) in self.resnets.iter().enumerate() {
-            let skip = skips
-                .pop()
-                .expect("skip stack holds one state per up-block layer");
-            x = resnet.forward(Tensor::cat(vec![x, skip], 1), temb.clone());
+            // The config validation guarantees one skip state per up-block layer; an empty
+            // stack (never reached) would skip the concatenation rather than panic.
+            if let Some(skip) = skips.pop() {
+                x = Tensor::cat(vec![x, skip], 1);
+            }
+            x = resnet.forward(x, temb.clone());
             if let Some(attn) = self.attentions.get(i) {
                 x = attn.forward(x);
             }
