@@ -141,10 +141,7 @@ test("a Vite build of an app that imports the package samples on the page (Sampl
 // written as one expression, new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
 // Vite copies worker.js instead as a plain asset (inlined as a data: URL), unbundled, and its
 // `import "./index.js"` cannot load there, so the worker fails to start.
-const WORKER_TODO =
-  "worker-client.js must start its default worker as new Worker(new URL(\"./worker.js\", import.meta.url), { type: \"module\" }) for bundlers to bundle it (today: WorkerError, the worker script failed to start)";
-
-test("a Vite build of an app that imports the package samples in a worker (SamplerWorker)", { todo: WORKER_TODO }, async () => {
+test("a Vite build of an app that imports the package samples in a worker (SamplerWorker)", async () => {
   const r = await page.evaluate(() => window.sample("worker", "/m/cc.int8.safetensors"));
   assert.deepEqual(r, { frames: [1, 2, 3].map((step) => ({ step, final: step === 3, width: 16 })) });
 });

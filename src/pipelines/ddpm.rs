@@ -77,40 +77,13 @@ impl SamplingRun {
         let shape = [b, c, h, w];
         let per_item = c * h * w;
 
-        // Labels: the conditional branch uses the requested classes; without them a
-        // class-conditional model samples its null class (unconditional generation).
-        let num_classes = cfg.num_class_embeds;
-        let labels: Vec<usize> = match (num_classes, &opts.class_labels) {
-            (None, None) => Vec::new(),
-            (None, Some(_)) => {
-                return Err(Error::invalid(
-                    "class labels: this model is unconditional, expected none, found some",
-                ))
-            }
-            (Some(_), None) => match null_class {
-                Some(n) => vec![n; b],
-                None => {
-                    return Err(Error::invalid(
-                        "class labels: this model is class-conditional and has no null class, expected a label, found none",
-                    ))
-                }
-            },
-            (Some(k), Some(l)) => {
-                let l = match l.len() {
-                    1 => vec![l[0]; b],
-                    n if n == b => l.clone(),
-                    n => {
-                        return Err(Error::invalid(format!(
-                            "class labels: expected 1 or {b} (the batch size), found {n}"
-                        )))
-                    }
-                };
-                if let Some(bad) = l.iter().find(|&&x| x >= k) {
-                    return Err(Error::invalid(format!("class label: expected 0 to {}, found {bad}", k - 1)));
-                }
-                l
-            }
-        };
+        // 1. labels (the null class for the unconditional branch) and guidance
+        let labels = class_labels(
+            cfg.num_class_embeds,
+            null_class,
+            opts.class_labels.as_deref(),
+            b,
+        )?;
         let guided = opts.guidance_scale != 1.0 && !labels.is_empty();
         if guided && null_class.is_none() {
             return Err(Error::invalid(format!(
@@ -119,28 +92,15 @@ impl SamplingRun {
             )));
         }
 
+        // 2. memory, then the scheduler (both refuse before anything is allocated)
         let cpu = *unet.device() == Device::flex();
         check_run(cfg, [h, w], b, guided, resident, budget, cpu)?;
-
         let scheduler = schedulers::build(opts.scheduler, scheduler_config, opts.steps, opts.eta)?;
+
+        // 3. x_T: the caller's, or drawn from the seed
         let mut noise = BatchNoise::new(opts.seed, b);
         let x_t = match &opts.init_noise {
-            Some(v) => {
-                if v.len() != b * per_item {
-                    return Err(Error::invalid(format!(
-                        "initial noise: expected {} values ({b}x{c}x{h}x{w}), found {}",
-                        b * per_item,
-                        v.len()
-                    )));
-                }
-                if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                    return Err(Error::invalid(format!(
-                        "initial noise: expected finite values, found {} at index {i}",
-                        v[i]
-                    )));
-                }
-                v.clone()
-            }
+            Some(v) => checked_init_noise(v, shape)?,
             None => noise.sample(per_item),
         };
         let x = Tensor::from_data(TensorData::new(x_t, shape), unet.device());
@@ -256,4 +216,67 @@ impl SamplingRun {
             last: self.step == total,
         })
     }
+}
+
+/// The labels of the conditional branch, one per image: the requested classes (one for all, or
+/// one each); without any, a class-conditional model samples its null class (unconditional
+/// generation). Empty for unconditional models.
+fn class_labels(
+    num_classes: Option<usize>,
+    null_class: Option<usize>,
+    requested: Option<&[usize]>,
+    b: usize,
+) -> Result<Vec<usize>> {
+    let labels = match (num_classes, requested) {
+        (None, None) => return Ok(Vec::new()),
+        (None, Some(_)) => {
+            return Err(Error::invalid(
+                "class labels: this model is unconditional, expected none, found some",
+            ))
+        }
+        (Some(_), None) => {
+            return match null_class {
+                Some(n) => Ok(vec![n; b]),
+                None => Err(Error::invalid(
+                    "class labels: this model is class-conditional and has no null class, expected a label, found none",
+                )),
+            }
+        }
+        (Some(_), Some(l)) => match l.len() {
+            1 => vec![l[0]; b],
+            n if n == b => l.to_vec(),
+            n => {
+                return Err(Error::invalid(format!(
+                    "class labels: expected 1 or {b} (the batch size), found {n}"
+                )))
+            }
+        },
+    };
+    let k = num_classes.unwrap_or(0);
+    if let Some(bad) = labels.iter().find(|&&x| x >= k) {
+        return Err(Error::invalid(format!(
+            "class label: expected 0 to {}, found {bad}",
+            k.saturating_sub(1)
+        )));
+    }
+    Ok(labels)
+}
+
+/// x_T given by the caller: `shape`'s number of finite values.
+fn checked_init_noise(v: &[f32], shape: [usize; 4]) -> Result<Vec<f32>> {
+    let [b, c, h, w] = shape;
+    let n = b * c * h * w;
+    if v.len() != n {
+        return Err(Error::invalid(format!(
+            "initial noise: expected {n} values ({b}x{c}x{h}x{w}), found {}",
+            v.len()
+        )));
+    }
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::invalid(format!(
+            "initial noise: expected finite values, found {} at index {i}",
+            v[i]
+        )));
+    }
+    Ok(v.to_vec())
 }

@@ -116,6 +116,9 @@ impl SampleOptions {
             }
         };
         let get = |key: &str| obj.get(key).filter(|v| !v.is_null());
+        let int =
+            |key: &str, min: u64, max: u64| get(key).map(|v| int_in(key, v, min, max)).transpose();
+        let number = |key: &str| get(key).map(|v| finite_number(key, v)).transpose();
         let d = SampleOptions::default();
         let scheduler = match get("scheduler") {
             None => d.scheduler,
@@ -128,51 +131,7 @@ impl SampleOptions {
                 )))
             }
         };
-        let int = |key: &str, min: u64, max: u64| -> Result<Option<u64>> {
-            let Some(v) = get(key) else { return Ok(None) };
-            match v.as_f64() {
-                Some(x) if x.fract() == 0.0 && (min as f64..=max as f64).contains(&x) => {
-                    Ok(Some(x as u64))
-                }
-                _ => Err(Error::invalid(format!(
-                    "{key}: expected an integer from {min} to {max}, found {}",
-                    shown(&v.to_string())
-                ))),
-            }
-        };
-        let number = |key: &str| -> Result<Option<f64>> {
-            let Some(v) = get(key) else { return Ok(None) };
-            match v.as_f64() {
-                Some(x) if x.is_finite() => Ok(Some(x)),
-                _ => Err(Error::invalid(format!(
-                    "{key}: expected a finite number, found {}",
-                    shown(&v.to_string())
-                ))),
-            }
-        };
-        let class_labels = match get("classLabels") {
-            None => None,
-            Some(Value::Array(items)) => Some(
-                items
-                    .iter()
-                    .map(|v| match v.as_f64() {
-                        Some(x) if x.fract() == 0.0 && x >= 0.0 && x < usize::MAX as f64 => {
-                            Ok(x as usize)
-                        }
-                        _ => Err(Error::invalid(format!(
-                            "classLabels: expected class indices (integers >= 0), found {}",
-                            shown(&v.to_string())
-                        ))),
-                    })
-                    .collect::<Result<Vec<_>>>()?,
-            ),
-            Some(v) => {
-                return Err(Error::invalid(format!(
-                    "classLabels: expected an array of class indices, found {}",
-                    shown(&v.to_string())
-                )))
-            }
-        };
+        let class_labels = get("classLabels").map(class_indices).transpose()?;
         let eta = number("eta")?.unwrap_or(d.eta);
         if eta < 0.0 {
             return Err(Error::invalid(format!(
@@ -209,4 +168,45 @@ pub fn read_back(t: Tensor<4>) -> Result<Vec<f32>> {
         })?
         .try_into_vec::<f32>()
         .map_err(|e| Error::backend(format!("expected f32 samples from the device, found {e:?}")))
+}
+
+/// `v` as an integer from `min` to `max` (JS numbers are floats: 12.0 is 12).
+fn int_in(key: &str, v: &Value, min: u64, max: u64) -> Result<u64> {
+    match v.as_f64() {
+        Some(x) if x.fract() == 0.0 && (min as f64..=max as f64).contains(&x) => Ok(x as u64),
+        _ => Err(Error::invalid(format!(
+            "{key}: expected an integer from {min} to {max}, found {}",
+            shown(&v.to_string())
+        ))),
+    }
+}
+
+fn finite_number(key: &str, v: &Value) -> Result<f64> {
+    match v.as_f64() {
+        Some(x) if x.is_finite() => Ok(x),
+        _ => Err(Error::invalid(format!(
+            "{key}: expected a finite number, found {}",
+            shown(&v.to_string())
+        ))),
+    }
+}
+
+/// `classLabels`: an array of class indices (their range is checked against the model later).
+fn class_indices(v: &Value) -> Result<Vec<usize>> {
+    let Value::Array(items) = v else {
+        return Err(Error::invalid(format!(
+            "classLabels: expected an array of class indices, found {}",
+            shown(&v.to_string())
+        )));
+    };
+    items
+        .iter()
+        .map(|v| match v.as_f64() {
+            Some(x) if x.fract() == 0.0 && x >= 0.0 && x < usize::MAX as f64 => Ok(x as usize),
+            _ => Err(Error::invalid(format!(
+                "classLabels: expected class indices (integers >= 0), found {}",
+                shown(&v.to_string())
+            ))),
+        })
+        .collect()
 }

@@ -228,8 +228,17 @@ impl UNet2DConfig {
             || (i == n - 1 && self.mid_block_type.is_some() && self.add_attention)
     }
 
-    /// The cross-field checks and limits (single values are checked by their types).
+    /// The cross-field checks and limits (single values are checked by their types), in order:
+    /// the block lists, the options this crate implements, the sizes, the channel arithmetic.
     pub fn validate(&self) -> Result<()> {
+        let n = self.check_block_lists()?;
+        let groups = self.check_options()?;
+        self.check_sizes(n, groups)?;
+        self.check_channels(n, groups)
+    }
+
+    /// 1. One down and one up block type per `block_out_channels` entry; returns the count.
+    fn check_block_lists(&self) -> Result<usize> {
         let n = self.block_out_channels.len();
         if n == 0 || n > MAX_BLOCKS {
             return Err(Error::config(format!(
@@ -248,6 +257,11 @@ impl UNet2DConfig {
                 self.up_block_types.len()
             )));
         }
+        Ok(n)
+    }
+
+    /// 2. Options with a single implemented value; returns `norm_num_groups`.
+    fn check_options(&self) -> Result<usize> {
         if let Some(t) = &self.class_embed_type {
             return Err(Error::unsupported(format!(
                 "class_embed_type: expected null (a learned table from num_class_embeds), found `{}`",
@@ -260,22 +274,14 @@ impl UNet2DConfig {
                 self.downsample_padding
             )));
         }
-        let Some(groups) = self.norm_num_groups else {
-            return Err(Error::unsupported(
-                "norm_num_groups: expected an integer, found null",
-            ));
-        };
-        let check_dim = |name: &str, v: usize, max: usize| -> Result<()> {
-            if v == 0 || v > max {
-                Err(Error::config(format!(
-                    "{name}: expected 1 to {max}, found {v}"
-                )))
-            } else {
-                Ok(())
-            }
-        };
-        check_dim("in_channels", self.in_channels, MAX_IMAGE_CHANNELS)?;
-        check_dim("out_channels", self.out_channels, MAX_IMAGE_CHANNELS)?;
+        self.norm_num_groups
+            .ok_or_else(|| Error::unsupported("norm_num_groups: expected an integer, found null"))
+    }
+
+    /// 3. Channel counts, image size and the numeric options within their limits.
+    fn check_sizes(&self, n: usize, groups: usize) -> Result<()> {
+        in_range("in_channels", self.in_channels, MAX_IMAGE_CHANNELS)?;
+        in_range("out_channels", self.out_channels, MAX_IMAGE_CHANNELS)?;
         // The schedulers combine the output with the sample element by element; a model with
         // more outputs (diffusers' learned variance: 2 x in_channels) is not implemented.
         if self.out_channels != self.in_channels {
@@ -284,15 +290,15 @@ impl UNet2DConfig {
                 self.in_channels, self.out_channels
             )));
         }
-        check_dim(
+        in_range(
             "layers_per_block",
             self.layers_per_block,
             MAX_LAYERS_PER_BLOCK,
         )?;
-        check_dim("norm_num_groups", groups, MAX_CHANNELS)?;
+        in_range("norm_num_groups", groups, MAX_CHANNELS)?;
         if let Some([h, w]) = self.sample_hw() {
-            check_dim("sample_size (height)", h, MAX_SAMPLE_SIZE)?;
-            check_dim("sample_size (width)", w, MAX_SAMPLE_SIZE)?;
+            in_range("sample_size (height)", h, MAX_SAMPLE_SIZE)?;
+            in_range("sample_size (width)", w, MAX_SAMPLE_SIZE)?;
             // Each down block but the last halves the image, each up block doubles it back;
             // the skip connections only line up when every halving is exact.
             let factor = 1usize << (n - 1);
@@ -303,10 +309,10 @@ impl UNet2DConfig {
             }
         }
         if let Some(g) = self.attn_norm_num_groups {
-            check_dim("attn_norm_num_groups", g, MAX_CHANNELS)?;
+            in_range("attn_norm_num_groups", g, MAX_CHANNELS)?;
         }
         if let Some(c) = self.num_class_embeds {
-            check_dim("num_class_embeds", c, MAX_CLASSES)?;
+            in_range("num_class_embeds", c, MAX_CLASSES)?;
         }
         if !(self.norm_eps > 0.0 && self.norm_eps < 1.0) {
             return Err(Error::config(format!(
@@ -333,9 +339,14 @@ impl UNet2DConfig {
                 self.mid_block_scale_factor
             )));
         }
+        Ok(())
+    }
+
+    /// 4. Every GroupNorm, attention head split and skip concatenation divides evenly.
+    fn check_channels(&self, n: usize, groups: usize) -> Result<()> {
         let attn_groups = self.attn_norm_num_groups.unwrap_or(groups);
         for (i, &c) in self.block_out_channels.iter().enumerate() {
-            check_dim(&format!("block_out_channels[{i}]"), c, MAX_CHANNELS)?;
+            in_range(&format!("block_out_channels[{i}]"), c, MAX_CHANNELS)?;
             if c % groups != 0 {
                 return Err(Error::config(format!(
                     "block_out_channels[{i}] = {c} is not divisible by norm_num_groups = {groups}"
@@ -356,7 +367,7 @@ impl UNet2DConfig {
                 }
             }
         }
-        check_dim(
+        in_range(
             "time_embedding_dim (default: block_out_channels[0] * 4)",
             self.time_embed_dim(),
             MAX_CHANNELS * 4,
@@ -383,6 +394,17 @@ impl UNet2DConfig {
                 self.block_out_channels[0]
             )));
         }
+        Ok(())
+    }
+}
+
+/// Refuses `v` outside 1 to `max`, naming the field.
+fn in_range(name: &str, v: usize, max: usize) -> Result<()> {
+    if v == 0 || v > max {
+        Err(Error::config(format!(
+            "{name}: expected 1 to {max}, found {v}"
+        )))
+    } else {
         Ok(())
     }
 }

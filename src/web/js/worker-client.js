@@ -159,9 +159,15 @@ export class SamplerWorker {
   static async load(source, options = {}) {
     const { onProgress, onWarning, signal, workerUrl, ...rest } = options;
     if (signal && signal.aborted) throw abortError(signal);
-    const scriptUrl = String(workerUrl || new URL("./worker.js", import.meta.url));
     const src = source instanceof URL ? source.href : typeof source === "string" ? new URL(source, location.href).href : source;
-    const conn = new Connection(new Worker(scriptUrl, { type: "module" }), scriptUrl);
+    // The default worker is started with the literal `new Worker(new URL("./worker.js",
+    // import.meta.url), ...)`: the one form bundlers (Vite, webpack) recognise, bundle and
+    // rewrite. A second `new URL(...)` just for the message would make them emit the raw file too.
+    const worker = workerUrl
+      ? new Worker(String(workerUrl), { type: "module" })
+      : new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+    const scriptUrl = workerUrl ? String(workerUrl) : "worker.js (the package's)";
+    const conn = new Connection(worker, scriptUrl);
     try {
       const loaded = await request(conn, { type: "load", source: src, options: rest }, signal, (m) => {
         if (m.type === "progress") {
