@@ -71,9 +71,6 @@ impl Error {
     pub fn io(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Io, message)
     }
-    pub fn aborted(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Aborted, message)
-    }
     pub fn memory(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::MemoryLimit, message)
     }

@@ -70,16 +70,3 @@ pub fn encode_png(rgba: &[u8], width: usize, height: usize) -> Result<Vec<u8>> {
     }
     Ok(buf)
 }
-
-/// Upscales RGBA pixels by an integer factor with nearest neighbour (crisp previews).
-pub fn upscale_nearest(rgba: &[u8], width: usize, height: usize, factor: usize) -> Vec<u8> {
-    let f = factor.max(1);
-    let mut out = Vec::with_capacity(rgba.len() * f * f);
-    for y in 0..height * f {
-        for x in 0..width * f {
-            let s = ((y / f) * width + x / f) * 4;
-            out.extend_from_slice(&rgba[s..s + 4]);
-        }
-    }
-    out
-}

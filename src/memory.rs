@@ -20,7 +20,7 @@ pub const MAX_SCORE_ELEMS: usize = 1 << 23;
 
 /// Largest im2col patch matrix of the CPU convolution, in elements; larger ones are tiled.
 /// 8 Mi elements = 32 MiB.
-pub const MAX_IM2COL_ELEMS: usize = 1 << 23;
+pub(crate) const MAX_IM2COL_ELEMS: usize = 1 << 23;
 
 /// Most tokens (pixels of one feature map) a spatial attention layer may attend over: 128x128.
 /// Its cost grows with the square of the tokens; at 1024x1024 one U-Net call would take hours
@@ -141,7 +141,7 @@ pub fn estimate_run(
 }
 
 /// Human-readable bytes: "512 KiB", "3.2 GiB".
-pub fn fmt_bytes(b: u64) -> String {
+pub(crate) fn fmt_bytes(b: u64) -> String {
     const K: f64 = 1024.0;
     let f = b as f64;
     if f < K * K {

@@ -41,7 +41,7 @@ impl NoiseStream {
         (r * libm::cos(theta)) as f32
     }
 
-    pub fn fill(&mut self, out: &mut [f32]) {
+    pub(crate) fn fill(&mut self, out: &mut [f32]) {
         out.iter_mut().for_each(|v| *v = self.next_normal());
     }
 }

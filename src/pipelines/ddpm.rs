@@ -47,7 +47,7 @@ impl SamplingRun {
 
     /// [`new`](Self::new) from the parts of a model: the run is checked against `budget`, of
     /// which `resident` bytes (the weights) are already taken.
-    pub fn with_config(
+    pub(crate) fn with_config(
         unet: Arc<UNet2DModel>,
         scheduler_config: &SchedulerConfig,
         null_class: Option<usize>,
@@ -120,11 +120,6 @@ impl SamplingRun {
 
     pub fn total_steps(&self) -> usize {
         self.scheduler.timesteps().len()
-    }
-
-    /// Steps taken so far.
-    pub fn steps_done(&self) -> usize {
-        self.step
     }
 
     pub fn is_done(&self) -> bool {

@@ -47,7 +47,7 @@ impl Quant {
     }
 }
 
-pub fn to_f16_bytes(values: &[f32]) -> Vec<u8> {
+pub(crate) fn to_f16_bytes(values: &[f32]) -> Vec<u8> {
     values
         .iter()
         .flat_map(|&v| f16::from_f32(v).to_le_bytes())
@@ -83,7 +83,7 @@ pub fn dequantize_int8(q: &[i8], scales: &[f32]) -> Vec<f32> {
 }
 
 /// Number of int4 groups per row of `k` values.
-pub fn int4_groups(k: usize) -> usize {
+pub(crate) fn int4_groups(k: usize) -> usize {
     k.div_ceil(INT4_GROUP)
 }
 
@@ -158,7 +158,7 @@ pub fn quant_error(original: &[f32], restored: &[f32]) -> QuantError {
 }
 
 /// Stored shapes of a quantized tensor of logical `shape`: (values, scales).
-pub fn stored_shapes(dtype: Dtype, shape: &[usize]) -> Option<(Vec<usize>, Vec<usize>)> {
+pub(crate) fn stored_shapes(dtype: Dtype, shape: &[usize]) -> Option<(Vec<usize>, Vec<usize>)> {
     if shape.len() < 2 {
         return None;
     }

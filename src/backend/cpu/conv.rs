@@ -7,18 +7,18 @@ use crate::memory::MAX_IM2COL_ELEMS;
 
 /// Geometry of a square-kernel 2-D convolution with (begin, end) zero padding on both axes.
 #[derive(Debug, Clone, Copy)]
-pub struct ConvGeometry {
-    pub c_in: usize,
-    pub c_out: usize,
-    pub kernel: usize,
-    pub stride: usize,
-    pub padding: (usize, usize),
+pub(crate) struct ConvGeometry {
+    pub(crate) c_in: usize,
+    pub(crate) c_out: usize,
+    pub(crate) kernel: usize,
+    pub(crate) stride: usize,
+    pub(crate) padding: (usize, usize),
 }
 
 /// Whether [`conv2d`] runs on `x` with the weight and bias values `weight`, `bias` and geometry
 /// `g`: an f32 flex tensor with `g.c_in` channels and at least one kernel-sized window, and
 /// parameters of the sizes `g` implies (what makes the GEMM's reads safe).
-pub fn conv2d_applies(x: &Tensor<4>, weight: &[f32], bias: &[f32], g: ConvGeometry) -> bool {
+pub(crate) fn conv2d_applies(x: &Tensor<4>, weight: &[f32], bias: &[f32], g: ConvGeometry) -> bool {
     let [_, c_in, h, w] = x.dims();
     let (pb, pe) = g.padding;
     on_cpu_f32(x)
@@ -33,7 +33,7 @@ pub fn conv2d_applies(x: &Tensor<4>, weight: &[f32], bias: &[f32], g: ConvGeomet
 
 /// `torch.nn.Conv2d` on a flex tensor `[B, c_in, H, W]` ([`conv2d_applies`]) with the host
 /// values of the weight `[c_out, c_in, k, k]` and bias `[c_out]`.
-pub fn conv2d(x: Tensor<4>, weight: &[f32], bias: &[f32], g: ConvGeometry) -> Tensor<4> {
+pub(crate) fn conv2d(x: Tensor<4>, weight: &[f32], bias: &[f32], g: ConvGeometry) -> Tensor<4> {
     let [b, c_in, h, w] = x.dims();
     let ConvGeometry {
         c_out,
@@ -222,6 +222,73 @@ fn im2col_nchw(
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    #[test]
+    fn conv2d_matches_the_generic_op() {
+        use burn::tensor::module::conv2d as generic_conv2d;
+        use burn::tensor::ops::ConvOptions;
+        let device = Device::flex();
+        let value = |i: usize, m: usize| ((i * 2654435761 % m) as f32 / m as f32) - 0.5;
+        // (c_in, c_out, k, stride, padding, h, w): the shapes UNet2DModel uses (3x3 same, 1x1,
+        // stride-2 downsample with symmetric and asymmetric padding) on odd and even sizes.
+        for (c_in, c_out, k, s, pad, h, w) in [
+            (3, 8, 3, 1, (1, 1), 9, 7),
+            (8, 5, 1, 1, (0, 0), 6, 6),
+            (6, 6, 3, 2, (1, 1), 8, 8),
+            (6, 4, 3, 2, (0, 1), 9, 8),
+            (4, 4, 3, 1, (1, 1), 1, 1),
+            (3, 2, 5, 1, (2, 2), 4, 6),
+            (2, 3, 3, 1, (1, 1), 2, 2),
+            // Patch matrices above MAX_IM2COL_ELEMS: built in bands of output rows (the last
+            // band shorter), same-padded and strided.
+            (64, 4, 3, 1, (1, 1), 130, 128),
+            (96, 4, 3, 2, (0, 1), 200, 198),
+        ] {
+            let b = 2;
+            let x: Vec<f32> = (0..b * c_in * h * w).map(|i| value(i, 997)).collect();
+            let wt: Vec<f32> = (0..c_out * c_in * k * k)
+                .map(|i| value(i + 5, 991))
+                .collect();
+            let bias: Vec<f32> = (0..c_out).map(|i| value(i + 11, 983)).collect();
+            let xt = Tensor::<4>::from_data(TensorData::new(x, [b, c_in, h, w]), &device);
+            let want = generic_conv2d(
+                xt.clone(),
+                Tensor::from_data(TensorData::new(wt.clone(), [c_out, c_in, k, k]), &device),
+                Some(Tensor::from_data(
+                    TensorData::new(bias.clone(), [c_out]),
+                    &device,
+                )),
+                ConvOptions::new_with_padding([s, s], [pad, pad], [1, 1], 1),
+            );
+            let g = ConvGeometry {
+                c_in,
+                c_out,
+                kernel: k,
+                stride: s,
+                padding: pad,
+            };
+            assert!(
+                conv2d_applies(&xt, &wt, &bias, g),
+                "fast path refused {g:?}"
+            );
+            let got = conv2d(xt, &wt, &bias, g);
+            assert_eq!(got.dims(), want.dims(), "{g:?}");
+            let got = got.into_data().try_into_vec::<f32>().unwrap();
+            let want = want.into_data().try_into_vec::<f32>().unwrap();
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-5, "{g:?} {h}x{w}: max |diff| {worst:e}");
         }
     }
 }

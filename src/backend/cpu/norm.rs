@@ -8,7 +8,7 @@ use super::{on_cpu_f32, take_host};
 /// and the degree-7 Taylor polynomial of `e^r` (truncation error < 6e-9 relative), scaled by
 /// `2^n` through the exponent bits. Inputs are clamped to [-87.3, 88.3] (the normal range).
 #[inline(always)]
-pub fn exp_f32(x: f32) -> f32 {
+pub(crate) fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split so that n * LN2_HI is exact for |n| < 2^8.
     const LN2_HI: f32 = 0.693_145_75;
@@ -27,17 +27,17 @@ pub fn exp_f32(x: f32) -> f32 {
 
 /// `x * sigmoid(x)` written as `x / (1 + e^-x)`.
 #[inline(always)]
-pub fn silu_f32(x: f32) -> f32 {
+pub(crate) fn silu_f32(x: f32) -> f32 {
     x / (1.0 + exp_f32(-x))
 }
 
 /// Whether [`silu`] runs on `x` (an f32 flex tensor).
-pub fn silu_applies<const D: usize>(x: &Tensor<D>) -> bool {
+pub(crate) fn silu_applies<const D: usize>(x: &Tensor<D>) -> bool {
     on_cpu_f32(x)
 }
 
 /// SiLU in place on a flex tensor ([`silu_applies`]).
-pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+pub(crate) fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
     let (data, ()) = take_host(x, |v| {
         for e in v.iter_mut() {
@@ -48,7 +48,7 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 /// Whether [`group_norm`] runs on `x` with `groups` groups and `channels` affine parameters.
-pub fn group_norm_applies(x: &Tensor<4>, groups: usize, channels: usize) -> bool {
+pub(crate) fn group_norm_applies(x: &Tensor<4>, groups: usize, channels: usize) -> bool {
     let [_, c, _, _] = x.dims();
     on_cpu_f32(x) && groups != 0 && c % groups == 0 && c == channels
 }
@@ -57,7 +57,7 @@ pub fn group_norm_applies(x: &Tensor<4>, groups: usize, channels: usize) -> bool
 /// optionally followed by SiLU, on a flex tensor ([`group_norm_applies`]). Mean and biased
 /// variance are accumulated in f64 (two passes over each group, as torch does in spirit), then
 /// each channel is one multiply-add (+ SiLU).
-pub fn group_norm(
+pub(crate) fn group_norm(
     x: Tensor<4>,
     gamma: &[f32],
     beta: &[f32],
@@ -102,4 +102,88 @@ pub fn group_norm(
     };
     let (data, ()) = take_host(x, normalise);
     Tensor::from_data(data, &device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    #[test]
+    fn exp_matches_std_to_a_few_ulp() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let want = (x as f64).exp();
+            let got = exp_f32(x) as f64;
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 4e-7, "worst relative error {worst:e}");
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert!(exp_f32(-1000.0) < 1e-37 && exp_f32(-1000.0) >= 0.0);
+        assert!(exp_f32(1000.0).is_finite() && exp_f32(1000.0) > 1e38);
+        assert!(exp_f32(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn silu_matches_the_definition_and_its_limits() {
+        for i in -2000..2000 {
+            let x = i as f32 * 0.01;
+            let want = x as f64 / (1.0 + (-(x as f64)).exp());
+            let got = silu_f32(x) as f64;
+            assert!(
+                (got - want).abs() <= 2e-7 * want.abs().max(1e-3),
+                "silu({x}) = {got}, want {want}"
+            );
+        }
+        assert_eq!(silu_f32(1e4), 1e4);
+        assert!(silu_f32(-1e4).abs() < 1e-30);
+    }
+
+    #[test]
+    fn fused_group_norm_matches_the_generic_ops() {
+        use crate::models::layers::GroupNorm;
+        let device = Device::flex();
+        // A deterministic, non-trivial input: offsets and scales differ per channel.
+        let [b, c, h, w] = [2, 12, 5, 3];
+        let x: Vec<f32> = (0..b * c * h * w)
+            .map(|i| {
+                ((i * 7919 % 1000) as f32 / 250.0 - 2.0) * (1.0 + (i / (h * w) % c) as f32)
+                    + (i % 5) as f32
+            })
+            .collect();
+        let x = Tensor::<4>::from_data(TensorData::new(x, [b, c, h, w]), &device);
+        for groups in [1, 3, 4, 12] {
+            let weight: Vec<f32> = (0..c).map(|i| 0.5 + i as f32 * 0.1).collect();
+            let bias: Vec<f32> = (0..c).map(|i| i as f32 * 0.05 - 0.3).collect();
+            let gn = GroupNorm::new(
+                Tensor::from_data(TensorData::new(weight, [c]), &device),
+                Tensor::from_data(TensorData::new(bias, [c]), &device),
+                groups,
+                1e-5,
+            );
+            // The fused kernel must really be what runs on flex.
+            assert!(gn.weight.host().is_some() && group_norm_applies(&x, groups, c));
+            let read = |t: Tensor<4>| t.into_data().try_into_vec::<f32>().unwrap();
+            let generic = read(gn.forward_generic(x.clone()));
+            let generic_silu = read(burn::tensor::activation::silu(
+                gn.forward_generic(x.clone()),
+            ));
+            for (fused, want) in [
+                (read(gn.forward(x.clone())), &generic),
+                (read(gn.forward_silu(x.clone())), &generic_silu),
+            ] {
+                let worst = fused
+                    .iter()
+                    .zip(want.iter())
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst < 2e-6,
+                    "groups {groups}: max |fused - generic| = {worst:e}"
+                );
+            }
+        }
+    }
 }
