@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::container::{self, Container, Dtype};
+use super::container::{self, Container, Dtype, TensorView};
 use super::quant::{self, Quant, QuantError, INT4_GROUP};
 use super::{keeps_f32, TensorSource, FORMAT_TAG, FORMAT_VERSION, SCALE_SUFFIX};
 use crate::config::shown;
@@ -188,6 +188,7 @@ impl<'a> ModelFile<'a> {
     /// Checks that the file holds exactly the `expected` tensors (name, logical shape), each
     /// stored in a dtype and packed shape this crate reads, with its scales where quantized.
     pub fn check(&self, expected: &[(String, Vec<usize>)]) -> Result<()> {
+        // 1. Each expected tensor, in a dtype and shape that match the config.
         let mut used: BTreeSet<String> = BTreeSet::new();
         for (name, shape) in expected {
             let view = self.container.expect(name, shape, "the model config")?;
@@ -202,34 +203,7 @@ impl<'a> ModelFile<'a> {
                     }
                 }
                 Dtype::I8 | Dtype::U8 => {
-                    let scale_name = format!("{name}{SCALE_SUFFIX}");
-                    let scale = self.container.get(&scale_name).ok_or_else(|| {
-                        Error::format(format!(
-                            "tensor `{name}` is quantized ({}), expected its scales `{scale_name}`, found none",
-                            view.dtype.name()
-                        ))
-                    })?;
-                    used.insert(scale_name.clone());
-                    let (packed, scales) = quant::stored_shapes(view.dtype, shape).ok_or_else(|| {
-                        Error::format(format!(
-                            "tensor `{name}`: expected a float dtype for a tensor of shape {shape:?}, found {}",
-                            view.dtype.name()
-                        ))
-                    })?;
-                    if view.shape != packed {
-                        return Err(Error::format(format!(
-                            "tensor `{name}`: expected {} shape {packed:?} for logical shape {shape:?}, found {:?}",
-                            view.dtype.name(),
-                            view.shape
-                        )));
-                    }
-                    if scale.dtype != Dtype::F32 || scale.shape != scales {
-                        return Err(Error::format(format!(
-                            "tensor `{scale_name}`: expected F32 {scales:?}, found {} {:?}",
-                            scale.dtype.name(),
-                            scale.shape
-                        )));
-                    }
+                    used.insert(self.check_quantized(name, shape, view)?);
                 }
                 Dtype::I64 => {
                     return Err(Error::format(format!(
@@ -238,7 +212,46 @@ impl<'a> ModelFile<'a> {
                 }
             }
         }
+        // 2. Nothing else.
         self.container.only(&used, "the model config")
+    }
+
+    /// Quantized tensor `name` (logical `shape`, stored as `view`): its packed shape, and its
+    /// scales, present and F32 of the shape the quantization implies. Returns the scales' name.
+    fn check_quantized(
+        &self,
+        name: &str,
+        shape: &[usize],
+        view: &TensorView<'a>,
+    ) -> Result<String> {
+        let scale_name = format!("{name}{SCALE_SUFFIX}");
+        let scale = self.container.get(&scale_name).ok_or_else(|| {
+            Error::format(format!(
+                "tensor `{name}` is quantized ({}), expected its scales `{scale_name}`, found none",
+                view.dtype.name()
+            ))
+        })?;
+        let (packed, scales) = quant::stored_shapes(view.dtype, shape).ok_or_else(|| {
+            Error::format(format!(
+                "tensor `{name}`: expected a float dtype for a tensor of shape {shape:?}, found {}",
+                view.dtype.name()
+            ))
+        })?;
+        if view.shape != packed {
+            return Err(Error::format(format!(
+                "tensor `{name}`: expected {} shape {packed:?} for logical shape {shape:?}, found {:?}",
+                view.dtype.name(),
+                view.shape
+            )));
+        }
+        if scale.dtype != Dtype::F32 || scale.shape != scales {
+            return Err(Error::format(format!(
+                "tensor `{scale_name}`: expected F32 {scales:?}, found {} {:?}",
+                scale.dtype.name(),
+                scale.shape
+            )));
+        }
+        Ok(scale_name)
     }
 
     /// The f32 values of tensor `name` (logical `shape`), dequantized if needed.
