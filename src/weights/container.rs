@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::config::shown;
 use crate::error::{Error, Result};
@@ -110,179 +110,32 @@ pub struct Container<'a> {
 impl<'a> Container<'a> {
     /// Parses and validates the container. Allocates only the header's own structures.
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
-        if bytes.len() < 8 {
-            return Err(Error::format(format!(
-                "expected at least 8 bytes (the safetensors header length), found {} bytes",
-                bytes.len()
-            )));
-        }
-        let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-        let available = (bytes.len() - 8) as u64;
-        if n > available {
-            return Err(Error::format(format!(
-                "header length runs past the end of the file: expected at most {available} bytes after the length field, found {n} (file truncated or not a safetensors file)"
-            )));
-        }
-        if n as usize > MAX_HEADER_BYTES {
-            return Err(Error::format(format!(
-                "header length: expected at most {MAX_HEADER_BYTES} bytes, found {n}"
-            )));
-        }
-        if n < 2 {
-            return Err(Error::format(format!(
-                "header length: expected at least 2 bytes (`{{}}`), found {n}"
-            )));
-        }
-        let header = &bytes[8..8 + n as usize];
-        let data = &bytes[8 + n as usize..];
-        let text = std::str::from_utf8(header).map_err(|e| {
-            Error::format(format!(
-                "header: expected UTF-8 JSON, found invalid UTF-8 ({e})"
-            ))
-        })?;
-        if !text.starts_with('{') {
-            return Err(Error::format(format!(
-                "header: expected a JSON object starting with `{{`, found {:?} (not a safetensors file)",
-                text.chars().take(16).collect::<String>()
-            )));
-        }
-        let value: Value = serde_json::from_str(text.trim_end()).map_err(|e| {
-            Error::format(format!(
-                "header: expected valid JSON, found a parse error: {e}"
-            ))
-        })?;
-        let obj = value.as_object().ok_or_else(|| {
-            Error::format("header: expected a JSON object, found another JSON value")
-        })?;
-
+        // 1. The header length: where the header ends and the data section begins.
+        let (header, data) = split_header(bytes)?;
+        // 2. The header: a JSON object.
+        let obj = header_object(header)?;
+        // 3. Its entries: `__metadata__`, and one per tensor, each checked on its own.
         let mut metadata = BTreeMap::new();
-        let mut entries: Vec<(String, Dtype, Vec<usize>, usize, usize)> =
-            Vec::with_capacity(obj.len());
-        for (name, entry) in obj {
+        let mut entries = Vec::with_capacity(obj.len());
+        for (name, entry) in &obj {
             if name == "__metadata__" {
-                let m = entry.as_object().ok_or_else(|| {
-                    Error::format("header `__metadata__`: expected an object of strings, found another JSON value")
-                })?;
-                for (k, v) in m {
-                    let s = v.as_str().ok_or_else(|| {
-                        Error::format(format!(
-                            "header `__metadata__.{}`: expected a string, found {}",
-                            shown(k),
-                            shown(&v.to_string())
-                        ))
-                    })?;
-                    metadata.insert(k.clone(), s.to_string());
-                }
-                continue;
+                metadata = parse_metadata(entry)?;
+            } else {
+                entries.push(parse_entry(name, entry, data.len())?);
             }
-            let e = entry.as_object().ok_or_else(|| {
-                Error::format(format!(
-                    "tensor `{name}`: expected an object with dtype, shape and data_offsets"
-                ))
-            })?;
-            let dtype_s = e.get("dtype").and_then(Value::as_str).ok_or_else(|| {
-                Error::format(format!(
-                    "tensor `{name}`: expected a string `dtype`, found none"
-                ))
-            })?;
-            let dtype = Dtype::parse(dtype_s).ok_or_else(|| {
-                Error::format(format!(
-                    "tensor `{name}`: expected dtype F32, F16, BF16, I8, U8 or I64, found `{dtype_s}`"
-                ))
-            })?;
-            let shape_v = e.get("shape").and_then(Value::as_array).ok_or_else(|| {
-                Error::format(format!(
-                    "tensor `{name}`: expected a `shape` array, found none"
-                ))
-            })?;
-            if shape_v.len() > MAX_RANK {
-                return Err(Error::format(format!(
-                    "tensor `{name}`: expected rank at most {MAX_RANK}, found {}",
-                    shape_v.len()
-                )));
-            }
-            let mut shape = Vec::with_capacity(shape_v.len());
-            for d in shape_v {
-                let d = d.as_u64().ok_or_else(|| {
-                    Error::format(format!(
-                        "tensor `{name}`: expected non-negative integer dimensions, found {d}"
-                    ))
-                })?;
-                shape.push(usize::try_from(d).map_err(|_| {
-                    Error::format(format!(
-                        "tensor `{name}`: dimension {d} does not fit this machine"
-                    ))
-                })?);
-            }
-            let offs = e
-                .get("data_offsets")
-                .and_then(Value::as_array)
-                .filter(|a| a.len() == 2);
-            let offs = offs.ok_or_else(|| {
-                Error::format(format!(
-                    "tensor `{name}`: expected `data_offsets` [begin, end], found none"
-                ))
-            })?;
-            let (Some(begin), Some(end)) = (offs[0].as_u64(), offs[1].as_u64()) else {
-                return Err(Error::format(format!(
-                    "tensor `{name}`: expected integer data_offsets, found {:?}",
-                    offs
-                )));
-            };
-            if begin > end || end > data.len() as u64 {
-                return Err(Error::format(format!(
-                    "tensor `{name}`: data_offsets out of range: expected begin <= end <= {} (the data section), found [{begin}, {end}] (file truncated?)",
-                    data.len()
-                )));
-            }
-            let numel = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-            let nbytes = numel
-                .and_then(|n| n.checked_mul(dtype.size()))
-                .ok_or_else(|| {
-                    Error::format(format!(
-                        "tensor `{name}`: shape {shape:?} overflows the address space"
-                    ))
-                })?;
-            if nbytes as u64 != end - begin {
-                return Err(Error::format(format!(
-                    "tensor `{name}`: shape {shape:?} of {} needs {nbytes} bytes, found data_offsets spanning {}",
-                    dtype.name(),
-                    end - begin
-                )));
-            }
-            entries.push((name.clone(), dtype, shape, begin as usize, end as usize));
         }
-        // The tensors must tile the data section exactly: no overlap, no gap, nothing left over.
-        entries.sort_by_key(|e| (e.3, e.4));
-        let mut cursor = 0usize;
-        for (name, _, _, begin, end) in &entries {
-            if *begin != cursor {
-                let what = if *begin < cursor {
-                    "overlaps the previous tensor"
-                } else {
-                    "leaves a gap"
-                };
-                return Err(Error::format(format!(
-                    "tensor `{name}`: data_offsets {what}: expected it to begin at byte {cursor}, found {begin}"
-                )));
-            }
-            cursor = *end;
-        }
-        if cursor != data.len() {
-            return Err(Error::format(format!(
-                "data section: expected {cursor} bytes (the end of the last tensor), found {} (file truncated or padded)",
-                data.len()
-            )));
-        }
+        // 4. The tensors tile the data section exactly.
+        check_tiling(&mut entries, data.len())?;
+        // 5. A view over the data section for each tensor.
         let tensors = entries
             .into_iter()
-            .map(|(name, dtype, shape, b, e)| {
+            .map(|e| {
                 (
-                    name,
+                    e.name,
                     TensorView {
-                        dtype,
-                        shape,
-                        data: &data[b..e],
+                        dtype: e.dtype,
+                        shape: e.shape,
+                        data: &data[e.begin..e.end],
                     },
                 )
             })
@@ -314,6 +167,223 @@ impl<'a> Container<'a> {
             None => Ok(()),
         }
     }
+}
+
+/// One tensor's checked header entry: its bytes are `begin..end` of the data section.
+struct Entry {
+    name: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    begin: usize,
+    end: usize,
+}
+
+/// The header length field: the header's bytes and the data section after them.
+fn split_header(bytes: &[u8]) -> Result<(&[u8], &[u8])> {
+    if bytes.len() < 8 {
+        return Err(Error::format(format!(
+            "expected at least 8 bytes (the safetensors header length), found {} bytes",
+            bytes.len()
+        )));
+    }
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    let available = (bytes.len() - 8) as u64;
+    if n > available {
+        return Err(Error::format(format!(
+            "header length runs past the end of the file: expected at most {available} bytes after the length field, found {n} (file truncated or not a safetensors file)"
+        )));
+    }
+    if n as usize > MAX_HEADER_BYTES {
+        return Err(Error::format(format!(
+            "header length: expected at most {MAX_HEADER_BYTES} bytes, found {n}"
+        )));
+    }
+    if n < 2 {
+        return Err(Error::format(format!(
+            "header length: expected at least 2 bytes (`{{}}`), found {n}"
+        )));
+    }
+    Ok(bytes[8..].split_at(n as usize))
+}
+
+/// The header's JSON object (UTF-8, starting with `{`).
+fn header_object(header: &[u8]) -> Result<Map<String, Value>> {
+    let text = std::str::from_utf8(header).map_err(|e| {
+        Error::format(format!(
+            "header: expected UTF-8 JSON, found invalid UTF-8 ({e})"
+        ))
+    })?;
+    if !text.starts_with('{') {
+        return Err(Error::format(format!(
+            "header: expected a JSON object starting with `{{`, found {:?} (not a safetensors file)",
+            text.chars().take(16).collect::<String>()
+        )));
+    }
+    let value: Value = serde_json::from_str(text.trim_end()).map_err(|e| {
+        Error::format(format!(
+            "header: expected valid JSON, found a parse error: {e}"
+        ))
+    })?;
+    match value {
+        Value::Object(obj) => Ok(obj),
+        _ => Err(Error::format(
+            "header: expected a JSON object, found another JSON value",
+        )),
+    }
+}
+
+/// The `__metadata__` entry: an object of strings.
+fn parse_metadata(entry: &Value) -> Result<BTreeMap<String, String>> {
+    let m = entry.as_object().ok_or_else(|| {
+        Error::format(
+            "header `__metadata__`: expected an object of strings, found another JSON value",
+        )
+    })?;
+    let mut metadata = BTreeMap::new();
+    for (k, v) in m {
+        let s = v.as_str().ok_or_else(|| {
+            Error::format(format!(
+                "header `__metadata__.{}`: expected a string, found {}",
+                shown(k),
+                shown(&v.to_string())
+            ))
+        })?;
+        metadata.insert(k.clone(), s.to_string());
+    }
+    Ok(metadata)
+}
+
+/// Tensor `name`'s entry: its dtype, shape and data_offsets, checked against each other and
+/// against the data section (`data_len` bytes).
+fn parse_entry(name: &str, entry: &Value, data_len: usize) -> Result<Entry> {
+    // 1. An object with a dtype this crate reads.
+    let e = entry.as_object().ok_or_else(|| {
+        Error::format(format!(
+            "tensor `{name}`: expected an object with dtype, shape and data_offsets"
+        ))
+    })?;
+    let dtype_s = e.get("dtype").and_then(Value::as_str).ok_or_else(|| {
+        Error::format(format!(
+            "tensor `{name}`: expected a string `dtype`, found none"
+        ))
+    })?;
+    let dtype = Dtype::parse(dtype_s).ok_or_else(|| {
+        Error::format(format!(
+            "tensor `{name}`: expected dtype F32, F16, BF16, I8, U8 or I64, found `{dtype_s}`"
+        ))
+    })?;
+    // 2. The shape.
+    let shape = parse_shape(name, e)?;
+    // 3. The data_offsets, inside the data section.
+    let (begin, end) = parse_offsets(name, e, data_len)?;
+    // 4. The offsets span exactly the bytes the dtype and shape need.
+    let numel = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let nbytes = numel
+        .and_then(|n| n.checked_mul(dtype.size()))
+        .ok_or_else(|| {
+            Error::format(format!(
+                "tensor `{name}`: shape {shape:?} overflows the address space"
+            ))
+        })?;
+    if nbytes as u64 != end - begin {
+        return Err(Error::format(format!(
+            "tensor `{name}`: shape {shape:?} of {} needs {nbytes} bytes, found data_offsets spanning {}",
+            dtype.name(),
+            end - begin
+        )));
+    }
+    Ok(Entry {
+        name: name.to_string(),
+        dtype,
+        shape,
+        begin: begin as usize,
+        end: end as usize,
+    })
+}
+
+/// Tensor `name`'s `shape`: at most [`MAX_RANK`] dimensions, each a `usize`.
+fn parse_shape(name: &str, e: &Map<String, Value>) -> Result<Vec<usize>> {
+    let shape_v = e.get("shape").and_then(Value::as_array).ok_or_else(|| {
+        Error::format(format!(
+            "tensor `{name}`: expected a `shape` array, found none"
+        ))
+    })?;
+    if shape_v.len() > MAX_RANK {
+        return Err(Error::format(format!(
+            "tensor `{name}`: expected rank at most {MAX_RANK}, found {}",
+            shape_v.len()
+        )));
+    }
+    let mut shape = Vec::with_capacity(shape_v.len());
+    for d in shape_v {
+        let d = d.as_u64().ok_or_else(|| {
+            Error::format(format!(
+                "tensor `{name}`: expected non-negative integer dimensions, found {d}"
+            ))
+        })?;
+        shape.push(usize::try_from(d).map_err(|_| {
+            Error::format(format!(
+                "tensor `{name}`: dimension {d} does not fit this machine"
+            ))
+        })?);
+    }
+    Ok(shape)
+}
+
+/// Tensor `name`'s `data_offsets` [begin, end], with begin <= end <= `data_len`.
+fn parse_offsets(name: &str, e: &Map<String, Value>, data_len: usize) -> Result<(u64, u64)> {
+    let offs = e
+        .get("data_offsets")
+        .and_then(Value::as_array)
+        .filter(|a| a.len() == 2);
+    let offs = offs.ok_or_else(|| {
+        Error::format(format!(
+            "tensor `{name}`: expected `data_offsets` [begin, end], found none"
+        ))
+    })?;
+    let (Some(begin), Some(end)) = (offs[0].as_u64(), offs[1].as_u64()) else {
+        return Err(Error::format(format!(
+            "tensor `{name}`: expected integer data_offsets, found {:?}",
+            offs
+        )));
+    };
+    if begin > end || end > data_len as u64 {
+        return Err(Error::format(format!(
+            "tensor `{name}`: data_offsets out of range: expected begin <= end <= {} (the data section), found [{begin}, {end}] (file truncated?)",
+            data_len
+        )));
+    }
+    Ok((begin, end))
+}
+
+/// The tensors must tile the data section (`data_len` bytes) exactly: no overlap, no gap,
+/// nothing left over. Sorts `entries` by their offsets.
+fn check_tiling(entries: &mut [Entry], data_len: usize) -> Result<()> {
+    entries.sort_by_key(|e| (e.begin, e.end));
+    let mut cursor = 0usize;
+    for e in entries.iter() {
+        let Entry {
+            name, begin, end, ..
+        } = e;
+        if *begin != cursor {
+            let what = if *begin < cursor {
+                "overlaps the previous tensor"
+            } else {
+                "leaves a gap"
+            };
+            return Err(Error::format(format!(
+                "tensor `{name}`: data_offsets {what}: expected it to begin at byte {cursor}, found {begin}"
+            )));
+        }
+        cursor = *end;
+    }
+    if cursor != data_len {
+        return Err(Error::format(format!(
+            "data section: expected {cursor} bytes (the end of the last tensor), found {} (file truncated or padded)",
+            data_len
+        )));
+    }
+    Ok(())
 }
 
 /// A tensor to write: dtype, shape and little-endian bytes.

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::container::{self, Container, Dtype};
+use super::container::{self, Container, Dtype, TensorView};
 use super::quant::{self, Quant, QuantError, INT4_GROUP};
 use super::{keeps_f32, TensorSource, FORMAT_TAG, FORMAT_VERSION, SCALE_SUFFIX};
 use crate::config::shown;
@@ -59,79 +59,15 @@ impl ModelMeta {
     }
 
     fn from_map(m: &BTreeMap<String, String>) -> Result<Self> {
-        let need = |k: &str| {
-            m.get(k).ok_or_else(|| {
-                Error::format(format!(
-                    "metadata: expected key `{k}`, found none (not a {FORMAT_TAG} model file)"
-                ))
-            })
-        };
-        let tag = need("format")?;
-        if tag != FORMAT_TAG {
-            return Err(Error::format(format!(
-                "metadata `format`: expected `{FORMAT_TAG}`, found `{}`",
-                shown(tag)
-            )));
-        }
-        let version = need("format_version")?;
-        if version.parse::<u32>().ok() != Some(FORMAT_VERSION) {
-            return Err(Error::unsupported(format!(
-                "metadata `format_version`: expected {FORMAT_VERSION}, found `{}`",
-                shown(version)
-            )));
-        }
-        let q = need("quantization")?;
-        let quant = Quant::parse(q).ok_or_else(|| {
-            Error::format(format!(
-                "metadata `quantization`: expected f32, f16, int8 or int4, found `{}`",
-                shown(q)
-            ))
-        })?;
-        if quant == Quant::Int4 {
-            let g = need("int4_group_size")?;
-            if g.parse::<usize>().ok() != Some(INT4_GROUP) {
-                return Err(Error::unsupported(format!(
-                    "metadata `int4_group_size`: expected {INT4_GROUP}, found `{}`",
-                    shown(g)
-                )));
-            }
-        }
-        let unet = UNet2DConfig::from_json(need("unet_config")?)?;
-        let scheduler = SchedulerConfig::from_json(need("scheduler_config")?)?;
-        let null_class = match m.get("null_class") {
-            Some(s) => Some(s.parse::<usize>().map_err(|_| {
-                Error::format(format!(
-                    "metadata `null_class`: expected a non-negative integer, found `{}`",
-                    shown(s)
-                ))
-            })?),
-            None => None,
-        };
-        if let Some(n) = null_class {
-            let k = unet.num_class_embeds.unwrap_or(0);
-            if n >= k {
-                return Err(Error::config(format!(
-                    "metadata `null_class`: expected a class below num_class_embeds = {k}, found {n}"
-                )));
-            }
-        }
-        let class_names = match m.get("class_names") {
-            Some(s) => serde_json::from_str::<Vec<String>>(s).map_err(|e| {
-                Error::format(format!(
-                    "metadata `class_names`: expected a JSON list of strings, found `{}` ({e})",
-                    shown(s)
-                ))
-            })?,
-            None => Vec::new(),
-        };
-        // Names label classes 0, 1, ...; the null class may go unnamed.
+        // 1. The format, its version and the quantization.
+        let quant = format_and_quant(m)?;
+        // 2. The model and scheduler configs.
+        let unet = UNet2DConfig::from_json(need(m, "unet_config")?)?;
+        let scheduler = SchedulerConfig::from_json(need(m, "scheduler_config")?)?;
+        // 3. The class metadata, against the model's classes.
         let classes = unet.num_class_embeds.unwrap_or(0);
-        if class_names.len() > classes {
-            return Err(Error::config(format!(
-                "metadata `class_names`: expected at most {classes} names (num_class_embeds), found {}",
-                class_names.len()
-            )));
-        }
+        let null_class = null_class(m, classes)?;
+        let class_names = class_names(m, classes)?;
         Ok(Self {
             quant,
             unet,
@@ -141,6 +77,91 @@ impl ModelMeta {
             name: m.get("name").cloned(),
         })
     }
+}
+
+/// Metadata key `k`, which every model file has.
+fn need<'m>(m: &'m BTreeMap<String, String>, k: &str) -> Result<&'m str> {
+    m.get(k).map(String::as_str).ok_or_else(|| {
+        Error::format(format!(
+            "metadata: expected key `{k}`, found none (not a {FORMAT_TAG} model file)"
+        ))
+    })
+}
+
+/// `format` and `format_version` name this format, and `quantization` (with
+/// `int4_group_size` for int4) one this crate reads.
+fn format_and_quant(m: &BTreeMap<String, String>) -> Result<Quant> {
+    let tag = need(m, "format")?;
+    if tag != FORMAT_TAG {
+        return Err(Error::format(format!(
+            "metadata `format`: expected `{FORMAT_TAG}`, found `{}`",
+            shown(tag)
+        )));
+    }
+    let version = need(m, "format_version")?;
+    if version.parse::<u32>().ok() != Some(FORMAT_VERSION) {
+        return Err(Error::unsupported(format!(
+            "metadata `format_version`: expected {FORMAT_VERSION}, found `{}`",
+            shown(version)
+        )));
+    }
+    let q = need(m, "quantization")?;
+    let quant = Quant::parse(q).ok_or_else(|| {
+        Error::format(format!(
+            "metadata `quantization`: expected f32, f16, int8 or int4, found `{}`",
+            shown(q)
+        ))
+    })?;
+    if quant == Quant::Int4 {
+        let g = need(m, "int4_group_size")?;
+        if g.parse::<usize>().ok() != Some(INT4_GROUP) {
+            return Err(Error::unsupported(format!(
+                "metadata `int4_group_size`: expected {INT4_GROUP}, found `{}`",
+                shown(g)
+            )));
+        }
+    }
+    Ok(quant)
+}
+
+/// `null_class`, if present: a class below `k` (num_class_embeds).
+fn null_class(m: &BTreeMap<String, String>, k: usize) -> Result<Option<usize>> {
+    let Some(s) = m.get("null_class") else {
+        return Ok(None);
+    };
+    let n = s.parse::<usize>().map_err(|_| {
+        Error::format(format!(
+            "metadata `null_class`: expected a non-negative integer, found `{}`",
+            shown(s)
+        ))
+    })?;
+    if n >= k {
+        return Err(Error::config(format!(
+            "metadata `null_class`: expected a class below num_class_embeds = {k}, found {n}"
+        )));
+    }
+    Ok(Some(n))
+}
+
+/// `class_names`, if present: at most one name per class of the model's `classes`.
+fn class_names(m: &BTreeMap<String, String>, classes: usize) -> Result<Vec<String>> {
+    let class_names = match m.get("class_names") {
+        Some(s) => serde_json::from_str::<Vec<String>>(s).map_err(|e| {
+            Error::format(format!(
+                "metadata `class_names`: expected a JSON list of strings, found `{}` ({e})",
+                shown(s)
+            ))
+        })?,
+        None => Vec::new(),
+    };
+    // Names label classes 0, 1, ...; the null class may go unnamed.
+    if class_names.len() > classes {
+        return Err(Error::config(format!(
+            "metadata `class_names`: expected at most {classes} names (num_class_embeds), found {}",
+            class_names.len()
+        )));
+    }
+    Ok(class_names)
 }
 
 /// A parsed, validated model file borrowing the input bytes.
@@ -167,6 +188,7 @@ impl<'a> ModelFile<'a> {
     /// Checks that the file holds exactly the `expected` tensors (name, logical shape), each
     /// stored in a dtype and packed shape this crate reads, with its scales where quantized.
     pub fn check(&self, expected: &[(String, Vec<usize>)]) -> Result<()> {
+        // 1. Each expected tensor, in a dtype and shape that match the config.
         let mut used: BTreeSet<String> = BTreeSet::new();
         for (name, shape) in expected {
             let view = self.container.expect(name, shape, "the model config")?;
@@ -181,34 +203,7 @@ impl<'a> ModelFile<'a> {
                     }
                 }
                 Dtype::I8 | Dtype::U8 => {
-                    let scale_name = format!("{name}{SCALE_SUFFIX}");
-                    let scale = self.container.get(&scale_name).ok_or_else(|| {
-                        Error::format(format!(
-                            "tensor `{name}` is quantized ({}), expected its scales `{scale_name}`, found none",
-                            view.dtype.name()
-                        ))
-                    })?;
-                    used.insert(scale_name.clone());
-                    let (packed, scales) = quant::stored_shapes(view.dtype, shape).ok_or_else(|| {
-                        Error::format(format!(
-                            "tensor `{name}`: expected a float dtype for a tensor of shape {shape:?}, found {}",
-                            view.dtype.name()
-                        ))
-                    })?;
-                    if view.shape != packed {
-                        return Err(Error::format(format!(
-                            "tensor `{name}`: expected {} shape {packed:?} for logical shape {shape:?}, found {:?}",
-                            view.dtype.name(),
-                            view.shape
-                        )));
-                    }
-                    if scale.dtype != Dtype::F32 || scale.shape != scales {
-                        return Err(Error::format(format!(
-                            "tensor `{scale_name}`: expected F32 {scales:?}, found {} {:?}",
-                            scale.dtype.name(),
-                            scale.shape
-                        )));
-                    }
+                    used.insert(self.check_quantized(name, shape, view)?);
                 }
                 Dtype::I64 => {
                     return Err(Error::format(format!(
@@ -217,7 +212,46 @@ impl<'a> ModelFile<'a> {
                 }
             }
         }
+        // 2. Nothing else.
         self.container.only(&used, "the model config")
+    }
+
+    /// Quantized tensor `name` (logical `shape`, stored as `view`): its packed shape, and its
+    /// scales, present and F32 of the shape the quantization implies. Returns the scales' name.
+    fn check_quantized(
+        &self,
+        name: &str,
+        shape: &[usize],
+        view: &TensorView<'a>,
+    ) -> Result<String> {
+        let scale_name = format!("{name}{SCALE_SUFFIX}");
+        let scale = self.container.get(&scale_name).ok_or_else(|| {
+            Error::format(format!(
+                "tensor `{name}` is quantized ({}), expected its scales `{scale_name}`, found none",
+                view.dtype.name()
+            ))
+        })?;
+        let (packed, scales) = quant::stored_shapes(view.dtype, shape).ok_or_else(|| {
+            Error::format(format!(
+                "tensor `{name}`: expected a float dtype for a tensor of shape {shape:?}, found {}",
+                view.dtype.name()
+            ))
+        })?;
+        if view.shape != packed {
+            return Err(Error::format(format!(
+                "tensor `{name}`: expected {} shape {packed:?} for logical shape {shape:?}, found {:?}",
+                view.dtype.name(),
+                view.shape
+            )));
+        }
+        if scale.dtype != Dtype::F32 || scale.shape != scales {
+            return Err(Error::format(format!(
+                "tensor `{scale_name}`: expected F32 {scales:?}, found {} {:?}",
+                scale.dtype.name(),
+                scale.shape
+            )));
+        }
+        Ok(scale_name)
     }
 
     /// The f32 values of tensor `name` (logical `shape`), dequantized if needed.
