@@ -14,22 +14,16 @@ fuzzer, the committed corpus is what it kept (fuzz/corpus/).
 import glob
 import json
 import os
+import re
 import struct
 import sys
 
-SEP = b"\xff"
-ABSENT = b"\x00"
-META_KEYS = [
-    "unet_config",
-    "scheduler_config",
-    "quantization",
-    "null_class",
-    "class_names",
-    "name",
-    "format_version",
-    "int4_group_size",
-    "format",
-]
+# The segment layout is the Rust harness's (tests/common/fuzz_harness.rs): read from it, so the
+# two cannot drift apart.
+HARNESS = open("tests/common/fuzz_harness.rs").read()
+SEP = bytes([int(re.search(r"pub const SEPARATOR: u8 = 0x([0-9A-Fa-f]+);", HARNESS).group(1), 16)])
+ABSENT = bytes([int(re.search(r"pub const ABSENT: u8 = 0x([0-9A-Fa-f]+);", HARNESS).group(1), 16)])
+META_KEYS = re.findall(r'"(\w+)"', re.search(r"pub const META_KEYS: \[&str; \d+\] = \[(.*?)\];", HARNESS, re.S).group(1))
 SHIPPED = sorted(glob.glob("models/*/*.safetensors"))
 
 

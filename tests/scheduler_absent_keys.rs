@@ -11,55 +11,13 @@
 
 mod common;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use common::golden::*;
+use common::to_vec;
+
+use burn::tensor::Device;
 use serde_json::Value;
 use wasm_diffusion::schedulers;
-use wasm_diffusion::{SchedulerConfig, SchedulerKind};
-
-fn fixture() -> Value {
-    let path = common::fixtures().join("scheduler_absent_keys.json");
-    let text = std::fs::read_to_string(path).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn f64s(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
-fn f32s(v: &Value) -> Vec<f32> {
-    f64s(v).into_iter().map(|x| x as f32).collect()
-}
-
-fn usizes(v: &Value) -> Vec<usize> {
-    f64s(v).into_iter().map(|x| x as usize).collect()
-}
-
-fn kind_of(name: &str) -> SchedulerKind {
-    match name {
-        "DDPMScheduler" => SchedulerKind::Ddpm,
-        "DDIMScheduler" => SchedulerKind::Ddim,
-        "DPMSolverMultistepScheduler" => SchedulerKind::DpmSolverMultistep,
-        other => panic!("unknown scheduler {other}"),
-    }
-}
-
-fn noise(k: usize, n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|i| (1.7 * i as f64 + 0.3 * k as f64).sin() as f32)
-        .collect()
-}
-
-fn to_tensor(shape: [usize; 4], v: Vec<f32>, d: &Device) -> Tensor<4> {
-    Tensor::from_data(TensorData::new(v, shape), d)
-}
-
-fn to_vec(t: Tensor<4>) -> Vec<f32> {
-    t.into_data().try_into_vec::<f32>().unwrap()
-}
+use wasm_diffusion::SchedulerConfig;
 
 /// The keys of diffusers' resolved target config whose value differs from ours (a hint for a
 /// failing case: which default was taken from the wrong scheduler).
@@ -151,7 +109,7 @@ fn check_case(f: &Value, c: &Value, config: &SchedulerConfig) -> Result<String, 
 /// Runs every case on the config `prepare` makes from the raw text; panics listing each
 /// failing case.
 fn check_all(what: &str, prepare: impl Fn(&str) -> SchedulerConfig) {
-    let f = fixture();
+    let f = json_fixture("scheduler_absent_keys.json");
     let cases = f["cases"].as_array().unwrap();
     assert!(cases.len() >= 24, "expected at least 24 cases");
     let mut failures = Vec::new();

@@ -5,38 +5,15 @@
 
 mod common;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use common::golden::*;
+use common::to_vec;
+
+use burn::tensor::Device;
 use serde_json::Value;
 use wasm_diffusion::schedulers::{
     self, BetaSchedule, BetaTable, DdpmScheduler, TimestepSpacing, VarianceType,
 };
 use wasm_diffusion::{SchedulerConfig, SchedulerKind};
-
-fn fixture() -> Value {
-    let text = std::fs::read_to_string(common::fixtures().join("schedulers.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn f64s(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
-fn f32s(v: &Value) -> Vec<f32> {
-    f64s(v).into_iter().map(|x| x as f32).collect()
-}
-
-fn kind_of(name: &str) -> SchedulerKind {
-    match name {
-        "DDPMScheduler" => SchedulerKind::Ddpm,
-        "DDIMScheduler" => SchedulerKind::Ddim,
-        "DPMSolverMultistepScheduler" => SchedulerKind::DpmSolverMultistep,
-        other => panic!("unknown scheduler {other}"),
-    }
-}
 
 /// The scheduler config as diffusers had it (its `full_config`, tagged with the class name so
 /// DPM-Solver's own `variance_type` is told apart).
@@ -50,7 +27,7 @@ fn config_of(l: &Value) -> SchedulerConfig {
 
 #[test]
 fn beta_tables_match_diffusers() {
-    let f = fixture();
+    let f = json_fixture("schedulers.json");
     for (schedule, t) in f["tables"].as_object().unwrap() {
         let config = SchedulerConfig {
             beta_schedule: BetaSchedule::from_name(schedule).unwrap(),
@@ -86,7 +63,7 @@ fn beta_tables_match_diffusers() {
 
 #[test]
 fn ddpm_variances_match_diffusers() {
-    let f = fixture();
+    let f = json_fixture("schedulers.json");
     for (schedule, t) in f["tables"].as_object().unwrap() {
         let v = &t["ddpm_variance"];
         let ts: Vec<usize> = f64s(&v["t"]).iter().map(|&x| x as usize).collect();
@@ -124,7 +101,7 @@ fn ddpm_variances_match_diffusers() {
 
 #[test]
 fn timestep_spacing_matches_diffusers() {
-    let f = fixture();
+    let f = json_fixture("schedulers.json");
     let rows = f["timesteps"].as_array().unwrap();
     assert!(rows.len() >= 60);
     for row in rows {
@@ -152,20 +129,6 @@ fn timestep_spacing_matches_diffusers() {
     }
 }
 
-fn noise(k: usize, n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|i| (1.7 * i as f64 + 0.3 * k as f64).sin() as f32)
-        .collect()
-}
-
-fn to_tensor(shape: [usize; 4], v: Vec<f32>, d: &Device) -> Tensor<4> {
-    Tensor::from_data(TensorData::new(v, shape), d)
-}
-
-fn to_vec(t: Tensor<4>) -> Vec<f32> {
-    t.into_data().try_into_vec::<f32>().unwrap()
-}
-
 /// The scheduler a fixture loop ran (built as diffusers configured it) and the sample shape.
 fn loop_scheduler(l: &Value) -> (Box<dyn schedulers::Scheduler>, [usize; 4]) {
     let name = l["name"].as_str().unwrap();
@@ -185,7 +148,7 @@ fn loop_scheduler(l: &Value) -> (Box<dyn schedulers::Scheduler>, [usize; 4]) {
 
 #[test]
 fn whole_loops_match_diffusers() {
-    let f = fixture();
+    let f = json_fixture("schedulers.json");
     let device = Device::flex();
     let loops = f["loops"].as_array().unwrap();
     assert!(loops.len() >= 20);
@@ -302,7 +265,7 @@ fn bad_scheduler_arguments_are_clear_errors() {
 /// Each DDPM / DDIM step on its own, fed diffusers' own x_t (so errors cannot compound).
 #[test]
 fn single_steps_from_diffusers_states_match() {
-    let f = fixture();
+    let f = json_fixture("schedulers.json");
     let device = Device::flex();
     let mut worst_regular = 0f64;
     let mut worst_999 = 0f64;

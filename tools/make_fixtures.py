@@ -431,6 +431,30 @@ def make_x_T():
     return torch.randn((1, 3, 4, 4), generator=torch.Generator().manual_seed(42), dtype=torch.float32)
 
 
+def loop_record(name, s, cfg, n, x_T, x_T_scale, steps, x, uses_noise, recorded=None, after_n=(), after_ts=()):
+    """The fixture entry of a whole loop of scheduler `s` (same keys and order for the three
+    schedulers; `after_n` / `after_ts` are the scheduler's own keys, placed after
+    num_inference_steps / timesteps)."""
+    return {
+        "name": name,
+        "scheduler": type(s).__name__,
+        "config": cfg,
+        "full_config": config_dict(s.config),
+        "num_inference_steps": n,
+        **dict(after_n),
+        "timesteps": ints(s.timesteps),
+        **dict(after_ts),
+        "uses_noise": uses_noise,
+        "x_T_shape": list(x_T.shape),
+        "x_T_scale": x_T_scale,
+        "x_T": flat(x_T),
+        "all_steps_recorded": recorded is None,
+        "recorded_steps": list(range(len(steps))) if recorded is None else recorded,
+        "steps": steps,
+        "final_sample": flat(x),
+    }
+
+
 def loop_ddpm(name, cfg, n, x_T, record_every=None, x_T_scale=1.0, scheduler=None):
     """DDPM loop on `DDPMScheduler(**cfg)`, or on `scheduler` (a fresh one) when given."""
     s = DDPMScheduler(**cfg) if scheduler is None else scheduler
@@ -465,23 +489,7 @@ def loop_ddpm(name, cfg, n, x_T, record_every=None, x_T_scale=1.0, scheduler=Non
     finally:
         scheduling_ddpm_mod.randn_tensor = orig
     assert state["calls"] == len(s.timesteps) - int((s.timesteps == 0).sum()), state
-    entry = {
-        "name": name,
-        "scheduler": "DDPMScheduler",
-        "config": cfg,
-        "full_config": config_dict(s.config),
-        "num_inference_steps": n,
-        "timesteps": ints(s.timesteps),
-        "uses_noise": True,
-        "x_T_shape": list(x_T.shape),
-        "x_T_scale": x_T_scale,
-        "x_T": flat(x_T),
-        "all_steps_recorded": record_every is None,
-        "recorded_steps": recorded,
-        "steps": steps,
-        "final_sample": flat(x),
-    }
-    return entry
+    return loop_record(name, s, cfg, n, x_T, x_T_scale, steps, x, True, None if record_every is None else recorded)
 
 
 def loop_ddim(name, cfg, n, x_T, eta, x_T_scale=1.0, scheduler=None):
@@ -500,23 +508,7 @@ def loop_ddim(name, cfg, n, x_T, eta, x_T_scale=1.0, scheduler=None):
         steps.append(
             {"k": k, "t": int(t), "prev_sample": flat(x), "pred_original_sample": flat(res.pred_original_sample)}
         )
-    return {
-        "name": name,
-        "scheduler": "DDIMScheduler",
-        "config": cfg,
-        "full_config": config_dict(s.config),
-        "num_inference_steps": n,
-        "eta": eta,
-        "timesteps": ints(s.timesteps),
-        "uses_noise": eta > 0,
-        "x_T_shape": list(x_T.shape),
-        "x_T_scale": x_T_scale,
-        "x_T": flat(x_T),
-        "all_steps_recorded": True,
-        "recorded_steps": list(range(len(steps))),
-        "steps": steps,
-        "final_sample": flat(x),
-    }
+    return loop_record(name, s, cfg, n, x_T, x_T_scale, steps, x, eta > 0, after_n=[("eta", eta)])
 
 
 def loop_dpm(name, cfg, n, x_T, x_T_scale=1.0, scheduler=None):
@@ -539,23 +531,7 @@ def loop_dpm(name, cfg, n, x_T, x_T_scale=1.0, scheduler=None):
                 "converted_model_output": flat(s.model_outputs[-1]),
             }
         )
-    return {
-        "name": name,
-        "scheduler": "DPMSolverMultistepScheduler",
-        "config": cfg,
-        "full_config": config_dict(s.config),
-        "num_inference_steps": n,
-        "timesteps": ints(s.timesteps),
-        "sigmas": sigmas,
-        "uses_noise": False,
-        "x_T_shape": list(x_T.shape),
-        "x_T_scale": x_T_scale,
-        "x_T": flat(x_T),
-        "all_steps_recorded": True,
-        "recorded_steps": list(range(len(steps))),
-        "steps": steps,
-        "final_sample": flat(x),
-    }
+    return loop_record(name, s, cfg, n, x_T, x_T_scale, steps, x, False, after_ts=[("sigmas", sigmas)])
 
 
 def make_loops():

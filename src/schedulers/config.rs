@@ -226,6 +226,11 @@ impl SchedulerConfig {
         serde_json::to_string(&v).expect("config serializes")
     }
 
+    /// The range x_0 predictions are clipped to (`clip_sample`, `clip_sample_range`).
+    pub fn clip_range(&self) -> Option<f64> {
+        self.clip_sample.then_some(self.clip_sample_range)
+    }
+
     /// `timestep_spacing` as the file gives it, else `default` (the running scheduler's).
     pub fn spacing_or(&self, default: TimestepSpacing) -> TimestepSpacing {
         self.timestep_spacing.unwrap_or(default)

@@ -3,6 +3,11 @@
 //!
 //! API as in diffusers: build from a [`SchedulerConfig`] and a number of inference steps,
 //! read [`Scheduler::timesteps`], call [`Scheduler::step`] once per timestep in order.
+//!
+//! One self-contained file per scheduler, as in diffusers (their `Scheduler` impls repeat the
+//! same signatures on purpose); what they share is here, written once: the beta tables and the
+//! forward process ([`BetaTable`]), timestep spacing ([`spaced`]), x_0 from any prediction type
+//! ([`predicted_x0`]) and the schedule checks ([`build`]).
 
 pub mod config;
 pub mod scheduling_ddim;
@@ -281,7 +286,7 @@ pub(crate) fn check_steps(config: &SchedulerConfig, n: usize) -> Result<()> {
 /// number of usable training timesteps (`num_train_timesteps` but for DPM-Solver++'s
 /// `lambda_min_clipped`); `one_extra`: DPM-Solver++ spaces `n + 1` points and drops the final
 /// one (timestep 0 for `linspace`/`leading`), DDPM and DDIM space `n`.
-pub(crate) fn spaced_timesteps(
+pub(crate) fn spaced(
     config: &SchedulerConfig,
     spacing: TimestepSpacing,
     last: usize,
@@ -314,6 +319,22 @@ pub(crate) fn spaced_timesteps(
         }
     };
     to_valid_timesteps(ts, t)
+}
+
+/// DDPM's and DDIM's inference timesteps: `n` over every training timestep, spaced as the
+/// config says or, when it says nothing, as `default` (the running scheduler's default).
+pub(crate) fn spaced_timesteps(
+    config: &SchedulerConfig,
+    default: TimestepSpacing,
+    n: usize,
+) -> Result<Vec<usize>> {
+    spaced(
+        config,
+        config.spacing_or(default),
+        config.num_train_timesteps,
+        n,
+        false,
+    )
 }
 
 fn to_valid_timesteps(ts: Vec<i64>, t: usize) -> Result<Vec<usize>> {

@@ -39,15 +39,9 @@ impl DdimScheduler {
         };
         Ok(Self {
             table,
-            timesteps: spaced_timesteps(
-                config,
-                config.spacing_or(DEFAULT_SPACING),
-                config.num_train_timesteps,
-                num_inference_steps,
-                false,
-            )?,
+            timesteps: spaced_timesteps(config, DEFAULT_SPACING, num_inference_steps)?,
             prediction: config.prediction_type,
-            clip_sample: config.clip_sample.then_some(config.clip_sample_range),
+            clip_sample: config.clip_range(),
             final_alpha_cumprod,
             step_ratio: config.num_train_timesteps / num_inference_steps,
             eta,

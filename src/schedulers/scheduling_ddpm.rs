@@ -24,16 +24,10 @@ impl DdpmScheduler {
     pub fn new(config: &SchedulerConfig, num_inference_steps: usize) -> Result<Self> {
         Ok(Self {
             table: BetaTable::new(config)?,
-            timesteps: spaced_timesteps(
-                config,
-                config.spacing_or(DEFAULT_SPACING),
-                config.num_train_timesteps,
-                num_inference_steps,
-                false,
-            )?,
+            timesteps: spaced_timesteps(config, DEFAULT_SPACING, num_inference_steps)?,
             prediction: config.prediction_type,
             variance_type: config.variance_type,
-            clip_sample: config.clip_sample.then_some(config.clip_sample_range),
+            clip_sample: config.clip_range(),
         })
     }
 

@@ -7,8 +7,8 @@ use burn::tensor::Tensor;
 
 use super::config::{FinalSigmasType, SolverType};
 use super::{
-    check_steps, predicted_x0, spaced_timesteps, BetaTable, PredictionType, Scheduler,
-    SchedulerConfig, SchedulerOutput, TimestepSpacing,
+    check_steps, predicted_x0, spaced, BetaTable, PredictionType, Scheduler, SchedulerConfig,
+    SchedulerOutput, TimestepSpacing,
 };
 use crate::error::{Error, Result};
 
@@ -80,8 +80,7 @@ impl DpmSolverMultistepScheduler {
                 config.lambda_min_clipped
             )));
         }
-        let timesteps =
-            spaced_timesteps(config, config.spacing_or(DEFAULT_SPACING), last, n, true)?;
+        let timesteps = spaced(config, config.spacing_or(DEFAULT_SPACING), last, n, true)?;
         let sigma_of = |a: f64| (((1.0 - a) / a).sqrt() as f32) as f64;
         let mut sigmas: Vec<f64> = timesteps
             .iter()

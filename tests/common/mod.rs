@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: fixture paths, reading fixture tensors, comparing.
 #![allow(dead_code)]
 
+pub mod golden;
+
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor, TensorData};

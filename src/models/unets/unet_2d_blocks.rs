@@ -51,6 +51,21 @@ fn load_layers(
     Ok((resnets, attentions))
 }
 
+/// Layer `i` of a block: its resnet, then its attention if the block has one.
+fn layer(
+    resnets: &[ResnetBlock2D],
+    attentions: &[Attention],
+    i: usize,
+    x: Tensor<4>,
+    temb: &Tensor<2>,
+) -> Tensor<4> {
+    let x = resnets[i].forward(x, temb.clone());
+    match attentions.get(i) {
+        Some(attn) => attn.forward(x),
+        None => x,
+    }
+}
+
 /// What a down block is made of.
 #[derive(Debug, Clone, Copy)]
 pub struct DownBlock2DConfig {
@@ -111,11 +126,8 @@ impl DownBlock2D {
         temb: &Tensor<2>,
         skips: &mut Vec<Tensor<4>>,
     ) -> Tensor<4> {
-        for (i, resnet) in self.resnets.iter().enumerate() {
-            x = resnet.forward(x, temb.clone());
-            if let Some(attn) = self.attentions.get(i) {
-                x = attn.forward(x);
-            }
+        for i in 0..self.resnets.len() {
+            x = layer(&self.resnets, &self.attentions, i, x, temb);
             skips.push(x.clone());
         }
         if let Some(down) = &self.downsampler {
@@ -154,10 +166,7 @@ impl UNetMidBlock2D {
     }
 
     pub fn forward(&self, x: Tensor<4>, temb: &Tensor<2>) -> Tensor<4> {
-        let mut x = self.resnets[0].forward(x, temb.clone());
-        if let Some(attn) = self.attentions.first() {
-            x = attn.forward(x);
-        }
+        let x = layer(&self.resnets, &self.attentions, 0, x, temb);
         self.resnets[1].forward(x, temb.clone())
     }
 }
@@ -224,16 +233,13 @@ impl UpBlock2D {
         temb: &Tensor<2>,
         skips: &mut Vec<Tensor<4>>,
     ) -> Tensor<4> {
-        for (i, resnet) in self.resnets.iter().enumerate() {
+        for i in 0..self.resnets.len() {
             // The config validation guarantees one skip state per up-block layer; an empty
             // stack (never reached) would skip the concatenation rather than panic.
             if let Some(skip) = skips.pop() {
                 x = Tensor::cat(vec![x, skip], 1);
             }
-            x = resnet.forward(x, temb.clone());
-            if let Some(attn) = self.attentions.get(i) {
-                x = attn.forward(x);
-            }
+            x = layer(&self.resnets, &self.attentions, i, x, temb);
         }
         if let Some(up) = &self.upsampler {
             x = up.forward(x);
