@@ -26,9 +26,9 @@ if (!fs.existsSync(path.join(REPO, "pkg/index.js"))) throw new Error("pkg/ missi
 const GROUPS = [
   ["GEMM microkernels", /gemm_f32::microkernel/],
   ["GEMM packing and driver", /gemm_common|gemm_f32::gemm|gemm::gemm/],
-  ["our conv2d: im2col", /wasm_diffusion::model::cpu::(conv2d|im2col)/],
+  ["our conv2d: im2col", /wasm_diffusion::backend::cpu::conv::(conv2d|im2col)/],
   // take_host runs the in-place GroupNorm(+SiLU) / SiLU loops and the conv's bias rows inlined.
-  ["our GroupNorm(+SiLU), SiLU, bias rows", /wasm_diffusion::model::cpu::/],
+  ["our GroupNorm(+SiLU), SiLU, bias rows", /wasm_diffusion::backend::cpu::/],
   ["flex conv (other shapes)", /burn_flex::ops::conv/],
   ["flex attention / matmul / softmax", /burn_flex::ops::(attention|matmul|activation)/],
   ["flex elementwise, copies, layout", /burn_flex|macerator|burn_std|cubecl_environment|copy_2d/],

@@ -8,7 +8,7 @@
 //! kept from the down path, the working tensors of the widest resnet (its input, norm, activation
 //! and convolution outputs, the concatenated skip in the up path), attention's q/k/v and its score
 //! matrix (chunked, see [`MAX_SCORE_ELEMS`]), the CPU convolution's im2col scratch (bounded, see
-//! `model::cpu`), and the sampler's own tensors. `tests/memory.rs` checks it against the peak the
+//! `backend::cpu`), and the sampler's own tensors. `tests/memory.rs` checks it against the peak the
 //! allocator actually sees on the CPU backend.
 
 use crate::error::{Error, Result};
@@ -107,7 +107,7 @@ pub fn estimate_run(
         working = working.max((2 * c_in + 3 * c) * area);
         largest = largest.max(c_in * area);
         if cpu {
-            // im2col of a 3x3 conv on c_in channels, one image at a time, tiled (model::cpu).
+            // im2col of a 3x3 conv on c_in channels, one image at a time, tiled (backend::cpu).
             scratch = scratch.max(((9 * c_in * area) as usize).min(MAX_IM2COL_ELEMS) as u64);
         }
         let attn_here = config.level_has_attention(i);

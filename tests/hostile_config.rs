@@ -3,7 +3,7 @@
 //! names the field, and never a panic.
 //!
 //! The mutated file goes through what a user's load does: `ModelFile::parse`, `parameter_shapes`,
-//! `check`, `load_model` (when the tensors fit the new config), and `Sampler::new` for each
+//! `check`, `load_model` (when the tensors fit the new config), and `SamplingRun::new` for each
 //! scheduler. A config that validates but no longer fits the file's tensors gets weights of
 //! its own (tests/common/fuzz_harness.rs `synthesize`) and is loaded too when it has fewer
 //! parameters than the shipped model.
@@ -309,7 +309,7 @@ fn every_config_field_hostile_value_errors_or_works_never_panics() {
 
     println!(
         "hostile_config: {} cases: {} rejected with the field named, {} loaded as they are, {} \
-         loaded with weights of their own; Sampler::new {} ok / {} refused",
+         loaded with weights of their own; SamplingRun::new {} ok / {} refused",
         tally.cases,
         tally.rejected,
         tally.loaded,
