@@ -11,7 +11,8 @@ pub mod unets;
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::memory::{check_run, fmt_bytes, MemoryBudget};
+use crate::memory::{fmt_bytes, MemoryBudget};
+use crate::models::unets::unet_2d_memory::check_run;
 use crate::models::unets::{UNet2DConfig, UNet2DModel};
 use crate::weights::{FileSource, ModelFile, ModelMeta, TensorSource};
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{Error, Result};
-use crate::memory::{check_run, MemoryBudget};
+use crate::memory::MemoryBudget;
+use crate::models::unets::unet_2d_memory::check_run;
 use crate::models::unets::UNet2DModel;
 use crate::models::LoadedModel;
 use crate::noise::BatchNoise;
