@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::models::model_file::{write_model_file, ModelMeta, TensorReport};
 use crate::models::parameter_shapes;
 use crate::models::unets::UNet2DConfig;
 use crate::schedulers::SchedulerConfig;
-use crate::weights::{write_model_file, Container, ModelMeta, Quant, TensorReport};
+use crate::weights::{Container, Quant};
 
 /// The files of a diffusers model: a `UNet2DModel` folder, or a pipeline folder with `unet/`
 /// and `scheduler/` inside.

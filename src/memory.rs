@@ -7,7 +7,6 @@
 //! This file holds the budgets and the chunking limits every layer shares; each model estimates
 //! its own peak beside it (the U-Net: `models::unets::unet_2d_memory`).
 
-
 /// Largest attention score block materialised at once, in elements (`batch * heads * rows * N`).
 /// Larger attention is computed in query chunks (`model::attention`). 8 Mi elements = 32 MiB.
 pub const MAX_SCORE_ELEMS: usize = 1 << 23;

@@ -19,9 +19,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use burn::tensor::Device;
 use serde_json::{Map, Value};
+use wasm_diffusion::models::model_file::ModelFile;
 use wasm_diffusion::models::parameter_shapes;
 use wasm_diffusion::pipelines::{SampleOptions, SamplingRun};
-use wasm_diffusion::weights::{container, Container, ModelFile, OwnedTensor};
+use wasm_diffusion::weights::{container, Container, OwnedTensor};
 use wasm_diffusion::SchedulerKind;
 use wasm_diffusion::{load_model, LoadedModel};
 

@@ -88,7 +88,7 @@ fn estimate_bounds_the_measured_peak_of_a_cpu_step() {
                 .join("models/emoji/emoji.int8.safetensors"),
         )
         .unwrap();
-        wasm_diffusion::weights::ModelFile::parse(&bytes)
+        wasm_diffusion::models::model_file::ModelFile::parse(&bytes)
             .unwrap()
             .meta
             .unet

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use common::*;
 use wasm_diffusion::load_model;
-use wasm_diffusion::weights::{ModelFile, Quant};
+use wasm_diffusion::models::model_file::ModelFile;
+use wasm_diffusion::weights::Quant;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -6,11 +6,12 @@ mod common;
 use burn::tensor::Device;
 use common::*;
 use wasm_diffusion::convert::{convert_bytes, convert_dir, ConvertOptions};
+use wasm_diffusion::models::model_file::ModelFile;
 use wasm_diffusion::models::parameter_shapes;
 use wasm_diffusion::weights::quant::{
     dequantize_int4, dequantize_int8, quant_error, quantize_int4, quantize_int8,
 };
-use wasm_diffusion::weights::{ModelFile, Quant};
+use wasm_diffusion::weights::Quant;
 use wasm_diffusion::{load_model, SchedulerConfig, UNet2DConfig};
 
 fn plain_bytes(q: Quant) -> Vec<u8> {

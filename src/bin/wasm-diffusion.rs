@@ -11,9 +11,10 @@ use npyz::WriterBuilder;
 
 use wasm_diffusion::convert::{convert_dir, random_model, ConvertOptions};
 use wasm_diffusion::image::{encode_png, grid_rgba};
+use wasm_diffusion::models::model_file::ModelFile;
 use wasm_diffusion::models::parameter_count;
 use wasm_diffusion::pipelines::{default_steps, read_back, SampleOptions, SamplingRun};
-use wasm_diffusion::weights::{ModelFile, Quant};
+use wasm_diffusion::weights::Quant;
 use wasm_diffusion::{load_model, Error, Result, SchedulerKind, UNet2DConfig};
 
 #[derive(Parser)]

@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod embeddings;
 pub mod layers;
+pub mod model_file;
 pub mod resnet;
 pub mod unets;
 
@@ -12,9 +13,10 @@ use burn::tensor::{Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::memory::{fmt_bytes, MemoryBudget};
+use crate::models::model_file::{FileSource, ModelFile, ModelMeta};
 use crate::models::unets::unet_2d_memory::check_run;
 use crate::models::unets::{UNet2DConfig, UNet2DModel};
-use crate::weights::{FileSource, ModelFile, ModelMeta, TensorSource};
+use crate::weights::TensorSource;
 
 /// Records the name and shape of every parameter a config asks for, without loading any.
 /// It hands back 1-element placeholders on the CPU so that [`UNet2DModel::load`] can run

@@ -13,10 +13,11 @@
 use std::collections::BTreeMap;
 
 use burn::tensor::{Device, Tensor};
+use wasm_diffusion::models::model_file::{write_model_file, ModelFile};
 use wasm_diffusion::models::{load_model, parameter_shapes, LoadedModel};
 use wasm_diffusion::pipelines::{SampleOptions, SamplingRun};
 use wasm_diffusion::schedulers;
-use wasm_diffusion::weights::{container, write_model_file, ModelFile, OwnedTensor};
+use wasm_diffusion::weights::{container, OwnedTensor};
 use wasm_diffusion::Result;
 use wasm_diffusion::{SchedulerConfig, SchedulerKind, UNet2DConfig};
 
@@ -222,7 +223,7 @@ pub fn metadata_file(meta: BTreeMap<String, String>) {
 
 /// A model file for `meta` with deterministic small weights of the `expected` shapes.
 pub fn synthesize(
-    meta: &wasm_diffusion::weights::ModelMeta,
+    meta: &wasm_diffusion::models::model_file::ModelMeta,
     expected: &[(String, Vec<usize>)],
 ) -> Result<Vec<u8>> {
     let tensors = expected

@@ -1,4 +1,5 @@
-//! The model file: one safetensors file holding the U-Net weights under their diffusers names,
+//! The model file (diffusers' `models/model_loading_utils.py` in spirit: a model's config and
+//! weights in one place): one safetensors file holding the U-Net weights under their diffusers names,
 //! quantized or not, with the model and scheduler configs in its `__metadata__`, so that one
 //! URL is all a user needs. See README "Model file format".
 //!
@@ -10,13 +11,30 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::container::{self, Container, Dtype, TensorView};
-use super::quant::{self, Quant, QuantError, INT4_GROUP};
-use super::{keeps_f32, TensorSource, FORMAT_TAG, FORMAT_VERSION, SCALE_SUFFIX};
 use crate::config::shown;
 use crate::error::{Error, Result};
 use crate::models::unets::UNet2DConfig;
 use crate::schedulers::SchedulerConfig;
+use crate::weights::container::{self, Container, Dtype, TensorView};
+use crate::weights::quant::{self, Quant, QuantError, INT4_GROUP};
+use crate::weights::{TensorSource, SCALE_SUFFIX};
+
+/// `__metadata__["format"]` of every model file.
+pub const FORMAT_TAG: &str = "wasm-diffusion";
+/// `__metadata__["format_version"]` written by this version.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Which tensors are kept in f32 whatever the quantization: every 1-D tensor (biases and norm
+/// scales are tiny, and an error there shifts a whole channel), `conv_in` / `conv_out` (they
+/// touch pixels directly and hold a few thousand values) and the class embedding table (a
+/// lookup table, not a matrix with output channels).
+pub fn keeps_f32(name: &str, shape: &[usize]) -> bool {
+    shape.len() < 2
+        || matches!(
+            name,
+            "conv_in.weight" | "conv_out.weight" | "class_embedding.weight"
+        )
+}
 
 /// What the file's metadata says besides the tensors.
 #[derive(Debug, Clone, PartialEq)]
