@@ -87,6 +87,7 @@ async function main() {
   $("load-progress").value = 1;
   $("load-status").textContent = `Loaded ${cfg.name || "model"} (${cfg.quantization}, ${cfg.sampleSize?.join("×")} px) in ${((performance.now() - t0) / 1000).toFixed(1)} s`;
   $("backend").textContent = state.sampler.backend;
+  $("train-steps").textContent = String(cfg.scheduler.num_train_timesteps);
   const select = $("class");
   const names = cfg.classNames.length ? cfg.classNames : Array.from({ length: cfg.numClasses || 0 }, (_, i) => `class ${i}`);
   if (cfg.numClasses) {
@@ -178,7 +179,7 @@ async function showForward(image) {
   // The model's own noise schedule, computed in the sampler's worker (no second wasm instance
   // on the page): six timesteps from 0 to the last training one.
   const last = (state.sampler?.config.scheduler.num_train_timesteps ?? 1000) - 1;
-  for (const t of [0, 0.2, 0.4, 0.6, 0.8, 1].map((f) => Math.round(f * last))) {
+  for (const t of [0, 0.2, 0.4, 0.6, 0.8, 1].map((f) => Math.min(Math.round(f * (last + 1)), last))) {
     const xt = await state.sampler.addNoise(x0, [1, 3, size, size], t, 0);
     const fig = document.createElement("figure");
     const cv = document.createElement("canvas");
