@@ -3,6 +3,7 @@
 //! same code runs on WebGPU (wgpu) and the CPU (flex); CPU kernels live in [`crate::backend`].
 
 pub mod attention;
+pub mod autoencoders;
 pub mod embeddings;
 pub mod layers;
 pub mod model_file;

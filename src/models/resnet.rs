@@ -19,12 +19,14 @@ config_enum! {
     }
 }
 
-/// `ResnetBlock2D` with pre-norm, SiLU, no up/down sampling inside (as UNet2DModel builds it).
+/// `ResnetBlock2D` with pre-norm, SiLU, no up/down sampling inside (as UNet2DModel and the
+/// autoencoders build it); without a time embedding in the autoencoders.
 #[derive(Debug, Clone)]
 pub struct ResnetBlock2D {
     pub norm1: GroupNorm,
     pub conv1: Conv2d,
-    pub time_emb_proj: Linear,
+    /// Absent when the block takes no time embedding (`temb_channels=None`: the autoencoders).
+    pub time_emb_proj: Option<Linear>,
     pub norm2: GroupNorm,
     pub conv2: Conv2d,
     /// 1x1 conv when the channel count changes.
@@ -33,10 +35,11 @@ pub struct ResnetBlock2D {
     output_scale_factor: f64,
 }
 
-/// Options shared by every resnet block of a U-Net.
+/// Options shared by every resnet block of a model.
 #[derive(Debug, Clone, Copy)]
 pub struct ResnetOptions {
-    pub temb_channels: usize,
+    /// Width of the time embedding; `None`: no time embedding (the autoencoders).
+    pub temb_channels: Option<usize>,
     pub groups: usize,
     pub eps: f64,
     pub time_shift: TimeScaleShift,
@@ -63,7 +66,10 @@ impl ResnetBlock2D {
                 &p("conv1"),
                 Conv2dConfig::same(in_channels, out_channels, 3),
             )?,
-            time_emb_proj: Linear::load(src, &p("time_emb_proj"), opt.temb_channels, proj_out)?,
+            time_emb_proj: match opt.temb_channels {
+                Some(t) => Some(Linear::load(src, &p("time_emb_proj"), t, proj_out)?),
+                None => None,
+            },
             norm2: GroupNorm::load(src, &p("norm2"), opt.groups, out_channels, opt.eps)?,
             conv2: Conv2d::load(
                 src,
@@ -84,20 +90,27 @@ impl ResnetBlock2D {
         })
     }
 
-    /// `x: [B, in, H, W]`, `temb: [B, temb_channels]` (before SiLU) `-> [B, out, H, W]`
-    pub fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
+    /// `x: [B, in, H, W]`, `temb: [B, temb_channels]` (before SiLU; `None` for a block
+    /// without a time embedding) `-> [B, out, H, W]`
+    pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
         let h = self.conv1.forward(self.norm1.forward_silu(x.clone()));
-        let t = self.time_emb_proj.forward(silu(temb));
-        let [b, c] = t.dims();
-        let t = t.reshape([b, c, 1, 1]);
-        let h = match self.time_shift {
-            TimeScaleShift::Default => self.norm2.forward_silu(h + t),
-            TimeScaleShift::ScaleShift => {
-                let half = c / 2;
+        let t = match (&self.time_emb_proj, temb) {
+            (Some(proj), Some(temb)) => {
+                let t = proj.forward(silu(temb.clone()));
+                let [b, c] = t.dims();
+                Some(t.reshape([b, c, 1, 1]))
+            }
+            _ => None,
+        };
+        let h = match (self.time_shift, t) {
+            (TimeScaleShift::Default, Some(t)) => self.norm2.forward_silu(h + t),
+            (TimeScaleShift::ScaleShift, Some(t)) => {
+                let half = t.dims()[1] / 2;
                 let scale = t.clone().narrow(1, 0, half);
                 let shift = t.narrow(1, half, half);
                 silu(self.norm2.forward(h) * (scale + 1.0) + shift)
             }
+            (_, None) => self.norm2.forward_silu(h),
         };
         // (dropout sits here in diffusers; it is the identity at inference)
         let h = self.conv2.forward(h);

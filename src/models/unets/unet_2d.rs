@@ -46,7 +46,7 @@ impl UNet2DModel {
         let groups = config.groups();
         let eps = config.norm_eps;
         let resnet = ResnetOptions {
-            temb_channels: temb,
+            temb_channels: Some(temb),
             groups,
             eps,
             time_shift: config.resnet_time_scale_shift,
@@ -260,19 +260,19 @@ impl UNet2DModel {
 
         // 3. down
         for (i, block) in self.down_blocks.iter().enumerate() {
-            x = block.forward(x, &emb, &mut skips);
+            x = block.forward(x, Some(&emb), &mut skips);
             record(&format!("down_blocks.{i}"), &x);
         }
 
         // 4. mid
         if let Some(mid) = &self.mid_block {
-            x = mid.forward(x, &emb);
+            x = mid.forward(x, Some(&emb));
             record("mid_block", &x);
         }
 
         // 5. up
         for (i, block) in self.up_blocks.iter().enumerate() {
-            x = block.forward(x, &emb, &mut skips);
+            x = block.forward(x, Some(&emb), &mut skips);
             record(&format!("up_blocks.{i}"), &x);
         }
 

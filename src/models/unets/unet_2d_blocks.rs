@@ -57,9 +57,9 @@ fn layer(
     attentions: &[Attention],
     i: usize,
     x: Tensor<4>,
-    temb: &Tensor<2>,
+    temb: Option<&Tensor<2>>,
 ) -> Tensor<4> {
-    let x = resnets[i].forward(x, temb.clone());
+    let x = resnets[i].forward(x, temb);
     match attentions.get(i) {
         Some(attn) => attn.forward(x),
         None => x,
@@ -123,7 +123,7 @@ impl DownBlock2D {
     pub fn forward(
         &self,
         mut x: Tensor<4>,
-        temb: &Tensor<2>,
+        temb: Option<&Tensor<2>>,
         skips: &mut Vec<Tensor<4>>,
     ) -> Tensor<4> {
         for i in 0..self.resnets.len() {
@@ -165,9 +165,9 @@ impl UNetMidBlock2D {
         })
     }
 
-    pub fn forward(&self, x: Tensor<4>, temb: &Tensor<2>) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
         let x = layer(&self.resnets, &self.attentions, 0, x, temb);
-        self.resnets[1].forward(x, temb.clone())
+        self.resnets[1].forward(x, temb)
     }
 }
 
@@ -230,7 +230,7 @@ impl UpBlock2D {
     pub fn forward(
         &self,
         mut x: Tensor<4>,
-        temb: &Tensor<2>,
+        temb: Option<&Tensor<2>>,
         skips: &mut Vec<Tensor<4>>,
     ) -> Tensor<4> {
         for i in 0..self.resnets.len() {
@@ -245,5 +245,59 @@ impl UpBlock2D {
             x = up.forward(x);
         }
         x
+    }
+}
+
+/// diffusers' `UpDecoderBlock2D` (the autoencoders' decoder): resnets without a time embedding
+/// or skip connections, then a 2x upsampler except at the last level.
+#[derive(Debug, Clone)]
+pub struct UpDecoderBlock2D {
+    pub resnets: Vec<ResnetBlock2D>,
+    pub upsampler: Option<Upsample2D>,
+}
+
+/// What an [`UpDecoderBlock2D`] is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct UpDecoderBlock2DConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub num_layers: usize,
+    pub resnet: ResnetOptions,
+    pub add_upsample: bool,
+}
+
+impl UpDecoderBlock2D {
+    pub fn load(
+        src: &mut impl TensorSource,
+        prefix: &str,
+        c: UpDecoderBlock2DConfig,
+    ) -> Result<Self> {
+        let channels = (0..c.num_layers).map(|i| {
+            let c_in = if i == 0 {
+                c.in_channels
+            } else {
+                c.out_channels
+            };
+            (c_in, c.out_channels)
+        });
+        let (resnets, _) = load_layers(src, prefix, channels, c.resnet, None)?;
+        let upsampler = if c.add_upsample {
+            let p = format!("{prefix}.upsamplers.0");
+            Some(Upsample2D::load(src, &p, c.out_channels)?)
+        } else {
+            None
+        };
+        Ok(Self { resnets, upsampler })
+    }
+
+    /// `[B, in, H, W] -> [B, out, 2H, 2W]` (`H, W` at the last level).
+    pub fn forward(&self, mut x: Tensor<4>) -> Tensor<4> {
+        for resnet in &self.resnets {
+            x = resnet.forward(x, None);
+        }
+        match &self.upsampler {
+            Some(up) => up.forward(x),
+            None => x,
+        }
     }
 }

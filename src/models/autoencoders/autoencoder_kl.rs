@@ -1,0 +1,229 @@
+//! `AutoencoderKL`: diffusers `models/autoencoders/autoencoder_kl.py`, the KL-regularised
+//! autoencoder of latent diffusion (Rombach et al. 2022, sec. 3): Stable Diffusion's VAE. The
+//! config is diffusers' `config.json`; the parameter paths are its state-dict names
+//! (`encoder.down_blocks.0.resnets.0.conv1.weight`, `quant_conv.weight`, ...).
+
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::vae::{Decoder, DiagonalGaussianDistribution, Encoder, VaeShape};
+use crate::config::{check_keys, config_enum, from_fields, known_keys, parse_config_json, shown};
+use crate::error::{Error, Result};
+use crate::models::layers::{Conv2d, Conv2dConfig};
+use crate::models::unets::unet_2d_config::{
+    ActFn, SampleSize, MAX_BLOCKS, MAX_CHANNELS, MAX_IMAGE_CHANNELS, MAX_LAYERS_PER_BLOCK,
+};
+use crate::weights::TensorSource;
+
+config_enum! {
+    /// `down_block_types[i]` of an autoencoder.
+    pub enum DownEncoderBlockType {
+        DownEncoderBlock2D = "DownEncoderBlock2D",
+    }
+}
+
+config_enum! {
+    /// `up_block_types[i]` of an autoencoder.
+    pub enum UpDecoderBlockType {
+        UpDecoderBlock2D = "UpDecoderBlock2D",
+    }
+}
+
+/// The config of diffusers' `AutoencoderKL`, with its defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AutoencoderKLConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub down_block_types: Vec<DownEncoderBlockType>,
+    pub up_block_types: Vec<UpDecoderBlockType>,
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: usize,
+    pub act_fn: ActFn,
+    pub latent_channels: usize,
+    pub norm_num_groups: usize,
+    pub sample_size: Option<SampleSize>,
+    /// Latents are multiplied by it after encoding and divided by it before decoding (the
+    /// pipelines do this, not the model).
+    pub scaling_factor: f64,
+    pub shift_factor: Option<f64>,
+    pub latents_mean: Option<Vec<f64>>,
+    pub latents_std: Option<Vec<f64>>,
+    /// Whether diffusers runs this VAE in f32 even in an f16 pipeline (SD's VAE overflows f16).
+    pub force_upcast: bool,
+    pub use_quant_conv: bool,
+    pub use_post_quant_conv: bool,
+    pub mid_block_add_attention: bool,
+}
+
+impl Default for AutoencoderKLConfig {
+    fn default() -> Self {
+        Self {
+            in_channels: 3,
+            out_channels: 3,
+            down_block_types: vec![DownEncoderBlockType::DownEncoderBlock2D],
+            up_block_types: vec![UpDecoderBlockType::UpDecoderBlock2D],
+            block_out_channels: vec![64],
+            layers_per_block: 1,
+            act_fn: ActFn::Silu,
+            latent_channels: 4,
+            norm_num_groups: 32,
+            sample_size: Some(SampleSize::Square(32)),
+            scaling_factor: 0.18215,
+            shift_factor: None,
+            latents_mean: None,
+            latents_std: None,
+            force_upcast: true,
+            use_quant_conv: true,
+            use_post_quant_conv: true,
+            mid_block_add_attention: true,
+        }
+    }
+}
+
+impl AutoencoderKLConfig {
+    /// Parses a diffusers `config.json` and validates it.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let value = parse_config_json(text, "AutoencoderKL config")?;
+        if let Some(name) = value.get("_class_name").and_then(Value::as_str) {
+            if name != "AutoencoderKL" {
+                return Err(Error::unsupported(format!(
+                    "AutoencoderKL config `_class_name`: expected `AutoencoderKL`, found `{}`",
+                    shown(name)
+                )));
+            }
+        }
+        let obj = check_keys(value, &known_keys::<Self>(), "AutoencoderKL config")?;
+        let config: Self = from_fields(obj, "AutoencoderKL config")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// How much smaller the latent is than the image on each side.
+    pub fn downscale_factor(&self) -> usize {
+        1 << self.block_out_channels.len().saturating_sub(1)
+    }
+
+    /// The cross-field checks and limits.
+    pub fn validate(&self) -> Result<()> {
+        let n = self.block_out_channels.len();
+        if n == 0 || n > MAX_BLOCKS {
+            return Err(Error::config(format!(
+                "block_out_channels: expected 1 to {MAX_BLOCKS} entries, found {n}"
+            )));
+        }
+        for (what, len) in [
+            ("down_block_types", self.down_block_types.len()),
+            ("up_block_types", self.up_block_types.len()),
+        ] {
+            if len != n {
+                return Err(Error::config(format!(
+                    "{what} has {len} entries but block_out_channels has {n}; they must match"
+                )));
+            }
+        }
+        let in_range = |name: &str, v: usize, max: usize| {
+            if v == 0 || v > max {
+                Err(Error::config(format!(
+                    "{name}: expected 1 to {max}, found {v}"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        in_range("in_channels", self.in_channels, MAX_IMAGE_CHANNELS)?;
+        in_range("out_channels", self.out_channels, MAX_IMAGE_CHANNELS)?;
+        in_range("latent_channels", self.latent_channels, MAX_IMAGE_CHANNELS)?;
+        in_range(
+            "layers_per_block",
+            self.layers_per_block,
+            MAX_LAYERS_PER_BLOCK,
+        )?;
+        in_range("norm_num_groups", self.norm_num_groups, MAX_CHANNELS)?;
+        for (i, &c) in self.block_out_channels.iter().enumerate() {
+            in_range(&format!("block_out_channels[{i}]"), c, MAX_CHANNELS)?;
+            if c % self.norm_num_groups != 0 {
+                return Err(Error::config(format!(
+                    "block_out_channels[{i}] = {c} is not divisible by norm_num_groups = {}",
+                    self.norm_num_groups
+                )));
+            }
+        }
+        if !(self.scaling_factor.is_finite() && self.scaling_factor != 0.0) {
+            return Err(Error::config(format!(
+                "scaling_factor: expected a finite non-zero number, found {}",
+                self.scaling_factor
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `AutoencoderKL`: `encode` an image to a latent distribution, `decode` a latent to an image.
+#[derive(Debug, Clone)]
+pub struct AutoencoderKL {
+    pub config: AutoencoderKLConfig,
+    pub encoder: Encoder,
+    pub decoder: Decoder,
+    pub quant_conv: Option<Conv2d>,
+    pub post_quant_conv: Option<Conv2d>,
+    device: Device,
+}
+
+impl AutoencoderKL {
+    /// Builds the autoencoder, taking every parameter from `src` by its diffusers name.
+    pub fn load(
+        config: &AutoencoderKLConfig,
+        src: &mut impl TensorSource,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let shape = VaeShape {
+            block_out_channels: config.block_out_channels.clone(),
+            layers_per_block: config.layers_per_block,
+            norm_num_groups: config.norm_num_groups,
+            mid_attention: config.mid_block_add_attention,
+        };
+        let l = config.latent_channels;
+        let one_by_one = |src: &mut _, name: &str, c: usize, on: bool| -> Result<Option<Conv2d>> {
+            if on {
+                Ok(Some(Conv2d::load(src, name, Conv2dConfig::same(c, c, 1))?))
+            } else {
+                Ok(None)
+            }
+        };
+        Ok(Self {
+            encoder: Encoder::load(src, "encoder", &shape, config.in_channels, l)?,
+            decoder: Decoder::load(src, "decoder", &shape, l, config.out_channels)?,
+            quant_conv: one_by_one(src, "quant_conv", 2 * l, config.use_quant_conv)?,
+            post_quant_conv: one_by_one(src, "post_quant_conv", l, config.use_post_quant_conv)?,
+            config: config.clone(),
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// `[B, in, H, W]` in [-1, 1] -> the latent distribution (`[B, latent, H / f, W / f]`),
+    /// before `scaling_factor`.
+    pub fn encode(&self, x: Tensor<4>) -> DiagonalGaussianDistribution {
+        let h = self.encoder.forward(x);
+        let moments = match &self.quant_conv {
+            Some(conv) => conv.forward(h),
+            None => h,
+        };
+        DiagonalGaussianDistribution::new(moments)
+    }
+
+    /// A latent `[B, latent, h, w]` (already divided by `scaling_factor`) -> the image.
+    pub fn decode(&self, z: Tensor<4>) -> Tensor<4> {
+        let z = match &self.post_quant_conv {
+            Some(conv) => conv.forward(z),
+            None => z,
+        };
+        self.decoder.forward(z)
+    }
+}
