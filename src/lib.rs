@@ -16,6 +16,7 @@ pub mod models;
 pub mod noise;
 pub mod pipelines;
 pub mod schedulers;
+pub mod text;
 pub mod weights;
 
 pub use error::{Error, ErrorKind, Result};
