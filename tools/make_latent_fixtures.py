@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Golden fixtures for the latent-diffusion models, made by diffusers (random weights).
 
-What it makes (under tests/fixtures/autoencoders/):
+What it makes (under tests/fixtures/autoencoders/ and tests/fixtures/unets_cond/):
 
   kl_tiny/config.json                          AutoencoderKL config (save_pretrained)
   kl_tiny/diffusion_pytorch_model.safetensors  random f32 weights (save_pretrained)
@@ -9,12 +9,16 @@ What it makes (under tests/fixtures/autoencoders/):
                                                after quant_conv), the posterior's mode (`mean`),
                                                a latent `z` and its decoding `decoded`
                                                (post_quant_conv + decoder)
+  ../unets_cond/{sd1_tiny,sd2_tiny}/           UNet2DConditionModel configs and weights in SD 1.x
+                                               and SD 2.x shapes; io.safetensors: sample,
+                                               timesteps, encoder_hidden_states, the output and
+                                               block activations (`act.*`)
 
 Run from the repository root (needs torch, diffusers, safetensors):
 
     python tools/make_latent_fixtures.py
 
-Deterministic (fixed seeds, one CPU thread); it rewrites only tests/fixtures/autoencoders/.
+Deterministic (fixed seeds, one CPU thread); it rewrites only the folders above.
 """
 
 import os
@@ -25,7 +29,7 @@ import torch
 torch.set_num_threads(1)
 torch.set_grad_enabled(False)
 
-from diffusers import AutoencoderKL  # noqa: E402
+from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "autoencoders")
@@ -76,6 +80,59 @@ def make_kl_tiny():
     print("kl_tiny:", sum(p.numel() for p in vae.parameters()), "parameters")
 
 
+def make_unet_cond(name, **kw):
+    """A random-weight UNet2DConditionModel with the block kinds of SD: cross-attention down,
+    mid and up blocks (Transformer2DModel, BasicTransformerBlock, GEGLU) beside plain ones."""
+    d = os.path.join(UNETS, name)
+    shutil.rmtree(d, ignore_errors=True)
+    unet = UNet2DConditionModel(**kw).eval()
+    rerandomise(unet, 3)
+    unet.save_pretrained(d, safe_serialization=True)
+    g = torch.Generator().manual_seed(5)
+    cfg = unet.config
+    sample = torch.randn((2, cfg.in_channels, cfg.sample_size, cfg.sample_size), generator=g)
+    context = torch.randn((2, 7, cfg.cross_attention_dim), generator=g)
+    timesteps = torch.tensor([10, 500])
+    acts = {}
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out, k=k: acts.__setitem__(k, out[0] if isinstance(out, tuple) else out))
+        for k, m in [("time_embedding", unet.time_embedding), ("conv_in", unet.conv_in), ("mid_block", unet.mid_block)]
+        + [(f"down_blocks.{i}", b) for i, b in enumerate(unet.down_blocks)]
+        + [(f"up_blocks.{i}", b) for i, b in enumerate(unet.up_blocks)]
+    ]
+    out = unet(sample, timesteps, encoder_hidden_states=context).sample
+    for h in hooks:
+        h.remove()
+    tensors = dict(sample=sample, timesteps=timesteps.float(), encoder_hidden_states=context, out=out)
+    tensors.update({f"act.{k}": v for k, v in acts.items()})
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(d, "io.safetensors"))
+    print(f"{name}:", sum(p.numel() for p in unet.parameters()), "parameters")
+
+
+UNETS = os.path.join(OUT, "..", "unets_cond")
+
+SD1_LIKE = dict(
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    mid_block_type="UNetMidBlock2DCrossAttn",
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    norm_num_groups=8,
+    cross_attention_dim=8,
+    attention_head_dim=2,
+)
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
+    os.makedirs(UNETS, exist_ok=True)
     make_kl_tiny()
+    # SD 1.x's shape: `attention_head_dim` (really the number of heads), 1x1-conv projections.
+    make_unet_cond("sd1_tiny", **SD1_LIKE)
+    # SD 2.x's: linear projections, heads per level, upcast attention.
+    make_unet_cond(
+        "sd2_tiny",
+        **{**SD1_LIKE, "attention_head_dim": (2, 4), "use_linear_projection": True, "upcast_attention": True},
+    )

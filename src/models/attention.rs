@@ -1,11 +1,13 @@
-//! The spatial self-attention of `AttnDownBlock2D`, `AttnUpBlock2D` and `UNetMidBlock2D`:
-//! diffusers `models/attention_processor.py` (`Attention` with a group norm, residual
-//! connection and `AttnProcessor2_0`).
+//! Attention: diffusers `models/attention_processor.py` (`Attention` with `AttnProcessor2_0`):
+//! the spatial self-attention of `AttnDownBlock2D`, `AttnUpBlock2D` and `UNetMidBlock2D` (a group
+//! norm and a residual connection around it), and the self- and cross-attention of the
+//! transformer blocks (on tokens, keys and values from a context such as the text states).
+//! `models/attention.py`'s `BasicTransformerBlock` and `FeedForward` (GEGLU) are here too.
 
 use burn::tensor::activation::softmax;
 use burn::tensor::Tensor;
 
-use super::layers::{GroupNorm, Linear};
+use super::layers::{GroupNorm, LayerNorm, Linear};
 use crate::error::Result;
 use crate::memory::MAX_SCORE_ELEMS;
 use crate::weights::TensorSource;
@@ -27,8 +29,13 @@ pub struct Attention {
 /// norm_num_groups, eps, rescale_output_factor, residual_connection=True)` of the U-Net blocks).
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionConfig {
+    /// Query (and output) width.
     pub channels: usize,
     pub head_dim: usize,
+    /// Width of the keys' and values' input (`cross_attention_dim`); `None`: `channels`.
+    pub context_dim: Option<usize>,
+    /// Whether to_q / to_k / to_v have biases (`bias=True`; the transformer blocks have none).
+    pub qkv_bias: bool,
     /// GroupNorm groups; `None`: no norm.
     pub groups: Option<usize>,
     pub eps: f64,
@@ -44,9 +51,21 @@ impl Attention {
                 Some(g) => Some(GroupNorm::load(src, &p("group_norm"), g, ch, c.eps)?),
                 None => None,
             },
-            to_q: Linear::load(src, &p("to_q"), ch, ch)?,
-            to_k: Linear::load(src, &p("to_k"), ch, ch)?,
-            to_v: Linear::load(src, &p("to_v"), ch, ch)?,
+            to_q: Linear::load_with_bias(src, &p("to_q"), ch, ch, c.qkv_bias)?,
+            to_k: Linear::load_with_bias(
+                src,
+                &p("to_k"),
+                c.context_dim.unwrap_or(ch),
+                ch,
+                c.qkv_bias,
+            )?,
+            to_v: Linear::load_with_bias(
+                src,
+                &p("to_v"),
+                c.context_dim.unwrap_or(ch),
+                ch,
+                c.qkv_bias,
+            )?,
             to_out: Linear::load(src, &p("to_out.0"), ch, ch)?,
             heads: ch / c.head_dim,
             rescale_output_factor: c.rescale_output_factor,
@@ -56,23 +75,14 @@ impl Attention {
     /// `[B, C, H, W] -> [B, C, H, W]`: `(x + out(softmax(q k^T / sqrt(d)) v)) / rescale`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
-        let n = h * w;
-        let d = c / self.heads;
         let normed = match &self.group_norm {
             Some(norm) => norm.forward(x.clone()),
             None => x.clone(),
         };
-        // [B, C, H, W] -> [B, HW, C]
-        let tokens = normed.reshape([b, c, n]).swap_dims(1, 2);
-        let split = |t: Tensor<3>| t.reshape([b, n, self.heads, d]).swap_dims(1, 2); // [B, heads, N, d]
-        let q = split(self.to_q.forward(tokens.clone()));
-        let k = split(self.to_k.forward(tokens.clone()));
-        let v = split(self.to_v.forward(tokens));
-        let attn = attend(q, k, v, MAX_SCORE_ELEMS); // [B, heads, N, d]
-        let merged = attn.swap_dims(1, 2).reshape([b, n, c]);
+        // [B, C, H, W] -> [B, HW, C] and back
+        let tokens = normed.reshape([b, c, h * w]).swap_dims(1, 2);
         let out = self
-            .to_out
-            .forward(merged)
+            .forward_tokens(tokens, None)
             .swap_dims(1, 2)
             .reshape([b, c, h, w]);
         let out = out + x;
@@ -81,6 +91,109 @@ impl Attention {
         } else {
             out / self.rescale_output_factor
         }
+    }
+
+    /// `[B, N, C]` queries attending over `context` `[B, M, context_dim]` (itself when `None`)
+    /// -> `[B, N, C]`: `out(softmax(q k^T / sqrt(d)) v)`, no norm, no residual.
+    pub fn forward_tokens(&self, x: Tensor<3>, context: Option<Tensor<3>>) -> Tensor<3> {
+        let [b, n, c] = x.dims();
+        let d = c / self.heads;
+        let context = context.unwrap_or_else(|| x.clone());
+        let m = context.dims()[1];
+        let split = |t: Tensor<3>, len: usize| t.reshape([b, len, self.heads, d]).swap_dims(1, 2); // [B, heads, len, d]
+        let q = split(self.to_q.forward(x), n);
+        let k = split(self.to_k.forward(context.clone()), m);
+        let v = split(self.to_v.forward(context), m);
+        let attn = attend(q, k, v, MAX_SCORE_ELEMS); // [B, heads, N, d]
+        self.to_out.forward(attn.swap_dims(1, 2).reshape([b, n, c]))
+    }
+}
+
+/// `GEGLU` (diffusers `models/activations.py`): `a * gelu(g)` for `[a, g] = proj(x)`.
+#[derive(Debug, Clone)]
+pub struct Geglu {
+    pub proj: Linear,
+}
+
+/// `FeedForward(dim, activation_fn="geglu")`: `net.0` (GEGLU to 4 dim), `net.2` (back to dim).
+#[derive(Debug, Clone)]
+pub struct FeedForward {
+    pub geglu: Geglu,
+    pub out: Linear,
+}
+
+impl FeedForward {
+    pub fn load(src: &mut impl TensorSource, prefix: &str, dim: usize) -> Result<Self> {
+        let inner = 4 * dim;
+        Ok(Self {
+            geglu: Geglu {
+                proj: Linear::load(src, &format!("{prefix}.net.0.proj"), dim, 2 * inner)?,
+            },
+            out: Linear::load(src, &format!("{prefix}.net.2"), inner, dim)?,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let h = self.geglu.proj.forward(x);
+        let inner = h.dims()[2] / 2;
+        let a = h.clone().narrow(2, 0, inner);
+        let g = h.narrow(2, inner, inner);
+        self.out.forward(a * burn::tensor::activation::gelu(g))
+    }
+}
+
+/// `BasicTransformerBlock` (diffusers `models/attention.py`, `norm_type="layer_norm"`):
+/// self-attention, cross-attention on the context, feed-forward, each pre-normed and residual.
+#[derive(Debug, Clone)]
+pub struct BasicTransformerBlock {
+    pub norm1: LayerNorm,
+    pub attn1: Attention,
+    pub norm2: LayerNorm,
+    pub attn2: Attention,
+    pub norm3: LayerNorm,
+    pub ff: FeedForward,
+}
+
+impl BasicTransformerBlock {
+    /// `dim = heads * head_dim`; `context_dim` the width of the cross-attention's context.
+    pub fn load(
+        src: &mut impl TensorSource,
+        prefix: &str,
+        dim: usize,
+        head_dim: usize,
+        context_dim: usize,
+    ) -> Result<Self> {
+        let p = |n: &str| format!("{prefix}.{n}");
+        let attn = |context_dim| AttentionConfig {
+            channels: dim,
+            head_dim,
+            context_dim,
+            qkv_bias: false,
+            groups: None,
+            eps: 1e-5,
+            rescale_output_factor: 1.0,
+        };
+        Ok(Self {
+            norm1: LayerNorm::load(src, &p("norm1"), dim, 1e-5)?,
+            attn1: Attention::load(src, &p("attn1"), attn(None))?,
+            norm2: LayerNorm::load(src, &p("norm2"), dim, 1e-5)?,
+            attn2: Attention::load(src, &p("attn2"), attn(Some(context_dim)))?,
+            norm3: LayerNorm::load(src, &p("norm3"), dim, 1e-5)?,
+            ff: FeedForward::load(src, &p("ff"), dim)?,
+        })
+    }
+
+    /// `x: [B, N, dim]`, `context: [B, M, context_dim]` -> `[B, N, dim]`.
+    pub fn forward(&self, x: Tensor<3>, context: &Tensor<3>) -> Tensor<3> {
+        let x = self
+            .attn1
+            .forward_tokens(self.norm1.forward(x.clone()), None)
+            + x;
+        let x = self
+            .attn2
+            .forward_tokens(self.norm2.forward(x.clone()), Some(context.clone()))
+            + x;
+        self.ff.forward(self.norm3.forward(x.clone())) + x
     }
 }
 

@@ -103,18 +103,35 @@ impl Conv2d {
 #[derive(Debug, Clone)]
 pub struct Linear {
     pub weight: Tensor<2>,
-    pub bias: Tensor<1>,
+    /// Absent for `bias=False` (the attention projections of the transformer blocks).
+    pub bias: Option<Tensor<1>>,
 }
 
 impl Linear {
+    /// Loads `{prefix}.weight` `[out, in]` and `{prefix}.bias` `[out]`.
     pub fn load(
         src: &mut impl TensorSource,
         prefix: &str,
         d_in: usize,
         d_out: usize,
     ) -> Result<Self> {
+        Self::load_with_bias(src, prefix, d_in, d_out, true)
+    }
+
+    /// [`load`](Self::load), with a bias only when `bias`.
+    pub fn load_with_bias(
+        src: &mut impl TensorSource,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<Self> {
         let weight: Tensor<2> = src.get(&join(prefix, "weight"), [d_out, d_in])?;
-        let bias = src.get(&join(prefix, "bias"), [d_out])?;
+        let bias = if bias {
+            Some(src.get(&join(prefix, "bias"), [d_out])?)
+        } else {
+            None
+        };
         Ok(Self {
             weight: weight.transpose(),
             bias,
@@ -123,7 +140,33 @@ impl Linear {
 
     /// `[..., in] -> [..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        burn::tensor::module::linear(x, self.weight.clone(), Some(self.bias.clone()))
+        burn::tensor::module::linear(x, self.weight.clone(), self.bias.clone())
+    }
+}
+
+/// `torch.nn.LayerNorm(dim, eps, elementwise_affine=True)` over the last axis.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    pub weight: Tensor<1>,
+    pub bias: Tensor<1>,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(src: &mut impl TensorSource, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: src.get(&join(prefix, "weight"), [dim])?,
+            bias: src.get(&join(prefix, "bias"), [dim])?,
+            eps,
+        })
+    }
+
+    /// `[B, N, dim] -> [B, N, dim]`, normalised per token with the biased variance.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [_, _, d] = x.dims();
+        let (var, mean) = x.clone().var_mean_bias(2);
+        let normed = (x - mean).div((var + self.eps).sqrt());
+        normed * self.weight.clone().reshape([1, 1, d]) + self.bias.clone().reshape([1, 1, d])
     }
 }
 

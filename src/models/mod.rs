@@ -8,6 +8,7 @@ pub mod embeddings;
 pub mod layers;
 pub mod model_file;
 pub mod resnet;
+pub mod transformers;
 pub mod unets;
 
 use burn::tensor::{Device, Tensor};

@@ -9,6 +9,7 @@ use burn::tensor::Tensor;
 use crate::error::Result;
 use crate::models::attention::{Attention, AttentionConfig};
 use crate::models::resnet::{Downsample2D, ResnetBlock2D, ResnetOptions, Upsample2D};
+use crate::models::transformers::{Transformer2DConfig, Transformer2DModel};
 use crate::weights::TensorSource;
 
 /// Attention settings of a block: head size, norm groups (`None`: no norm) and eps.
@@ -37,6 +38,8 @@ fn load_layers(
             let config = AttentionConfig {
                 channels: c_out,
                 head_dim: a.head_dim,
+                context_dim: None,
+                qkv_bias: true,
                 groups: a.groups,
                 eps: a.eps,
                 rescale_output_factor: resnet.output_scale_factor,
@@ -299,5 +302,153 @@ impl UpDecoderBlock2D {
             Some(up) => up.forward(x),
             None => x,
         }
+    }
+}
+
+/// The transformer settings of a cross-attention block (`CrossAttnDownBlock2D`, ...).
+#[derive(Debug, Clone, Copy)]
+pub struct CrossAttnOptions {
+    pub heads: usize,
+    pub context_dim: usize,
+    /// `transformer_layers_per_block` at this level.
+    pub transformer_layers: usize,
+    pub norm_num_groups: usize,
+    pub use_linear_projection: bool,
+}
+
+impl CrossAttnOptions {
+    /// The `attentions.{i}` of a block with `channels` channels and `n` layers.
+    fn load(
+        self,
+        src: &mut impl TensorSource,
+        prefix: &str,
+        channels: usize,
+        n: usize,
+    ) -> Result<Vec<Transformer2DModel>> {
+        let c = Transformer2DConfig {
+            channels,
+            heads: self.heads,
+            context_dim: self.context_dim,
+            num_layers: self.transformer_layers,
+            norm_num_groups: self.norm_num_groups,
+            use_linear_projection: self.use_linear_projection,
+        };
+        (0..n)
+            .map(|i| Transformer2DModel::load(src, &format!("{prefix}.attentions.{i}"), c))
+            .collect()
+    }
+}
+
+/// `CrossAttnDownBlock2D`: a down block whose layers are (resnet, transformer on the context).
+#[derive(Debug, Clone)]
+pub struct CrossAttnDownBlock2D {
+    /// The resnets and the downsampler (its `attentions` are empty).
+    pub block: DownBlock2D,
+    pub attentions: Vec<Transformer2DModel>,
+}
+
+impl CrossAttnDownBlock2D {
+    pub fn load(
+        src: &mut impl TensorSource,
+        prefix: &str,
+        c: DownBlock2DConfig,
+        cross: CrossAttnOptions,
+    ) -> Result<Self> {
+        Ok(Self {
+            block: DownBlock2D::load(src, prefix, DownBlock2DConfig { attn: None, ..c })?,
+            attentions: cross.load(src, prefix, c.out_channels, c.num_layers)?,
+        })
+    }
+
+    /// As [`DownBlock2D::forward`], each resnet followed by its transformer.
+    pub fn forward(
+        &self,
+        mut x: Tensor<4>,
+        temb: &Tensor<2>,
+        context: &Tensor<3>,
+        skips: &mut Vec<Tensor<4>>,
+    ) -> Tensor<4> {
+        for (resnet, attn) in self.block.resnets.iter().zip(&self.attentions) {
+            x = attn.forward(resnet.forward(x, Some(temb)), context);
+            skips.push(x.clone());
+        }
+        if let Some(down) = &self.block.downsampler {
+            x = down.forward(x);
+            skips.push(x.clone());
+        }
+        x
+    }
+}
+
+/// `UNetMidBlock2DCrossAttn`: resnet, then (transformer, resnet) once.
+#[derive(Debug, Clone)]
+pub struct UNetMidBlock2DCrossAttn {
+    pub resnets: Vec<ResnetBlock2D>,
+    pub attentions: Vec<Transformer2DModel>,
+}
+
+impl UNetMidBlock2DCrossAttn {
+    pub fn load(
+        src: &mut impl TensorSource,
+        prefix: &str,
+        channels: usize,
+        resnet: ResnetOptions,
+        cross: CrossAttnOptions,
+    ) -> Result<Self> {
+        let pairs = [(channels, channels), (channels, channels)];
+        let (resnets, _) = load_layers(src, prefix, pairs, resnet, None)?;
+        Ok(Self {
+            resnets,
+            attentions: cross.load(src, prefix, channels, 1)?,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<4>, temb: &Tensor<2>, context: &Tensor<3>) -> Tensor<4> {
+        let x = self.resnets[0].forward(x, Some(temb));
+        let x = self.attentions[0].forward(x, context);
+        self.resnets[1].forward(x, Some(temb))
+    }
+}
+
+/// `CrossAttnUpBlock2D`: an up block whose layers are (resnet on the concatenated skip,
+/// transformer on the context).
+#[derive(Debug, Clone)]
+pub struct CrossAttnUpBlock2D {
+    /// The resnets and the upsampler (its `attentions` are empty).
+    pub block: UpBlock2D,
+    pub attentions: Vec<Transformer2DModel>,
+}
+
+impl CrossAttnUpBlock2D {
+    pub fn load(
+        src: &mut impl TensorSource,
+        prefix: &str,
+        c: UpBlock2DConfig,
+        cross: CrossAttnOptions,
+    ) -> Result<Self> {
+        Ok(Self {
+            block: UpBlock2D::load(src, prefix, UpBlock2DConfig { attn: None, ..c })?,
+            attentions: cross.load(src, prefix, c.out_channels, c.num_layers)?,
+        })
+    }
+
+    /// As [`UpBlock2D::forward`], each resnet followed by its transformer.
+    pub fn forward(
+        &self,
+        mut x: Tensor<4>,
+        temb: &Tensor<2>,
+        context: &Tensor<3>,
+        skips: &mut Vec<Tensor<4>>,
+    ) -> Tensor<4> {
+        for (resnet, attn) in self.block.resnets.iter().zip(&self.attentions) {
+            if let Some(skip) = skips.pop() {
+                x = Tensor::cat(vec![x, skip], 1);
+            }
+            x = attn.forward(resnet.forward(x, Some(temb)), context);
+        }
+        if let Some(up) = &self.block.upsampler {
+            x = up.forward(x);
+        }
+        x
     }
 }
