@@ -9,12 +9,15 @@ What it makes (under tests/fixtures/autoencoders/ and tests/fixtures/unets_cond/
                                                after quant_conv), the posterior's mode (`mean`),
                                                a latent `z` and its decoding `decoded`
                                                (post_quant_conv + decoder)
+  ../text_encoders/clip_{quick_gelu,gelu}/     transformers CLIPTextModel configs and weights;
+                                               io.safetensors: input_ids, last_hidden_state,
+                                               pooler_output, penultimate_hidden_state
   ../unets_cond/{sd1_tiny,sd2_tiny}/           UNet2DConditionModel configs and weights in SD 1.x
                                                and SD 2.x shapes; io.safetensors: sample,
                                                timesteps, encoder_hidden_states, the output and
                                                block activations (`act.*`)
 
-Run from the repository root (needs torch, diffusers, safetensors):
+Run from the repository root (needs torch, diffusers, transformers, safetensors):
 
     python tools/make_latent_fixtures.py
 
@@ -30,6 +33,7 @@ torch.set_num_threads(1)
 torch.set_grad_enabled(False)
 
 from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
+from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "autoencoders")
@@ -110,6 +114,39 @@ def make_unet_cond(name, **kw):
 
 
 UNETS = os.path.join(OUT, "..", "unets_cond")
+TEXT = os.path.join(OUT, "..", "text_encoders")
+
+
+def make_clip_text(name, hidden_act):
+    """A random-weight transformers CLIPTextModel (a small vocabulary keeps the file small; SD
+    1.x's encoder uses quick_gelu, SD 2.x's gelu): the last hidden state, the pooled output and
+    the penultimate layer's states (what `clip_skip=1` reads) for token ids below the vocab."""
+    d = os.path.join(TEXT, name)
+    shutil.rmtree(d, ignore_errors=True)
+    config = CLIPTextConfig(
+        vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, hidden_act=hidden_act,
+        bos_token_id=998, eos_token_id=999, pad_token_id=999,
+    )
+    model = CLIPTextModel(config).eval()
+    rerandomise(model, 9)
+    model.save_pretrained(d, safe_serialization=True)
+    g = torch.Generator().manual_seed(13)
+    ids = torch.randint(0, 998, (2, 77), generator=g)
+    ids[:, 0] = 998
+    ids[0, 9:] = 999  # a short prompt, padded with the end token
+    ids[1, 40:] = 999
+    out = model(ids, output_hidden_states=True)
+    save_file(
+        {
+            "input_ids": ids.float().contiguous(),
+            "last_hidden_state": out.last_hidden_state.contiguous(),
+            "pooler_output": out.pooler_output.contiguous(),
+            "penultimate_hidden_state": out.hidden_states[-2].contiguous(),
+        },
+        os.path.join(d, "io.safetensors"),
+    )
+    print(f"{name}:", sum(p.numel() for p in model.parameters()), "parameters")
 
 SD1_LIKE = dict(
     sample_size=8,
@@ -128,6 +165,9 @@ SD1_LIKE = dict(
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     os.makedirs(UNETS, exist_ok=True)
+    os.makedirs(TEXT, exist_ok=True)
+    make_clip_text("clip_quick_gelu", "quick_gelu")
+    make_clip_text("clip_gelu", "gelu")
     make_kl_tiny()
     # SD 1.x's shape: `attention_head_dim` (really the number of heads), 1x1-conv projections.
     make_unet_cond("sd1_tiny", **SD1_LIKE)
