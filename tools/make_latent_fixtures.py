@@ -12,6 +12,12 @@ What it makes (under tests/fixtures/autoencoders/ and tests/fixtures/unets_cond/
   ../text_encoders/clip_{quick_gelu,gelu}/     transformers CLIPTextModel configs and weights;
                                                io.safetensors: input_ids, last_hidden_state,
                                                pooler_output, penultimate_hidden_state
+  ../pipelines/sd_tiny/                        a StableDiffusionPipeline folder (save_pretrained):
+                                               tiny CLIP tokenizer (bytes, no merges) and text
+                                               encoder, SD 1.x-shaped U-Net, 2-level VAE, DDIM;
+                                               io.safetensors / io.json: the prompts, given
+                                               latents, both prompt embeddings, the image (NHWC
+                                               in [0, 1]) of a 4-step guided run
   ../unets_cond/{sd1_tiny,sd2_tiny}/           UNet2DConditionModel configs and weights in SD 1.x
                                                and SD 2.x shapes; io.safetensors: sample,
                                                timesteps, encoder_hidden_states, the output and
@@ -24,6 +30,7 @@ Run from the repository root (needs torch, diffusers, transformers, safetensors)
 Deterministic (fixed seeds, one CPU thread); it rewrites only the folders above.
 """
 
+import json
 import os
 import shutil
 
@@ -33,7 +40,8 @@ torch.set_num_threads(1)
 torch.set_grad_enabled(False)
 
 from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
-from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
+from diffusers import DDIMScheduler, StableDiffusionPipeline  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "autoencoders")
@@ -162,11 +170,99 @@ SD1_LIKE = dict(
     attention_head_dim=2,
 )
 
+PIPELINES = os.path.join(OUT, "..", "pipelines")
+
+
+def tiny_clip_tokenizer_files(d):
+    """A CLIP tokenizer with the 256 byte symbols, their `</w>` forms and the two special
+    tokens, and no merges (514 ids): real CLIP tokenization rules at a text encoder size a test
+    can afford. Returns (vocab.json path, merges.txt path)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    chars = [chr(c) for c in cs]
+    vocab = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    os.makedirs(d, exist_ok=True)
+    vf, mf = os.path.join(d, "vocab.json"), os.path.join(d, "merges.txt")
+    with open(vf, "w", encoding="utf-8") as f:
+        json.dump({t: i for i, t in enumerate(vocab)}, f, ensure_ascii=False)
+    with open(mf, "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n")
+    return vf, mf
+
+
+def make_sd_pipeline(name):
+    """A random-weight StableDiffusionPipeline (tiny CLIP tokenizer and text encoder, an SD
+    1.x-shaped U-Net, a 2-level AutoencoderKL, SD's DDIM schedule) saved as a diffusers
+    pipeline folder, and one guided text-to-image run from given latents."""
+    d = os.path.join(PIPELINES, name)
+    shutil.rmtree(d, ignore_errors=True)
+    tmp = os.path.join(PIPELINES, name + "-tok")
+    vf, mf = tiny_clip_tokenizer_files(tmp)
+    tokenizer = CLIPTokenizer(vf, mf, model_max_length=77)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=514, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, hidden_act="quick_gelu",
+        bos_token_id=512, eos_token_id=513, pad_token_id=513,
+    )).eval()
+    rerandomise(text_encoder, 21)
+    unet = UNet2DConditionModel(**{**SD1_LIKE, "cross_attention_dim": 32}).eval()
+    rerandomise(unet, 22)
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16), layers_per_block=1, latent_channels=4, norm_num_groups=4,
+        sample_size=16,
+    ).eval()
+    rerandomise(vae, 23)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+        set_alpha_to_one=False, steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(d, safe_serialization=True)
+    # The vocab.json / merges.txt pair that SD checkpoints carry (transformers 5 writes only
+    # tokenizer.json).
+    for f in (vf, mf):
+        shutil.copy(f, os.path.join(d, "tokenizer"))
+    shutil.rmtree(tmp)
+    g = torch.Generator().manual_seed(31)
+    latents = torch.randn((1, 4, 8, 8), generator=g)
+    prompt, negative = "a red apple", "blurry"
+    prompt_embeds, negative_embeds = pipe.encode_prompt(prompt, "cpu", 1, True, negative)
+    image = pipe(
+        prompt, negative_prompt=negative, num_inference_steps=4, guidance_scale=7.5,
+        latents=latents.clone(), output_type="np",
+    ).images
+    save_file(
+        {
+            "latents": latents,
+            "prompt_embeds": prompt_embeds.contiguous(),
+            "negative_prompt_embeds": negative_embeds.contiguous(),
+            "image": torch.from_numpy(image).contiguous(),
+        },
+        os.path.join(d, "io.safetensors"),
+    )
+    with open(os.path.join(d, "io.json"), "w") as f:
+        json.dump({"prompt": prompt, "negative_prompt": negative, "num_inference_steps": 4, "guidance_scale": 7.5}, f, indent=1)
+    print(f"{name}: image {image.shape}")
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     os.makedirs(UNETS, exist_ok=True)
     os.makedirs(TEXT, exist_ok=True)
     make_clip_text("clip_quick_gelu", "quick_gelu")
+    os.makedirs(PIPELINES, exist_ok=True)
+    make_sd_pipeline("sd_tiny")
     make_clip_text("clip_gelu", "gelu")
     make_kl_tiny()
     # SD 1.x's shape: `attention_head_dim` (really the number of heads), 1x1-conv projections.

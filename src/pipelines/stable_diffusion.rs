@@ -1,0 +1,295 @@
+//! Text-to-image latent diffusion: diffusers `pipelines/stable_diffusion/pipeline_stable_diffusion.py`
+//! (Rombach et al. 2022). The prompt is tokenized and encoded by CLIP, the U-Net denoises a
+//! latent with classifier-free guidance against the negative prompt (`encode_prompt`, the
+//! guided loop), and the autoencoder decodes the result. Loaded from a diffusers pipeline folder
+//! (`model_index.json` and its `tokenizer/`, `text_encoder/`, `unet/`, `vae/`, `scheduler/`);
+//! run one step at a time like the pixel pipeline.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::error::{Error, Result};
+use crate::models::autoencoders::{AutoencoderKL, AutoencoderKLConfig};
+use crate::models::unets::{UNet2DConditionConfig, UNet2DConditionModel};
+use crate::noise::BatchNoise;
+use crate::pipelines::{StepInfo, MAX_GUIDANCE};
+use crate::schedulers::{self, Scheduler, SchedulerConfig, SchedulerKind};
+use crate::text::clip::state_dict_prefix;
+use crate::text::{CLIPTextConfig, CLIPTextModel, ClipTokenizer, MAX_LENGTH};
+use crate::weights::{Container, ContainerSource};
+
+/// A Stable Diffusion pipeline's components.
+#[derive(Debug, Clone)]
+pub struct StableDiffusion {
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: CLIPTextModel,
+    pub unet: UNet2DConditionModel,
+    pub vae: AutoencoderKL,
+    pub scheduler: SchedulerConfig,
+}
+
+/// What to generate. `Default`: 50 DDIM steps, guidance 7.5, an empty negative prompt, the
+/// U-Net's native size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextToImage {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: usize,
+    pub guidance_scale: f64,
+    pub scheduler: SchedulerKind,
+    pub eta: f64,
+    pub seed: u64,
+    /// The initial latents (`[1, latent, h, w]` values) instead of the seed's.
+    pub latents: Option<Vec<f32>>,
+}
+
+impl Default for TextToImage {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            steps: 50,
+            guidance_scale: 7.5,
+            scheduler: SchedulerKind::Ddim,
+            eta: 0.0,
+            seed: 0,
+            latents: None,
+        }
+    }
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Error::io(format!(
+            "{}: expected a readable file, found {e}",
+            path.display()
+        ))
+    })
+}
+
+/// The weights of a component folder: the f32 file, else the fp16 variant.
+fn read_weights(dir: &Path, stem: &str) -> Result<Vec<u8>> {
+    for name in [
+        format!("{stem}.safetensors"),
+        format!("{stem}.fp16.safetensors"),
+    ] {
+        let p = dir.join(&name);
+        if p.is_file() {
+            return std::fs::read(&p).map_err(|e| Error::io(format!("{}: {e}", p.display())));
+        }
+    }
+    Err(Error::io(format!(
+        "{}: expected {stem}.safetensors (or .fp16.safetensors), found none",
+        dir.display()
+    )))
+}
+
+impl StableDiffusion {
+    /// Loads a diffusers Stable Diffusion pipeline folder onto `device`.
+    pub fn load_dir(dir: &Path, device: &Device) -> Result<Self> {
+        let index: serde_json::Value =
+            serde_json::from_str(&read_text(&dir.join("model_index.json"))?).map_err(|e| {
+                Error::format(format!("model_index.json: expected JSON, found {e}"))
+            })?;
+        let class = index
+            .get("_class_name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        if !class.starts_with("StableDiffusion") {
+            return Err(Error::unsupported(format!(
+                "model_index.json `_class_name`: expected a StableDiffusion pipeline, found `{class}`"
+            )));
+        }
+        // 1. tokenizer and text encoder
+        let tok = dir.join("tokenizer");
+        let tokenizer = ClipTokenizer::from_files(
+            &read_text(&tok.join("vocab.json"))?,
+            &read_text(&tok.join("merges.txt"))?,
+        )?;
+        let te = dir.join("text_encoder");
+        let te_config = CLIPTextConfig::from_json(&read_text(&te.join("config.json"))?)?;
+        let bytes = read_weights(&te, "model")?;
+        let container = Container::parse(&bytes)?;
+        let prefix = state_dict_prefix(&container);
+        let mut src = ContainerSource {
+            container: &container,
+            device: device.clone(),
+        };
+        let text_encoder = CLIPTextModel::load(&te_config, &mut src, prefix, device)?;
+        // 2. U-Net
+        let u = dir.join("unet");
+        let unet_config = UNet2DConditionConfig::from_json(&read_text(&u.join("config.json"))?)?;
+        let bytes = read_weights(&u, "diffusion_pytorch_model")?;
+        let container = Container::parse(&bytes)?;
+        let mut src = ContainerSource {
+            container: &container,
+            device: device.clone(),
+        };
+        let unet = UNet2DConditionModel::load(&unet_config, &mut src, device)?;
+        // 3. autoencoder
+        let v = dir.join("vae");
+        let vae_config = AutoencoderKLConfig::from_json(&read_text(&v.join("config.json"))?)?;
+        let bytes = read_weights(&v, "diffusion_pytorch_model")?;
+        let container = Container::parse(&bytes)?;
+        let mut src = ContainerSource {
+            container: &container,
+            device: device.clone(),
+        };
+        let vae = AutoencoderKL::load(&vae_config, &mut src, device)?;
+        // 4. scheduler
+        let scheduler = SchedulerConfig::from_json(&read_text(
+            &dir.join("scheduler").join("scheduler_config.json"),
+        )?)?;
+        if te_config.hidden_size != unet.config.cross_attention_dim.at(0) {
+            return Err(Error::config(format!(
+                "text_encoder hidden_size {} and unet cross_attention_dim {}: expected them equal",
+                te_config.hidden_size,
+                unet.config.cross_attention_dim.at(0)
+            )));
+        }
+        Ok(Self {
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            scheduler,
+        })
+    }
+
+    /// The text states of `prompt` (`[1, 77, hidden]`), as diffusers' `encode_prompt`: padded
+    /// to 77 tokens and truncated.
+    pub fn encode_prompt(&self, prompt: &str) -> Result<Tensor<3>> {
+        let ids = self.tokenizer.encode_padded(prompt, MAX_LENGTH)?.ids;
+        Ok(self.text_encoder.forward(&[ids])?.last_hidden_state)
+    }
+
+    /// `[latent, h, w]` of the U-Net's native size.
+    pub fn latent_shape(&self) -> Result<[usize; 3]> {
+        let [h, w] = self
+            .unet
+            .config
+            .sample_size
+            .map(|s| s.hw())
+            .ok_or_else(|| {
+                Error::config("unet sample_size: expected the latent size, found none")
+            })?;
+        Ok([self.unet.config.in_channels, h, w])
+    }
+
+    /// Starts a run: encodes both prompts, draws (or takes) the latents, builds the scheduler.
+    pub fn start(&self, opts: &TextToImage) -> Result<TextToImageRun<'_>> {
+        if !(opts.guidance_scale.is_finite() && opts.guidance_scale.abs() <= MAX_GUIDANCE) {
+            return Err(Error::invalid(format!(
+                "guidance scale: expected a number from -{MAX_GUIDANCE} to {MAX_GUIDANCE}, found {}",
+                opts.guidance_scale
+            )));
+        }
+        let device = self.unet.device().clone();
+        let [c, h, w] = self.latent_shape()?;
+        let guided = opts.guidance_scale > 1.0;
+        let cond = self.encode_prompt(&opts.prompt)?;
+        // [uncond; cond], as diffusers concatenates them.
+        let context = if guided {
+            Tensor::cat(vec![self.encode_prompt(&opts.negative_prompt)?, cond], 0)
+        } else {
+            cond
+        };
+        let scheduler = schedulers::build(opts.scheduler, &self.scheduler, opts.steps, opts.eta)?;
+        let mut noise = BatchNoise::new(opts.seed, 1);
+        let x = match &opts.latents {
+            Some(v) if v.len() == c * h * w && v.iter().all(|x| x.is_finite()) => v.clone(),
+            Some(v) => {
+                return Err(Error::invalid(format!(
+                    "latents: expected {} finite values (1x{c}x{h}x{w}), found {} values",
+                    c * h * w,
+                    v.len()
+                )))
+            }
+            None => noise.sample(c * h * w),
+        };
+        Ok(TextToImageRun {
+            pipe: self,
+            scheduler,
+            noise,
+            context,
+            guidance: if guided { opts.guidance_scale } else { 1.0 },
+            latents: Tensor::from_data(TensorData::new(x, [1, c, h, w]), &device),
+            step: 0,
+        })
+    }
+}
+
+/// One text-to-image run in progress.
+pub struct TextToImageRun<'a> {
+    pipe: &'a StableDiffusion,
+    scheduler: Box<dyn Scheduler>,
+    noise: BatchNoise,
+    context: Tensor<3>,
+    guidance: f64,
+    latents: Tensor<4>,
+    step: usize,
+}
+
+impl TextToImageRun<'_> {
+    pub fn total_steps(&self) -> usize {
+        self.scheduler.timesteps().len()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.step >= self.total_steps()
+    }
+
+    /// The current latents.
+    pub fn latents(&self) -> Tensor<4> {
+        self.latents.clone()
+    }
+
+    /// One guided U-Net evaluation and one scheduler step.
+    pub fn step(&mut self) -> Result<StepInfo> {
+        let total = self.total_steps();
+        if self.is_done() {
+            return Err(Error::invalid(format!(
+                "step: all {total} steps are already done"
+            )));
+        }
+        let t = self.scheduler.timesteps()[self.step];
+        let unet = &self.pipe.unet;
+        let out = if self.guidance != 1.0 {
+            let input = Tensor::cat(vec![self.latents.clone(), self.latents.clone()], 0);
+            let both = unet.forward(input, &[t as f32], &self.context)?;
+            let uncond = both.clone().narrow(0, 0, 1);
+            let cond = both.narrow(0, 1, 1);
+            uncond.clone() + (cond - uncond) * self.guidance
+        } else {
+            unet.forward(self.latents.clone(), &[t as f32], &self.context)?
+        };
+        let noise = if self.scheduler.needs_noise(t) {
+            let [_, c, h, w] = self.latents.dims();
+            let v = self.noise.sample(c * h * w);
+            Some(Tensor::from_data(
+                TensorData::new(v, [1, c, h, w]),
+                unet.device(),
+            ))
+        } else {
+            None
+        };
+        self.latents = self
+            .scheduler
+            .step(out, t, self.latents.clone(), noise)?
+            .prev_sample;
+        self.step += 1;
+        Ok(StepInfo {
+            step: self.step,
+            total_steps: total,
+            timestep: t,
+            last: self.step == total,
+        })
+    }
+
+    /// The current latents decoded by the autoencoder: the image `[1, 3, H, W]` in [-1, 1].
+    pub fn decode(&self) -> Tensor<4> {
+        let vae = &self.pipe.vae;
+        vae.decode(self.latents.clone() / vae.config.scaling_factor)
+    }
+}
