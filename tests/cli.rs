@@ -205,3 +205,17 @@ fn random_writes_a_loadable_model_of_a_real_configuration() {
         "another seed, the same weights"
     );
 }
+
+#[test]
+fn txt2img_generates_from_a_pipeline_folder() {
+    let dir = common::fixtures().join("pipelines").join("sd_tiny");
+    let png = tmp("txt2img.png");
+    let text = run(bin()
+        .arg("txt2img")
+        .arg(&dir)
+        .args(["--prompt", "a red apple", "--steps", "3", "-o"])
+        .arg(&png));
+    assert!(text.contains("3 steps + decode"), "{text}");
+    // The tiny pipeline's VAE upsamples 8x8 latents to 16x16 images.
+    assert_eq!(png_size(&png), (16, 16));
+}

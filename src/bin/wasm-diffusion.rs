@@ -13,6 +13,7 @@ use wasm_diffusion::convert::{convert_dir, random_model, ConvertOptions};
 use wasm_diffusion::image::{encode_png, grid_rgba};
 use wasm_diffusion::models::model_file::ModelFile;
 use wasm_diffusion::models::parameter_count;
+use wasm_diffusion::pipelines::stable_diffusion::{StableDiffusion, TextToImage};
 use wasm_diffusion::pipelines::{default_steps, read_back, SampleOptions, SamplingRun};
 use wasm_diffusion::weights::Quant;
 use wasm_diffusion::{load_model, Error, Result, SchedulerKind, UNet2DConfig};
@@ -21,7 +22,7 @@ use wasm_diffusion::{load_model, Error, Result, SchedulerKind, UNet2DConfig};
 #[command(
     name = "wasm-diffusion",
     version,
-    about = "Convert diffusers UNet2DModel checkpoints and sample from them"
+    about = "Convert diffusers UNet2DModel checkpoints and sample from them; text-to-image from Stable Diffusion pipeline folders"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -67,6 +68,9 @@ enum Command {
     },
     /// Sample a grid of images from a model file.
     Sample(SampleArgs),
+    /// Generate an image from a prompt with a diffusers Stable Diffusion pipeline folder
+    /// (model_index.json, tokenizer/, text_encoder/, unet/, vae/, scheduler/).
+    Txt2img(Txt2imgArgs),
     /// Show a model file's config, quantization, parameter count and size.
     Info { file: PathBuf },
     /// Write a model file with random weights for a diffusers config.json (tests, benchmarks).
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
             verbose,
         } => run_convert(&dir, quant, &output, name, null_class, class_names, verbose),
         Command::Sample(args) => run_sample(args),
+        Command::Txt2img(args) => run_txt2img(args),
         Command::Info { file } => run_info(&file),
         Command::Random {
             config,
@@ -249,6 +254,62 @@ struct SampleArgs {
     frames: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendArg,
+}
+
+#[derive(clap::Args)]
+struct Txt2imgArgs {
+    /// diffusers Stable Diffusion pipeline folder
+    dir: PathBuf,
+    #[arg(long)]
+    prompt: String,
+    #[arg(long, default_value = "")]
+    negative_prompt: String,
+    #[arg(long, default_value = "ddim")]
+    scheduler: String,
+    /// Denoising steps
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    #[arg(long, default_value_t = 7.5)]
+    guidance: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(short, long)]
+    output: PathBuf,
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendArg,
+}
+
+fn run_txt2img(a: Txt2imgArgs) -> Result<()> {
+    let device = device_for(a.backend)?;
+    let t0 = Instant::now();
+    let pipe = StableDiffusion::load_dir(&a.dir, &device)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let opts = TextToImage {
+        prompt: a.prompt,
+        negative_prompt: a.negative_prompt,
+        steps: a.steps,
+        guidance_scale: a.guidance,
+        scheduler: SchedulerKind::parse(&a.scheduler)?,
+        seed: a.seed,
+        ..TextToImage::default()
+    };
+    let t1 = Instant::now();
+    let mut run = pipe.start(&opts)?;
+    while !run.is_done() {
+        run.step()?;
+    }
+    let image = run.decode();
+    let shape = image.dims();
+    write_png(&a.output, &read_back(image)?, shape)?;
+    println!(
+        "wrote {} ({}x{}); load {load_s:.2}s, {} steps + decode in {:.2}s",
+        a.output.display(),
+        shape[3],
+        shape[2],
+        run.total_steps(),
+        t1.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn parse_classes(spec: &str, names: &[String]) -> Result<Vec<usize>> {
