@@ -11,36 +11,18 @@ pub mod resnet;
 pub mod transformers;
 pub mod unets;
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 
 use crate::error::{Error, Result};
 use crate::memory::{fmt_bytes, MemoryBudget};
-use crate::models::model_file::{FileSource, ModelFile, ModelMeta};
+use crate::models::model_file::{ModelFile, ModelMeta};
 use crate::models::unets::unet_2d_memory::check_run;
 use crate::models::unets::{UNet2DConfig, UNet2DModel};
-use crate::weights::TensorSource;
-
-/// Records the name and shape of every parameter a config asks for, without loading any.
-/// It hands back 1-element placeholders on the CPU so that [`UNet2DModel::load`] can run
-/// unchanged: the U-Net code is the single description of which tensors exist.
-struct ShapeRecorder {
-    entries: Vec<(String, Vec<usize>)>,
-    device: Device,
-}
-
-impl TensorSource for ShapeRecorder {
-    fn get<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<D>> {
-        self.entries.push((name.to_string(), shape.to_vec()));
-        Ok(Tensor::zeros([1; D], &self.device))
-    }
-}
+use crate::weights::{ShapeRecorder, StoredSource};
 
 /// Every parameter of the U-Net described by `config`: (diffusers name, shape), in load order.
 pub fn parameter_shapes(config: &UNet2DConfig) -> Result<Vec<(String, Vec<usize>)>> {
-    let mut rec = ShapeRecorder {
-        entries: Vec::new(),
-        device: Device::flex(),
-    };
+    let mut rec = ShapeRecorder::default();
     UNet2DModel::load(config, &mut rec, &Device::flex())?;
     Ok(rec.entries)
 }
@@ -81,8 +63,8 @@ pub fn load_model_within(
     let expected = parameter_shapes(&file.meta.unet)?;
     file.check(&expected)?;
     let resident_bytes = check_weights(&file.meta, &expected, bytes.len(), &budget, device)?;
-    let mut src = FileSource {
-        file: &file,
+    let mut src = StoredSource {
+        container: &file.container,
         device: device.clone(),
     };
     let unet = UNet2DModel::load(&file.meta.unet, &mut src, device)?;

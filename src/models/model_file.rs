@@ -5,19 +5,16 @@
 //!
 //! Loading is two-phase: [`ModelFile::parse`] reads and checks the header, the metadata and
 //! every tensor's dtype and shape against the list the config implies ([`ModelFile::check`])
-//! before [`FileSource`] dequantizes anything into f32 device tensors.
+//! before `weights::StoredSource` dequantizes anything into f32 device tensors.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use burn::tensor::{Device, Tensor, TensorData};
+use std::collections::BTreeMap;
 
 use crate::config::shown;
 use crate::error::{Error, Result};
 use crate::models::unets::UNet2DConfig;
 use crate::schedulers::SchedulerConfig;
-use crate::weights::container::{self, Container, Dtype, TensorView};
+use crate::weights::container::{self, Container};
 use crate::weights::quant::{self, Quant, QuantError, INT4_GROUP};
-use crate::weights::{TensorSource, SCALE_SUFFIX};
 
 /// `__metadata__["format"]` of every model file.
 pub const FORMAT_TAG: &str = "wasm-diffusion";
@@ -206,116 +203,12 @@ impl<'a> ModelFile<'a> {
     /// Checks that the file holds exactly the `expected` tensors (name, logical shape), each
     /// stored in a dtype and packed shape this crate reads, with its scales where quantized.
     pub fn check(&self, expected: &[(String, Vec<usize>)]) -> Result<()> {
-        // 1. Each expected tensor, in a dtype and shape that match the config.
-        let mut used: BTreeSet<String> = BTreeSet::new();
-        for (name, shape) in expected {
-            let view = self.container.expect(name, shape, "the model config")?;
-            used.insert(name.clone());
-            match view.dtype {
-                Dtype::F32 | Dtype::F16 | Dtype::BF16 => {
-                    if &view.shape != shape {
-                        return Err(Error::format(format!(
-                            "tensor `{name}`: expected shape {shape:?} (from the config), found {:?}",
-                            view.shape
-                        )));
-                    }
-                }
-                Dtype::I8 | Dtype::U8 => {
-                    used.insert(self.check_quantized(name, shape, view)?);
-                }
-                Dtype::I64 => {
-                    return Err(Error::format(format!(
-                        "tensor `{name}`: expected F32, F16, BF16, I8 or U8, found I64"
-                    )))
-                }
-            }
-        }
-        // 2. Nothing else.
-        self.container.only(&used, "the model config")
-    }
-
-    /// Quantized tensor `name` (logical `shape`, stored as `view`): its packed shape, and its
-    /// scales, present and F32 of the shape the quantization implies. Returns the scales' name.
-    fn check_quantized(
-        &self,
-        name: &str,
-        shape: &[usize],
-        view: &TensorView<'a>,
-    ) -> Result<String> {
-        let scale_name = format!("{name}{SCALE_SUFFIX}");
-        let scale = self.container.get(&scale_name).ok_or_else(|| {
-            Error::format(format!(
-                "tensor `{name}` is quantized ({}), expected its scales `{scale_name}`, found none",
-                view.dtype.name()
-            ))
-        })?;
-        let (packed, scales) = quant::stored_shapes(view.dtype, shape).ok_or_else(|| {
-            Error::format(format!(
-                "tensor `{name}`: expected a float dtype for a tensor of shape {shape:?}, found {}",
-                view.dtype.name()
-            ))
-        })?;
-        if view.shape != packed {
-            return Err(Error::format(format!(
-                "tensor `{name}`: expected {} shape {packed:?} for logical shape {shape:?}, found {:?}",
-                view.dtype.name(),
-                view.shape
-            )));
-        }
-        if scale.dtype != Dtype::F32 || scale.shape != scales {
-            return Err(Error::format(format!(
-                "tensor `{scale_name}`: expected F32 {scales:?}, found {} {:?}",
-                scale.dtype.name(),
-                scale.shape
-            )));
-        }
-        Ok(scale_name)
+        quant::check_stored(&self.container, expected, "the model config")
     }
 
     /// The f32 values of tensor `name` (logical `shape`), dequantized if needed.
     pub fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let view = self.container.get(name).ok_or_else(|| {
-            Error::format(format!(
-                "tensor `{name}`: expected in the file, found missing"
-            ))
-        })?;
-        let scales = match view.dtype {
-            Dtype::I8 | Dtype::U8 => Some(
-                self.container
-                    .get(&format!("{name}{SCALE_SUFFIX}"))
-                    .ok_or_else(|| {
-                        Error::format(format!(
-                            "tensor `{name}`: expected scales `{name}{SCALE_SUFFIX}`, found none"
-                        ))
-                    })?
-                    .to_f32(name)?,
-            ),
-            _ => None,
-        };
-        quant::unpack(name, view, scales.as_deref(), shape)
-    }
-}
-
-/// A [`TensorSource`] that dequantizes tensors of a checked [`ModelFile`] onto a device.
-pub struct FileSource<'f, 'a> {
-    pub file: &'f ModelFile<'a>,
-    pub device: Device,
-}
-
-impl TensorSource for FileSource<'_, '_> {
-    fn get<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<D>> {
-        let values = self.file.tensor_f32(name, &shape)?;
-        if values.len() != shape.iter().product::<usize>() {
-            return Err(Error::format(format!(
-                "tensor `{name}`: expected {} values for shape {shape:?}, found {}",
-                shape.iter().product::<usize>(),
-                values.len()
-            )));
-        }
-        Ok(Tensor::from_data(
-            TensorData::new(values, shape),
-            &self.device,
-        ))
+        quant::read_f32(&self.container, name, shape)
     }
 }
 

@@ -11,7 +11,9 @@
 
 use half::f16;
 
-use super::container::{Dtype, OwnedTensor, TensorView};
+use std::collections::BTreeSet;
+
+use super::container::{Container, Dtype, OwnedTensor, TensorView};
 use super::SCALE_SUFFIX;
 use crate::error::{Error, Result};
 
@@ -256,4 +258,101 @@ pub fn unpack(
         ))),
         _ => view.to_f32(name),
     }
+}
+
+/// Checks that `container` holds exactly the `expected` tensors (name, logical shape), each
+/// stored in a dtype and packed shape this crate reads ([`pack`]), with its scales where
+/// quantized; `source` says where the list comes from (e.g. "the model config").
+pub fn check_stored(
+    container: &Container<'_>,
+    expected: &[(String, Vec<usize>)],
+    source: &str,
+) -> Result<()> {
+    // 1. Each expected tensor, in a dtype and shape that match the config.
+    let mut used: BTreeSet<String> = BTreeSet::new();
+    for (name, shape) in expected {
+        let view = container.expect(name, shape, source)?;
+        used.insert(name.clone());
+        match view.dtype {
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 => {
+                if &view.shape != shape {
+                    return Err(Error::format(format!(
+                        "tensor `{name}`: expected shape {shape:?} (from the config), found {:?}",
+                        view.shape
+                    )));
+                }
+            }
+            Dtype::I8 | Dtype::U8 => {
+                used.insert(check_quantized(container, name, shape, view)?);
+            }
+            Dtype::I64 => {
+                return Err(Error::format(format!(
+                    "tensor `{name}`: expected F32, F16, BF16, I8 or U8, found I64"
+                )))
+            }
+        }
+    }
+    // 2. Nothing else.
+    container.only(&used, source)
+}
+
+/// Quantized tensor `name` (logical `shape`, stored as `view`): its packed shape, and its
+/// scales, present and F32 of the shape the quantization implies. Returns the scales' name.
+fn check_quantized(
+    container: &Container<'_>,
+    name: &str,
+    shape: &[usize],
+    view: &TensorView<'_>,
+) -> Result<String> {
+    let scale_name = format!("{name}{SCALE_SUFFIX}");
+    let scale = container.get(&scale_name).ok_or_else(|| {
+        Error::format(format!(
+            "tensor `{name}` is quantized ({}), expected its scales `{scale_name}`, found none",
+            view.dtype.name()
+        ))
+    })?;
+    let (packed, scales) = stored_shapes(view.dtype, shape).ok_or_else(|| {
+        Error::format(format!(
+            "tensor `{name}`: expected a float dtype for a tensor of shape {shape:?}, found {}",
+            view.dtype.name()
+        ))
+    })?;
+    if view.shape != packed {
+        return Err(Error::format(format!(
+            "tensor `{name}`: expected {} shape {packed:?} for logical shape {shape:?}, found {:?}",
+            view.dtype.name(),
+            view.shape
+        )));
+    }
+    if scale.dtype != Dtype::F32 || scale.shape != scales {
+        return Err(Error::format(format!(
+            "tensor `{scale_name}`: expected F32 {scales:?}, found {} {:?}",
+            scale.dtype.name(),
+            scale.shape
+        )));
+    }
+    Ok(scale_name)
+}
+
+/// The f32 values of stored tensor `name` (logical `shape`), dequantized if needed.
+pub fn read_f32(container: &Container<'_>, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let view = container.get(name).ok_or_else(|| {
+        Error::format(format!(
+            "tensor `{name}`: expected in the file, found missing"
+        ))
+    })?;
+    let scales = match view.dtype {
+        Dtype::I8 | Dtype::U8 => Some(
+            container
+                .get(&format!("{name}{SCALE_SUFFIX}"))
+                .ok_or_else(|| {
+                    Error::format(format!(
+                        "tensor `{name}`: expected scales `{name}{SCALE_SUFFIX}`, found none"
+                    ))
+                })?
+                .to_f32(name)?,
+        ),
+        _ => None,
+    };
+    unpack(name, view, scales.as_deref(), shape)
 }
