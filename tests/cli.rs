@@ -218,4 +218,19 @@ fn txt2img_generates_from_a_pipeline_folder() {
     assert!(text.contains("3 steps + decode"), "{text}");
     // The tiny pipeline's VAE upsamples 8x8 latents to 16x16 images.
     assert_eq!(png_size(&png), (16, 16));
+    // `convert` makes one int8 pipeline file of the folder; txt2img samples it.
+    let file = tmp("sd_tiny.int8.safetensors");
+    let text = run(bin()
+        .arg("convert")
+        .arg(&dir)
+        .args(["--quant", "int8", "-o"])
+        .arg(&file));
+    assert!(text.contains("unet.") && text.contains("int8"), "{text}");
+    let png = tmp("txt2img-file.png");
+    run(bin()
+        .arg("txt2img")
+        .arg(&file)
+        .args(["--prompt", "a red apple", "--steps", "2", "-o"])
+        .arg(&png));
+    assert_eq!(png_size(&png), (16, 16));
 }

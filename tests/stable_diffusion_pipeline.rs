@@ -74,3 +74,80 @@ fn a_folder_that_is_not_a_pipeline_is_refused() {
         "{e}"
     );
 }
+
+/// The image of a short guided run of `pipe` (seeded latents), NCHW in [-1, 1].
+fn image_of(pipe: &StableDiffusion) -> Vec<f32> {
+    let opts = TextToImage {
+        prompt: "a red apple".into(),
+        negative_prompt: "blurry".into(),
+        steps: 3,
+        seed: 7,
+        ..TextToImage::default()
+    };
+    let mut run = pipe.start(&opts).unwrap();
+    while !run.is_done() {
+        run.step().unwrap();
+    }
+    to_vec(run.decode())
+}
+
+#[test]
+fn the_pipeline_file_samples_as_the_folder_does_at_every_quantization() {
+    use wasm_diffusion::pipelines::pipeline_file::convert_pipeline_dir;
+    use wasm_diffusion::weights::Quant;
+    let dir = common::fixtures().join("pipelines").join("sd_tiny");
+    let device = Device::flex();
+    let want = image_of(&StableDiffusion::load_dir(&dir, &device).unwrap());
+    for (quant, tolerance) in [
+        (Quant::F32, 1e-6),
+        (Quant::F16, 1e-2),
+        (Quant::Int8, 5e-2),
+        (Quant::Int4, 0.5),
+    ] {
+        let (bytes, report) = convert_pipeline_dir(&dir, quant, Some("sd tiny")).unwrap();
+        assert!(report.iter().any(|r| r.name.starts_with("text_encoder.")));
+        let pipe = StableDiffusion::load_file(&bytes, &device).unwrap();
+        let got = image_of(&pipe);
+        let e = rel_err(&got, &want);
+        eprintln!(
+            "{quant:?}: {} bytes, image relative error {e:e}",
+            bytes.len()
+        );
+        assert!(e <= tolerance, "{quant:?}: image relative error {e:e}");
+        assert!(got.iter().all(|v| v.is_finite()));
+    }
+}
+
+#[test]
+fn a_pipeline_file_is_refused_clearly_where_it_does_not_belong() {
+    use wasm_diffusion::models::model_file::ModelFile;
+    use wasm_diffusion::pipelines::pipeline_file::convert_pipeline_dir;
+    use wasm_diffusion::weights::Quant;
+    let dir = common::fixtures().join("pipelines").join("sd_tiny");
+    let (bytes, _) = convert_pipeline_dir(&dir, Quant::Int8, None).unwrap();
+    // The pixel loader names the version it expects.
+    let e = ModelFile::parse(&bytes).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "unsupported: metadata `format_version`: expected 1, found `2`"
+    );
+    // A cut file, and a U-Net file given to the pipeline loader.
+    let e = StableDiffusion::load_file(&bytes[..bytes.len() / 2], &Device::flex())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("expected") && e.contains("found"), "{e}");
+    let unet_file = wasm_diffusion::convert::convert_dir(
+        &common::unet_dir("plain"),
+        Quant::F32,
+        &Default::default(),
+    )
+    .unwrap()
+    .0;
+    let e = StableDiffusion::load_file(&unet_file, &Device::flex())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "unsupported: metadata `format_version`: expected 2 (a pipeline file), found `1`"
+    );
+}

@@ -13,6 +13,7 @@ use wasm_diffusion::convert::{convert_dir, random_model, ConvertOptions};
 use wasm_diffusion::image::{encode_png, grid_rgba};
 use wasm_diffusion::models::model_file::ModelFile;
 use wasm_diffusion::models::parameter_count;
+use wasm_diffusion::pipelines::pipeline_file::convert_pipeline_dir;
 use wasm_diffusion::pipelines::stable_diffusion::{StableDiffusion, TextToImage};
 use wasm_diffusion::pipelines::{default_steps, read_back, SampleOptions, SamplingRun};
 use wasm_diffusion::weights::Quant;
@@ -151,6 +152,12 @@ fn run_random(config: &Path, quant: QuantArg, output: &Path, seed: u64) -> Resul
     Ok(())
 }
 
+/// Whether `dir` is a diffusers latent-diffusion pipeline (its U-Net a UNet2DConditionModel).
+fn is_latent_pipeline(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("unet/config.json"))
+        .is_ok_and(|t| t.contains("\"UNet2DConditionModel\""))
+}
+
 fn run_convert(
     dir: &Path,
     quant: QuantArg,
@@ -165,15 +172,20 @@ fn run_convert(
         .map(|s| s.split(',').map(|c| c.trim().to_string()).collect())
         .unwrap_or_default();
     let start = Instant::now();
-    let (bytes, report) = convert_dir(
-        dir,
-        quant,
-        &ConvertOptions {
-            name,
-            null_class,
-            class_names,
-        },
-    )?;
+    // A Stable Diffusion pipeline folder becomes a pipeline file; anything else a U-Net file.
+    let (bytes, report) = if is_latent_pipeline(dir) {
+        convert_pipeline_dir(dir, quant, name.as_deref())?
+    } else {
+        convert_dir(
+            dir,
+            quant,
+            &ConvertOptions {
+                name,
+                null_class,
+                class_names,
+            },
+        )?
+    };
     write_atomically(output, &bytes)?;
 
     let params: usize = report
@@ -258,7 +270,7 @@ struct SampleArgs {
 
 #[derive(clap::Args)]
 struct Txt2imgArgs {
-    /// diffusers Stable Diffusion pipeline folder
+    /// diffusers Stable Diffusion pipeline folder, or a pipeline file made by `convert`
     dir: PathBuf,
     #[arg(long)]
     prompt: String,
@@ -282,7 +294,12 @@ struct Txt2imgArgs {
 fn run_txt2img(a: Txt2imgArgs) -> Result<()> {
     let device = device_for(a.backend)?;
     let t0 = Instant::now();
-    let pipe = StableDiffusion::load_dir(&a.dir, &device)?;
+    let pipe = if a.dir.is_dir() {
+        StableDiffusion::load_dir(&a.dir, &device)?
+    } else {
+        let bytes = std::fs::read(&a.dir).map_err(|e| io_err(&a.dir, e))?;
+        StableDiffusion::load_file(&bytes, &device)?
+    };
     let load_s = t0.elapsed().as_secs_f64();
     let opts = TextToImage {
         prompt: a.prompt,

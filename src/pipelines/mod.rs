@@ -5,6 +5,7 @@
 //! them from here), and what a step reports. Nothing here knows about JS.
 
 pub mod ddpm;
+pub mod pipeline_file;
 pub mod stable_diffusion;
 
 pub use ddpm::SamplingRun;

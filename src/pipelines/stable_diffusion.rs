@@ -9,14 +9,15 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::pipeline_file::{read_configs, read_weights};
 use crate::error::{Error, Result};
-use crate::models::autoencoders::{AutoencoderKL, AutoencoderKLConfig};
-use crate::models::unets::{UNet2DConditionConfig, UNet2DConditionModel};
+use crate::models::autoencoders::AutoencoderKL;
+use crate::models::unets::UNet2DConditionModel;
 use crate::noise::BatchNoise;
 use crate::pipelines::{StepInfo, MAX_GUIDANCE};
 use crate::schedulers::{self, Scheduler, SchedulerConfig, SchedulerKind};
 use crate::text::clip::state_dict_prefix;
-use crate::text::{CLIPTextConfig, CLIPTextModel, ClipTokenizer, MAX_LENGTH};
+use crate::text::{CLIPTextModel, ClipTokenizer, MAX_LENGTH};
 use crate::weights::{Container, ContainerSource};
 
 /// A Stable Diffusion pipeline's components.
@@ -59,101 +60,40 @@ impl Default for TextToImage {
     }
 }
 
-fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| {
-        Error::io(format!(
-            "{}: expected a readable file, found {e}",
-            path.display()
-        ))
-    })
-}
-
-/// The weights of a component folder: the f32 file, else the fp16 variant.
-fn read_weights(dir: &Path, stem: &str) -> Result<Vec<u8>> {
-    for name in [
-        format!("{stem}.safetensors"),
-        format!("{stem}.fp16.safetensors"),
-    ] {
-        let p = dir.join(&name);
-        if p.is_file() {
-            return std::fs::read(&p).map_err(|e| Error::io(format!("{}: {e}", p.display())));
-        }
-    }
-    Err(Error::io(format!(
-        "{}: expected {stem}.safetensors (or .fp16.safetensors), found none",
-        dir.display()
-    )))
-}
-
 impl StableDiffusion {
-    /// Loads a diffusers Stable Diffusion pipeline folder onto `device`.
+    /// Loads a diffusers Stable Diffusion pipeline folder onto `device` (f32 or fp16
+    /// safetensors).
     pub fn load_dir(dir: &Path, device: &Device) -> Result<Self> {
-        let index: serde_json::Value =
-            serde_json::from_str(&read_text(&dir.join("model_index.json"))?).map_err(|e| {
-                Error::format(format!("model_index.json: expected JSON, found {e}"))
-            })?;
-        let class = index
-            .get("_class_name")
-            .and_then(|v| v.as_str())
-            .unwrap_or("");
-        if !class.starts_with("StableDiffusion") {
-            return Err(Error::unsupported(format!(
-                "model_index.json `_class_name`: expected a StableDiffusion pipeline, found `{class}`"
-            )));
-        }
-        // 1. tokenizer and text encoder
-        let tok = dir.join("tokenizer");
-        let tokenizer = ClipTokenizer::from_files(
-            &read_text(&tok.join("vocab.json"))?,
-            &read_text(&tok.join("merges.txt"))?,
-        )?;
-        let te = dir.join("text_encoder");
-        let te_config = CLIPTextConfig::from_json(&read_text(&te.join("config.json"))?)?;
-        let bytes = read_weights(&te, "model")?;
+        let c = read_configs(dir)?;
+        let tokenizer = ClipTokenizer::from_files(&c.vocab_json, &c.merges_txt)?;
+        let bytes = read_weights(&dir.join("text_encoder"), "model")?;
         let container = Container::parse(&bytes)?;
         let prefix = state_dict_prefix(&container);
         let mut src = ContainerSource {
             container: &container,
             device: device.clone(),
         };
-        let text_encoder = CLIPTextModel::load(&te_config, &mut src, prefix, device)?;
-        // 2. U-Net
-        let u = dir.join("unet");
-        let unet_config = UNet2DConditionConfig::from_json(&read_text(&u.join("config.json"))?)?;
-        let bytes = read_weights(&u, "diffusion_pytorch_model")?;
+        let text_encoder = CLIPTextModel::load(&c.text_encoder, &mut src, prefix, device)?;
+        let bytes = read_weights(&dir.join("unet"), "diffusion_pytorch_model")?;
         let container = Container::parse(&bytes)?;
         let mut src = ContainerSource {
             container: &container,
             device: device.clone(),
         };
-        let unet = UNet2DConditionModel::load(&unet_config, &mut src, device)?;
-        // 3. autoencoder
-        let v = dir.join("vae");
-        let vae_config = AutoencoderKLConfig::from_json(&read_text(&v.join("config.json"))?)?;
-        let bytes = read_weights(&v, "diffusion_pytorch_model")?;
+        let unet = UNet2DConditionModel::load(&c.unet, &mut src, device)?;
+        let bytes = read_weights(&dir.join("vae"), "diffusion_pytorch_model")?;
         let container = Container::parse(&bytes)?;
         let mut src = ContainerSource {
             container: &container,
             device: device.clone(),
         };
-        let vae = AutoencoderKL::load(&vae_config, &mut src, device)?;
-        // 4. scheduler
-        let scheduler = SchedulerConfig::from_json(&read_text(
-            &dir.join("scheduler").join("scheduler_config.json"),
-        )?)?;
-        if te_config.hidden_size != unet.config.cross_attention_dim.at(0) {
-            return Err(Error::config(format!(
-                "text_encoder hidden_size {} and unet cross_attention_dim {}: expected them equal",
-                te_config.hidden_size,
-                unet.config.cross_attention_dim.at(0)
-            )));
-        }
+        let vae = AutoencoderKL::load(&c.vae, &mut src, device)?;
         Ok(Self {
             tokenizer,
             text_encoder,
             unet,
             vae,
-            scheduler,
+            scheduler: c.scheduler,
         })
     }
 
