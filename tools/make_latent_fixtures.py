@@ -9,6 +9,9 @@ What it makes (under tests/fixtures/autoencoders/ and tests/fixtures/unets_cond/
                                                after quant_conv), the posterior's mode (`mean`),
                                                a latent `z` and its decoding `decoded`
                                                (post_quant_conv + decoder)
+  taesd_tiny/                                  AutoencoderTiny (TAESD's architecture); io.safetensors:
+                                               an image `x`, its `latents`, a latent `z` and
+                                               its decoding
   ../text_encoders/clip_{quick_gelu,gelu}/     transformers CLIPTextModel configs and weights;
                                                io.safetensors: input_ids, last_hidden_state,
                                                pooler_output, penultimate_hidden_state
@@ -39,7 +42,7 @@ import torch
 torch.set_num_threads(1)
 torch.set_grad_enabled(False)
 
-from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
+from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
 from diffusers import DDIMScheduler, StableDiffusionPipeline  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
@@ -119,6 +122,32 @@ def make_unet_cond(name, **kw):
     tensors.update({f"act.{k}": v for k, v in acts.items()})
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(d, "io.safetensors"))
     print(f"{name}:", sum(p.numel() for p in unet.parameters()), "parameters")
+
+
+def make_tiny_tiny():
+    """A random-weight AutoencoderTiny (TAESD's architecture at a test's size): encoder and
+    decoder of two levels with one block each, 4 latent channels."""
+    d = os.path.join(OUT, "taesd_tiny")
+    shutil.rmtree(d, ignore_errors=True)
+    vae = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8),
+        num_encoder_blocks=(1, 2),
+        num_decoder_blocks=(2, 1),
+        latent_channels=4,
+    ).eval()
+    rerandomise(vae, 17)
+    vae.save_pretrained(d, safe_serialization=True)
+    g = torch.Generator().manual_seed(19)
+    x = torch.rand((2, 3, 16, 16), generator=g) * 2 - 1
+    latents = vae.encode(x).latents
+    z = torch.randn((2, 4, 8, 8), generator=g)
+    decoded = vae.decode(z).sample
+    save_file(
+        {k: v.contiguous() for k, v in dict(x=x, latents=latents, z=z, decoded=decoded).items()},
+        os.path.join(d, "io.safetensors"),
+    )
+    print("taesd_tiny:", sum(p.numel() for p in vae.parameters()), "parameters")
 
 
 UNETS = os.path.join(OUT, "..", "unets_cond")
@@ -265,6 +294,7 @@ if __name__ == "__main__":
     make_sd_pipeline("sd_tiny")
     make_clip_text("clip_gelu", "gelu")
     make_kl_tiny()
+    make_tiny_tiny()
     # SD 1.x's shape: `attention_head_dim` (really the number of heads), 1x1-conv projections.
     make_unet_cond("sd1_tiny", **SD1_LIKE)
     # SD 2.x's: linear projections, heads per level, upcast attention.

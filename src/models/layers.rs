@@ -56,12 +56,26 @@ impl Conv2dConfig {
 impl Conv2d {
     /// Loads `{prefix}.weight` `[out, in, k, k]` and `{prefix}.bias` `[out]`.
     pub fn load(src: &mut impl TensorSource, prefix: &str, c: Conv2dConfig) -> Result<Self> {
+        Self::load_with_bias(src, prefix, c, true)
+    }
+
+    /// [`load`](Self::load); without `bias` (`bias=False`) the bias is zero.
+    pub fn load_with_bias(
+        src: &mut impl TensorSource,
+        prefix: &str,
+        c: Conv2dConfig,
+        bias: bool,
+    ) -> Result<Self> {
         let k = c.kernel;
         let weight = src.get(
             &join(prefix, "weight"),
             [c.out_channels, c.in_channels, k, k],
         )?;
-        let bias = src.get(&join(prefix, "bias"), [c.out_channels])?;
+        let bias = if bias {
+            src.get(&join(prefix, "bias"), [c.out_channels])?
+        } else {
+            Tensor::zeros([c.out_channels], &weight.device())
+        };
         Ok(Self {
             weight: Param::new(weight),
             bias: Param::new(bias),

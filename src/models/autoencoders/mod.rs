@@ -1,8 +1,11 @@
 //! diffusers' `models/autoencoders/`: the first stage of latent diffusion, which maps images to
-//! latents and back (`AutoencoderKL`: Stable Diffusion's VAE).
+//! latents and back (`AutoencoderKL`: Stable Diffusion's VAE; `AutoencoderTiny`: TAESD, for
+//! cheap previews).
 
 pub mod autoencoder_kl;
+pub mod autoencoder_tiny;
 pub mod vae;
 
 pub use autoencoder_kl::{AutoencoderKL, AutoencoderKLConfig};
+pub use autoencoder_tiny::{AutoencoderTiny, AutoencoderTinyConfig};
 pub use vae::{Decoder, DiagonalGaussianDistribution, Encoder};
