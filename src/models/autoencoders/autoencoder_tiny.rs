@@ -204,6 +204,8 @@ impl TinyBlock {
 
 /// One entry of the `nn.Sequential`.
 #[derive(Debug, Clone)]
+// Loaded once and walked in order; the parameter-free entries being small saves nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum TinyLayer {
     Conv(Conv2d),
     Block(TinyBlock),
