@@ -329,3 +329,35 @@ pub(crate) fn json_kind(v: &Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
+
+/// Refuses `v` outside 1 to `max`, naming the field.
+pub(crate) fn in_range(name: &str, v: usize, max: usize) -> Result<()> {
+    if v == 0 || v > max {
+        Err(Error::config(format!(
+            "{name}: expected 1 to {max}, found {v}"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// A diffusers model config's JSON text as `T`: the JSON parsed, its `_class_name` (when given)
+/// checked to be `class`, every key known to `T`, every field of its type. `T::validate` is
+/// the caller's.
+pub(crate) fn parse_model_config<T: Default + serde::Serialize + serde::de::DeserializeOwned>(
+    text: &str,
+    class: &str,
+) -> Result<T> {
+    let what = format!("{class} config");
+    let value = parse_config_json(text, &what)?;
+    if let Some(name) = value.get("_class_name").and_then(Value::as_str) {
+        if name != class {
+            return Err(Error::unsupported(format!(
+                "{what} `_class_name`: expected `{class}`, found `{}`",
+                shown(name)
+            )));
+        }
+    }
+    let obj = check_keys(value, &known_keys::<T>(), &what)?;
+    from_fields(obj, &what)
+}

@@ -8,21 +8,21 @@ mod common;
 use burn::tensor::Device;
 use common::{read_tensor, rel_err, tensor4, to_vec};
 use wasm_diffusion::models::autoencoders::{AutoencoderKL, AutoencoderKLConfig};
-use wasm_diffusion::weights::{Container, ContainerSource};
 
 fn load() -> (AutoencoderKL, Vec<u8>) {
     let dir = common::fixtures().join("autoencoders").join("kl_tiny");
-    let config =
-        AutoencoderKLConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap())
-            .unwrap();
-    let weights = std::fs::read(dir.join("diffusion_pytorch_model.safetensors")).unwrap();
-    let container = Container::parse(&weights).unwrap();
-    let device = Device::flex();
-    let mut src = ContainerSource {
-        container: &container,
-        device: device.clone(),
-    };
-    let vae = AutoencoderKL::load(&config, &mut src, &device).unwrap();
+    let vae = common::load_saved(
+        &dir,
+        "diffusion_pytorch_model.safetensors",
+        |config, src, device| {
+            AutoencoderKL::load(
+                &AutoencoderKLConfig::from_json(config).unwrap(),
+                src,
+                device,
+            )
+            .unwrap()
+        },
+    );
     (vae, std::fs::read(dir.join("io.safetensors")).unwrap())
 }
 

@@ -7,23 +7,23 @@ mod common;
 use burn::tensor::Device;
 use common::{read_tensor, rel_err, tensor4, to_vec};
 use wasm_diffusion::models::autoencoders::{AutoencoderTiny, AutoencoderTinyConfig};
-use wasm_diffusion::weights::{Container, ContainerSource};
 
 #[test]
 fn encode_and_decode_match_diffusers() {
     let dir = common::fixtures().join("autoencoders").join("taesd_tiny");
-    let config = AutoencoderTinyConfig::from_json(
-        &std::fs::read_to_string(dir.join("config.json")).unwrap(),
-    )
-    .unwrap();
-    let weights = std::fs::read(dir.join("diffusion_pytorch_model.safetensors")).unwrap();
-    let container = Container::parse(&weights).unwrap();
+    let vae = common::load_saved(
+        &dir,
+        "diffusion_pytorch_model.safetensors",
+        |config, src, device| {
+            AutoencoderTiny::load(
+                &AutoencoderTinyConfig::from_json(config).unwrap(),
+                src,
+                device,
+            )
+            .unwrap()
+        },
+    );
     let device = Device::flex();
-    let mut src = ContainerSource {
-        container: &container,
-        device: device.clone(),
-    };
-    let vae = AutoencoderTiny::load(&config, &mut src, &device).unwrap();
     let io = std::fs::read(dir.join("io.safetensors")).unwrap();
     let (xs, x) = read_tensor(&io, "x");
     let (_, want) = read_tensor(&io, "latents");

@@ -68,17 +68,9 @@ fn sd2_style_encoder_matches_transformers() {
 #[test]
 fn bad_ids_and_configs_are_clear_errors() {
     let dir = common::fixtures().join("text_encoders").join("clip_gelu");
-    let config =
-        CLIPTextConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap())
-            .unwrap();
-    let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
-    let container = Container::parse(&weights).unwrap();
-    let device = Device::flex();
-    let mut src = ContainerSource {
-        container: &container,
-        device: device.clone(),
-    };
-    let model = CLIPTextModel::load(&config, &mut src, "", &device).unwrap();
+    let model = common::load_saved(&dir, "model.safetensors", |config, src, device| {
+        CLIPTextModel::load(&CLIPTextConfig::from_json(config).unwrap(), src, "", device).unwrap()
+    });
     let e = model.forward(&[vec![5, 1000]]).unwrap_err().message;
     assert_eq!(
         e,

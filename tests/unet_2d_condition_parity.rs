@@ -9,22 +9,22 @@ mod common;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::{read_tensor, rel_err, tensor4, to_vec};
 use wasm_diffusion::models::unets::{UNet2DConditionConfig, UNet2DConditionModel};
-use wasm_diffusion::weights::{Container, ContainerSource};
 
 fn check(name: &str) {
     let dir = common::fixtures().join("unets_cond").join(name);
-    let config = UNet2DConditionConfig::from_json(
-        &std::fs::read_to_string(dir.join("config.json")).unwrap(),
-    )
-    .unwrap();
-    let weights = std::fs::read(dir.join("diffusion_pytorch_model.safetensors")).unwrap();
-    let container = Container::parse(&weights).unwrap();
+    let unet = common::load_saved(
+        &dir,
+        "diffusion_pytorch_model.safetensors",
+        |config, src, device| {
+            UNet2DConditionModel::load(
+                &UNet2DConditionConfig::from_json(config).unwrap(),
+                src,
+                device,
+            )
+            .unwrap()
+        },
+    );
     let device = Device::flex();
-    let mut src = ContainerSource {
-        container: &container,
-        device: device.clone(),
-    };
-    let unet = UNet2DConditionModel::load(&config, &mut src, &device).unwrap();
     let io = std::fs::read(dir.join("io.safetensors")).unwrap();
     let (ss, s) = read_tensor(&io, "sample");
     let (_, t) = read_tensor(&io, "timesteps");

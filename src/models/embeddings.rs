@@ -79,3 +79,14 @@ impl TimestepEmbedding {
         self.linear_2.forward(silu(self.linear_1.forward(x)))
     }
 }
+
+/// One timestep per batch item: `timesteps` as given (one each), or its single value repeated.
+pub fn per_item_timesteps(timesteps: &[f32], b: usize) -> Result<Vec<f32>> {
+    match timesteps.len() {
+        1 => Ok(vec![timesteps[0]; b]),
+        n if n == b => Ok(timesteps.to_vec()),
+        n => Err(crate::error::Error::invalid(format!(
+            "timesteps: expected 1 or {b} (the batch size) values, found {n}"
+        ))),
+    }
+}

@@ -9,7 +9,8 @@ use crate::backend::{cpu, Param};
 use crate::error::Result;
 use crate::weights::TensorSource;
 
-fn join(prefix: &str, name: &str) -> String {
+/// `{prefix}.{name}`, or `name` at the top level.
+pub(crate) fn join(prefix: &str, name: &str) -> String {
     if prefix.is_empty() {
         name.to_string()
     } else {

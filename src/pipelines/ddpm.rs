@@ -13,7 +13,7 @@ use crate::models::unets::unet_2d_memory::check_run;
 use crate::models::unets::UNet2DModel;
 use crate::models::LoadedModel;
 use crate::noise::BatchNoise;
-use crate::pipelines::{SampleOptions, StepInfo, MAX_BATCH, MAX_GUIDANCE};
+use crate::pipelines::{step_noise, SampleOptions, StepInfo, MAX_BATCH, MAX_GUIDANCE};
 use crate::schedulers::SchedulerConfig;
 use crate::schedulers::{self, Scheduler};
 
@@ -189,16 +189,13 @@ impl SamplingRun {
             let labels = (!self.labels.is_empty()).then_some(self.labels.as_slice());
             self.unet.forward(self.x.clone(), &[t as f32], labels)?
         };
-        let noise = if self.scheduler.needs_noise(t) {
-            let [_, c, h, w] = self.shape;
-            let v = self.noise.sample(c * h * w);
-            Some(Tensor::from_data(
-                TensorData::new(v, self.shape),
-                self.unet.device(),
-            ))
-        } else {
-            None
-        };
+        let noise = step_noise(
+            &*self.scheduler,
+            t,
+            &mut self.noise,
+            self.shape,
+            self.unet.device(),
+        );
         let out = self
             .scheduler
             .step(model_output, t, self.x.clone(), noise)?;

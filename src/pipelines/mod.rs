@@ -212,3 +212,19 @@ fn class_indices(v: &Value) -> Result<Vec<usize>> {
         })
         .collect()
 }
+
+/// The noise a scheduler step at `t` consumes (DDPM; DDIM with eta > 0), drawn from the run's
+/// seeded stream for a sample of `shape`; `None` when the step takes none.
+pub(crate) fn step_noise(
+    scheduler: &dyn crate::schedulers::Scheduler,
+    t: usize,
+    noise: &mut crate::noise::BatchNoise,
+    shape: [usize; 4],
+    device: &burn::tensor::Device,
+) -> Option<Tensor<4>> {
+    scheduler.needs_noise(t).then(|| {
+        let [_, c, h, w] = shape;
+        let v = noise.sample(c * h * w);
+        Tensor::from_data(burn::tensor::TensorData::new(v, shape), device)
+    })
+}

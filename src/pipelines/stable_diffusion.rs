@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::models::autoencoders::AutoencoderKL;
 use crate::models::unets::UNet2DConditionModel;
 use crate::noise::BatchNoise;
-use crate::pipelines::{StepInfo, MAX_GUIDANCE};
+use crate::pipelines::{step_noise, StepInfo, MAX_GUIDANCE};
 use crate::schedulers::{self, Scheduler, SchedulerConfig, SchedulerKind};
 use crate::text::clip::state_dict_prefix;
 use crate::text::{CLIPTextModel, ClipTokenizer, MAX_LENGTH};
@@ -204,16 +204,8 @@ impl TextToImageRun<'_> {
         } else {
             unet.forward(self.latents.clone(), &[t as f32], &self.context)?
         };
-        let noise = if self.scheduler.needs_noise(t) {
-            let [_, c, h, w] = self.latents.dims();
-            let v = self.noise.sample(c * h * w);
-            Some(Tensor::from_data(
-                TensorData::new(v, [1, c, h, w]),
-                unet.device(),
-            ))
-        } else {
-            None
-        };
+        let shape = self.latents.dims();
+        let noise = step_noise(&*self.scheduler, t, &mut self.noise, shape, unet.device());
         self.latents = self
             .scheduler
             .step(out, t, self.latents.clone(), noise)?

@@ -9,9 +9,9 @@ use burn::tensor::activation::{gelu, sigmoid, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{config_enum, from_fields, parse_config_json, shown};
+use crate::config::{config_enum, from_fields, in_range, parse_config_json, shown};
 use crate::error::{Error, Result};
-use crate::models::layers::{LayerNorm, Linear};
+use crate::models::layers::{join, LayerNorm, Linear};
 use crate::weights::{Container, TensorSource};
 
 config_enum! {
@@ -86,15 +86,6 @@ impl CLIPTextConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        let in_range = |name: &str, v: usize, max: usize| {
-            if v == 0 || v > max {
-                Err(Error::config(format!(
-                    "{name}: expected 1 to {max}, found {v}"
-                )))
-            } else {
-                Ok(())
-            }
-        };
         in_range("vocab_size", self.vocab_size, MAX_VOCAB)?;
         in_range("hidden_size", self.hidden_size, MAX_WIDTH)?;
         in_range("intermediate_size", self.intermediate_size, 4 * MAX_WIDTH)?;
@@ -130,14 +121,6 @@ pub fn state_dict_prefix(container: &Container<'_>) -> &'static str {
         "text_model"
     } else {
         ""
-    }
-}
-
-fn join(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{prefix}.{name}")
     }
 }
 

@@ -6,7 +6,7 @@ pub mod golden;
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use wasm_diffusion::weights::{Container, Dtype};
+use wasm_diffusion::weights::{Container, ContainerSource, Dtype};
 
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -64,4 +64,22 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
     a.iter()
         .zip(b)
         .fold(0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()))
+}
+
+/// A model saved by diffusers / transformers in `dir` (`config.json`, the safetensors file
+/// `weights`), built by `load` from its config text and a source over the weights, on the CPU.
+pub fn load_saved<T>(
+    dir: &std::path::Path,
+    weights: &str,
+    load: impl FnOnce(&str, &mut ContainerSource<'_, '_>, &Device) -> T,
+) -> T {
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let bytes = std::fs::read(dir.join(weights)).unwrap();
+    let container = Container::parse(&bytes).unwrap();
+    let device = Device::flex();
+    let mut src = ContainerSource {
+        container: &container,
+        device: device.clone(),
+    };
+    load(&config, &mut src, &device)
 }

@@ -5,10 +5,9 @@
 
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::vae::{Decoder, DiagonalGaussianDistribution, Encoder, VaeShape};
-use crate::config::{check_keys, config_enum, from_fields, known_keys, parse_config_json, shown};
+use crate::config::{config_enum, in_range, parse_model_config};
 use crate::error::{Error, Result};
 use crate::models::layers::{Conv2d, Conv2dConfig};
 use crate::models::unets::unet_2d_config::{
@@ -85,17 +84,7 @@ impl Default for AutoencoderKLConfig {
 impl AutoencoderKLConfig {
     /// Parses a diffusers `config.json` and validates it.
     pub fn from_json(text: &str) -> Result<Self> {
-        let value = parse_config_json(text, "AutoencoderKL config")?;
-        if let Some(name) = value.get("_class_name").and_then(Value::as_str) {
-            if name != "AutoencoderKL" {
-                return Err(Error::unsupported(format!(
-                    "AutoencoderKL config `_class_name`: expected `AutoencoderKL`, found `{}`",
-                    shown(name)
-                )));
-            }
-        }
-        let obj = check_keys(value, &known_keys::<Self>(), "AutoencoderKL config")?;
-        let config: Self = from_fields(obj, "AutoencoderKL config")?;
+        let config: Self = parse_model_config(text, "AutoencoderKL")?;
         config.validate()?;
         Ok(config)
     }
@@ -123,15 +112,6 @@ impl AutoencoderKLConfig {
                 )));
             }
         }
-        let in_range = |name: &str, v: usize, max: usize| {
-            if v == 0 || v > max {
-                Err(Error::config(format!(
-                    "{name}: expected 1 to {max}, found {v}"
-                )))
-            } else {
-                Ok(())
-            }
-        };
         in_range("in_channels", self.in_channels, MAX_IMAGE_CHANNELS)?;
         in_range("out_channels", self.out_channels, MAX_IMAGE_CHANNELS)?;
         in_range("latent_channels", self.latent_channels, MAX_IMAGE_CHANNELS)?;

@@ -8,9 +8,8 @@
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::config::{check_keys, config_enum, from_fields, known_keys, parse_config_json, shown};
+use crate::config::{config_enum, parse_model_config};
 use crate::error::{Error, Result};
 use crate::models::layers::{Conv2d, Conv2dConfig};
 use crate::models::resnet::upsample_nearest_2x;
@@ -80,18 +79,7 @@ impl Default for AutoencoderTinyConfig {
 impl AutoencoderTinyConfig {
     /// Parses a diffusers `config.json` and validates it.
     pub fn from_json(text: &str) -> Result<Self> {
-        let what = "AutoencoderTiny config";
-        let value = parse_config_json(text, what)?;
-        if let Some(name) = value.get("_class_name").and_then(Value::as_str) {
-            if name != "AutoencoderTiny" {
-                return Err(Error::unsupported(format!(
-                    "{what} `_class_name`: expected `AutoencoderTiny`, found `{}`",
-                    shown(name)
-                )));
-            }
-        }
-        let obj = check_keys(value, &known_keys::<Self>(), what)?;
-        let config: Self = from_fields(obj, what)?;
+        let config: Self = parse_model_config(text, "AutoencoderTiny")?;
         config.validate()?;
         Ok(config)
     }

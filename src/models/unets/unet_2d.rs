@@ -8,7 +8,7 @@ use super::unet_2d_blocks::{
 };
 use super::UNet2DConfig;
 use crate::error::{Error, Result};
-use crate::models::embeddings::{TimestepEmbedding, Timesteps};
+use crate::models::embeddings::{per_item_timesteps, TimestepEmbedding, Timesteps};
 use crate::models::layers::{Conv2d, Conv2dConfig, GroupNorm};
 use crate::models::resnet::{ResnetOptions, TimeScaleShift};
 use crate::weights::TensorSource;
@@ -235,15 +235,7 @@ impl UNet2DModel {
         }
 
         // 1. time
-        let timesteps: Vec<f32> = match timesteps.len() {
-            1 => vec![timesteps[0]; b],
-            n if n == b => timesteps.to_vec(),
-            n => {
-                return Err(Error::invalid(format!(
-                    "timesteps: expected 1 or {b} (the batch size) values, found {n}"
-                )))
-            }
-        };
+        let timesteps = per_item_timesteps(timesteps, b)?;
         let t_emb = self.time_proj.forward(&timesteps, &self.device);
         record("time_proj", &as4(&t_emb));
         let mut emb = self.time_embedding.forward(t_emb);

@@ -16,9 +16,9 @@ use super::unet_2d_config::{
     ActFn, SampleSize, TimeEmbeddingType, MAX_BLOCKS, MAX_CHANNELS, MAX_IMAGE_CHANNELS,
     MAX_LAYERS_PER_BLOCK,
 };
-use crate::config::{check_keys, config_enum, from_fields, known_keys, parse_config_json, shown};
+use crate::config::{config_enum, in_range, parse_model_config, shown};
 use crate::error::{Error, Result};
-use crate::models::embeddings::{TimestepEmbedding, Timesteps};
+use crate::models::embeddings::{per_item_timesteps, TimestepEmbedding, Timesteps};
 use crate::models::layers::{Conv2d, Conv2dConfig, GroupNorm};
 use crate::models::resnet::{ResnetOptions, TimeScaleShift};
 use crate::weights::TensorSource;
@@ -214,18 +214,7 @@ impl Default for UNet2DConditionConfig {
 impl UNet2DConditionConfig {
     /// Parses a diffusers `config.json` and validates it.
     pub fn from_json(text: &str) -> Result<Self> {
-        let what = "UNet2DConditionModel config";
-        let value = parse_config_json(text, what)?;
-        if let Some(name) = value.get("_class_name").and_then(Value::as_str) {
-            if name != "UNet2DConditionModel" {
-                return Err(Error::unsupported(format!(
-                    "{what} `_class_name`: expected `UNet2DConditionModel`, found `{}`",
-                    shown(name)
-                )));
-            }
-        }
-        let obj = check_keys(value, &known_keys::<Self>(), what)?;
-        let config: Self = from_fields(obj, what)?;
+        let config: Self = parse_model_config(text, "UNet2DConditionModel")?;
         config.validate()?;
         Ok(config)
     }
@@ -330,15 +319,6 @@ impl UNet2DConditionConfig {
             )));
         }
         // Sizes.
-        let in_range = |name: &str, v: usize, max: usize| {
-            if v == 0 || v > max {
-                Err(Error::config(format!(
-                    "{name}: expected 1 to {max}, found {v}"
-                )))
-            } else {
-                Ok(())
-            }
-        };
         in_range("in_channels", self.in_channels, MAX_IMAGE_CHANNELS)?;
         in_range("out_channels", self.out_channels, MAX_IMAGE_CHANNELS)?;
         in_range(
@@ -587,15 +567,7 @@ impl UNet2DConditionModel {
                 context.dims()
             )));
         }
-        let timesteps: Vec<f32> = match timesteps.len() {
-            1 => vec![timesteps[0]; b],
-            n if n == b => timesteps.to_vec(),
-            n => {
-                return Err(Error::invalid(format!(
-                    "timesteps: expected 1 or {b} (the batch size) values, found {n}"
-                )))
-            }
-        };
+        let timesteps = per_item_timesteps(timesteps, b)?;
         let sample = if self.config.center_input_sample {
             sample * 2.0 - 1.0
         } else {

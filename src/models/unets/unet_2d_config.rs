@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::{check_keys, config_enum, from_fields, known_keys, parse_config_json, shown};
+use crate::config::{
+    check_keys, config_enum, from_fields, in_range, known_keys, parse_config_json, shown,
+};
 use crate::error::{Error, Result};
 use crate::models::resnet::TimeScaleShift;
 
@@ -394,17 +396,6 @@ impl UNet2DConfig {
                 self.block_out_channels[0]
             )));
         }
-        Ok(())
-    }
-}
-
-/// Refuses `v` outside 1 to `max`, naming the field.
-fn in_range(name: &str, v: usize, max: usize) -> Result<()> {
-    if v == 0 || v > max {
-        Err(Error::config(format!(
-            "{name}: expected 1 to {max}, found {v}"
-        )))
-    } else {
         Ok(())
     }
 }
