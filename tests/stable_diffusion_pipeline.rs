@@ -151,3 +151,31 @@ fn a_pipeline_file_is_refused_clearly_where_it_does_not_belong() {
         "unsupported: metadata `format_version`: expected 2 (a pipeline file), found `1`"
     );
 }
+
+#[test]
+fn a_folder_with_only_tokenizer_json_loads_the_same() {
+    // transformers 5.x saves the tokenizer as tokenizer.json alone.
+    let src = common::fixtures().join("pipelines").join("sd_tiny");
+    let dir = std::env::temp_dir().join(format!("wd-sd-tokjson-{}", std::process::id()));
+    for sub in ["", "tokenizer", "text_encoder", "unet", "vae", "scheduler"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        for entry in std::fs::read_dir(src.join(sub)).unwrap() {
+            let p = entry.unwrap().path();
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            if p.is_file() && name != "vocab.json" && name != "merges.txt" {
+                std::fs::copy(&p, dir.join(sub).join(&name)).unwrap();
+            }
+        }
+    }
+    let device = Device::flex();
+    let a = StableDiffusion::load_dir(&src, &device).unwrap();
+    let b = StableDiffusion::load_dir(&dir, &device).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    for prompt in ["a red apple", "Ünïcode, 123 & emoji 🍎"] {
+        assert_eq!(
+            a.tokenizer.encode(prompt),
+            b.tokenizer.encode(prompt),
+            "{prompt}"
+        );
+    }
+}

@@ -131,11 +131,62 @@ pub fn read_configs(dir: &Path) -> Result<PipelineConfigs> {
         scheduler: SchedulerConfig::from_json(&read_text(
             &dir.join("scheduler/scheduler_config.json"),
         )?)?,
-        vocab_json: read_text(&dir.join("tokenizer/vocab.json"))?,
-        merges_txt: read_text(&dir.join("tokenizer/merges.txt"))?,
+        vocab_json: String::new(),
+        merges_txt: String::new(),
+    };
+    let (vocab_json, merges_txt) = tokenizer_files(&dir.join("tokenizer"))?;
+    let c = PipelineConfigs {
+        vocab_json,
+        merges_txt,
+        ..c
     };
     check_compatible(&c)?;
     Ok(c)
+}
+
+/// The tokenizer's `vocab.json` and `merges.txt` (transformers 4.x writes them, as SD
+/// checkpoints carry them), or the same taken from `tokenizer.json` (all transformers 5.x writes).
+fn tokenizer_files(dir: &Path) -> Result<(String, String)> {
+    if dir.join("vocab.json").is_file() {
+        return Ok((
+            read_text(&dir.join("vocab.json"))?,
+            read_text(&dir.join("merges.txt"))?,
+        ));
+    }
+    let path = dir.join("tokenizer.json");
+    let t: serde_json::Value = serde_json::from_str(&read_text(&path)?)
+        .map_err(|e| Error::format(format!("{}: expected JSON, found {e}", path.display())))?;
+    let model = &t["model"];
+    let (Some(vocab), Some(merges)) = (model["vocab"].as_object(), model["merges"].as_array())
+    else {
+        return Err(Error::format(format!(
+            "{}: expected a BPE `model` with `vocab` and `merges`, found none",
+            path.display()
+        )));
+    };
+    // Merges are "a b" strings (older files) or ["a", "b"] pairs.
+    let mut lines = vec!["#version: 0.2".to_string()];
+    for m in merges {
+        match (m.as_str(), m.as_array()) {
+            (Some(s), _) => lines.push(s.to_string()),
+            (_, Some(pair)) if pair.len() == 2 => lines.push(format!(
+                "{} {}",
+                pair[0].as_str().unwrap_or_default(),
+                pair[1].as_str().unwrap_or_default()
+            )),
+            _ => {
+                return Err(Error::format(format!(
+                    "{}: expected merges as \"a b\" or [a, b], found {}",
+                    path.display(),
+                    shown(&m.to_string())
+                )))
+            }
+        }
+    }
+    Ok((
+        serde_json::Value::Object(vocab.clone()).to_string(),
+        lines.join("\n") + "\n",
+    ))
 }
 
 /// The components fit together: the text states' width is the U-Net's cross-attention width,
