@@ -40,6 +40,15 @@ else
     log "rustup target add wasm32-unknown-unknown"
     rustup target add wasm32-unknown-unknown
 fi
+# The lint gate (scripts/lint.sh) needs rustfmt and clippy; rustup's minimal profile lacks them.
+for component in rustfmt clippy; do
+    if rustup component list --installed | grep "^${component}" >/dev/null; then
+        echo "${component}: present"
+    else
+        log "rustup component add ${component}"
+        rustup component add "${component}"
+    fi
+done
 
 # ---------------------------------------------------------------- 2. apt
 dpkg_installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]; }
