@@ -13,8 +13,8 @@ use super::unet_2d_blocks::{
     UNetMidBlock2DCrossAttn, UpBlock2D, UpBlock2DConfig,
 };
 use super::unet_2d_config::{
-    ActFn, SampleSize, TimeEmbeddingType, MAX_BLOCKS, MAX_CHANNELS, MAX_IMAGE_CHANNELS,
-    MAX_LAYERS_PER_BLOCK,
+    check_skip_concats, ActFn, SampleSize, TimeEmbeddingType, MAX_BLOCKS, MAX_CHANNELS,
+    MAX_IMAGE_CHANNELS, MAX_LAYERS_PER_BLOCK,
 };
 use crate::config::{config_enum, in_range, parse_model_config, shown};
 use crate::error::{Error, Result};
@@ -234,8 +234,17 @@ impl UNet2DConditionConfig {
             .unwrap_or_else(|| self.block_out_channels.first().copied().unwrap_or(0) * 4)
     }
 
-    /// The cross-field checks, the limits, and the options of other families at their defaults.
+    /// The cross-field checks, the limits, and the options of other families at their defaults:
+    /// block lists, other families' options, sizes, channel arithmetic.
     pub fn validate(&self) -> Result<()> {
+        let n = self.check_block_lists()?;
+        self.check_other_families()?;
+        self.check_sizes(n)?;
+        self.check_channels()
+    }
+
+    /// 1. One down and one up block type per `block_out_channels` entry; returns the count.
+    fn check_block_lists(&self) -> Result<usize> {
         let n = self.block_out_channels.len();
         if n == 0 || n > MAX_BLOCKS {
             return Err(Error::config(format!(
@@ -252,7 +261,11 @@ impl UNet2DConditionConfig {
                 )));
             }
         }
-        // Options of other model families (SDXL, Kandinsky, LCM, ...): refused unless default.
+        Ok(n)
+    }
+
+    /// 2. Options of other model families (SDXL, Kandinsky, LCM, ...): refused unless default.
+    fn check_other_families(&self) -> Result<()> {
         let nulls: [(&str, &Value); 13] = [
             (
                 "reverse_transformer_layers_per_block",
@@ -318,7 +331,11 @@ impl UNet2DConditionConfig {
                 self.resnet_out_scale_factor, self.downsample_padding
             )));
         }
-        // Sizes.
+        Ok(())
+    }
+
+    /// 3. Widths, layer counts and per-block lists within their limits.
+    fn check_sizes(&self, n: usize) -> Result<()> {
         in_range("in_channels", self.in_channels, MAX_IMAGE_CHANNELS)?;
         in_range("out_channels", self.out_channels, MAX_IMAGE_CHANNELS)?;
         in_range(
@@ -340,7 +357,11 @@ impl UNet2DConditionConfig {
                 self.norm_eps
             )));
         }
-        // Channel arithmetic: groups, heads, skip concatenations.
+        Ok(())
+    }
+
+    /// 4. Every GroupNorm, head split and skip concatenation divides evenly.
+    fn check_channels(&self) -> Result<()> {
         for (i, &c) in self.block_out_channels.iter().enumerate() {
             in_range(&format!("block_out_channels[{i}]"), c, MAX_CHANNELS)?;
             if c % self.norm_num_groups != 0 {
@@ -356,6 +377,8 @@ impl UNet2DConditionConfig {
                 )));
             }
         }
+        // The up path's concatenations, as UNet2DModel's.
+        check_skip_concats(&self.block_out_channels, self.norm_num_groups)?;
         Ok(())
     }
 }

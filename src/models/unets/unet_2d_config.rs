@@ -375,21 +375,7 @@ impl UNet2DConfig {
             MAX_CHANNELS * 4,
         )?;
         // Skip connections concatenate channels of neighbouring levels: every sum must divide too.
-        for i in 0..n {
-            let prev = if i == 0 {
-                self.block_out_channels[n - 1]
-            } else {
-                self.block_out_channels[n - i]
-            };
-            let skip = self.block_out_channels[n - 1 - i.min(n - 1)];
-            for c in [prev + skip, self.block_out_channels[n - 1 - i] * 2] {
-                if c % groups != 0 {
-                    return Err(Error::config(format!(
-                        "up block {i} concatenates {c} channels, not divisible by norm_num_groups = {groups}"
-                    )));
-                }
-            }
-        }
+        check_skip_concats(&self.block_out_channels, groups)?;
         if self.time_embed_dim() % 2 != 0 && self.block_out_channels[0] % 2 != 0 {
             return Err(Error::unsupported(format!(
                 "block_out_channels[0]: expected an even number (sinusoidal embedding), found {}",
@@ -398,4 +384,23 @@ impl UNet2DConfig {
         }
         Ok(())
     }
+}
+
+/// The channel counts the up path concatenates (the state from below with a skip state, for each
+/// up block) are each divisible by the norm's `groups`; shared by both U-Nets, whose up paths
+/// are laid out alike.
+pub(crate) fn check_skip_concats(ch: &[usize], groups: usize) -> Result<()> {
+    let n = ch.len();
+    for i in 0..n {
+        let prev = if i == 0 { ch[n - 1] } else { ch[n - i] };
+        let skip = ch[n - 1 - i.min(n - 1)];
+        for c in [prev + skip, ch[n - 1 - i] * 2] {
+            if c % groups != 0 {
+                return Err(Error::config(format!(
+                    "up block {i} concatenates {c} channels, not divisible by norm_num_groups = {groups}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
