@@ -125,12 +125,27 @@ impl DownBlock2D {
     /// (one per layer, plus the downsampled one).
     pub fn forward(
         &self,
-        mut x: Tensor<4>,
+        x: Tensor<4>,
         temb: Option<&Tensor<2>>,
         skips: &mut Vec<Tensor<4>>,
     ) -> Tensor<4> {
-        for i in 0..self.resnets.len() {
-            x = layer(&self.resnets, &self.attentions, i, x, temb);
+        self.forward_each(x, temb, skips, |i, x| match self.attentions.get(i) {
+            Some(attn) => attn.forward(x),
+            None => x,
+        })
+    }
+
+    /// [`forward`](Self::forward) with `after(i, x)` applied after resnet `i` (the attention of
+    /// the block kind), shared with [`CrossAttnDownBlock2D`].
+    pub(crate) fn forward_each(
+        &self,
+        mut x: Tensor<4>,
+        temb: Option<&Tensor<2>>,
+        skips: &mut Vec<Tensor<4>>,
+        mut after: impl FnMut(usize, Tensor<4>) -> Tensor<4>,
+    ) -> Tensor<4> {
+        for (i, resnet) in self.resnets.iter().enumerate() {
+            x = after(i, resnet.forward(x, temb));
             skips.push(x.clone());
         }
         if let Some(down) = &self.downsampler {
@@ -232,17 +247,32 @@ impl UpBlock2D {
     /// Consumes one skip state per layer from the end of `skips`.
     pub fn forward(
         &self,
-        mut x: Tensor<4>,
+        x: Tensor<4>,
         temb: Option<&Tensor<2>>,
         skips: &mut Vec<Tensor<4>>,
     ) -> Tensor<4> {
-        for i in 0..self.resnets.len() {
+        self.forward_each(x, temb, skips, |i, x| match self.attentions.get(i) {
+            Some(attn) => attn.forward(x),
+            None => x,
+        })
+    }
+
+    /// [`forward`](Self::forward) with `after(i, x)` applied after resnet `i` (the attention of
+    /// the block kind), shared with [`CrossAttnUpBlock2D`].
+    pub(crate) fn forward_each(
+        &self,
+        mut x: Tensor<4>,
+        temb: Option<&Tensor<2>>,
+        skips: &mut Vec<Tensor<4>>,
+        mut after: impl FnMut(usize, Tensor<4>) -> Tensor<4>,
+    ) -> Tensor<4> {
+        for (i, resnet) in self.resnets.iter().enumerate() {
             // The config validation guarantees one skip state per up-block layer; an empty
             // stack (never reached) would skip the concatenation rather than panic.
             if let Some(skip) = skips.pop() {
                 x = Tensor::cat(vec![x, skip], 1);
             }
-            x = layer(&self.resnets, &self.attentions, i, x, temb);
+            x = after(i, resnet.forward(x, temb));
         }
         if let Some(up) = &self.upsampler {
             x = up.forward(x);
@@ -363,20 +393,14 @@ impl CrossAttnDownBlock2D {
     /// As [`DownBlock2D::forward`], each resnet followed by its transformer.
     pub fn forward(
         &self,
-        mut x: Tensor<4>,
+        x: Tensor<4>,
         temb: &Tensor<2>,
         context: &Tensor<3>,
         skips: &mut Vec<Tensor<4>>,
     ) -> Tensor<4> {
-        for (resnet, attn) in self.block.resnets.iter().zip(&self.attentions) {
-            x = attn.forward(resnet.forward(x, Some(temb)), context);
-            skips.push(x.clone());
-        }
-        if let Some(down) = &self.block.downsampler {
-            x = down.forward(x);
-            skips.push(x.clone());
-        }
-        x
+        self.block.forward_each(x, Some(temb), skips, |i, x| {
+            self.attentions[i].forward(x, context)
+        })
     }
 }
 
@@ -435,20 +459,13 @@ impl CrossAttnUpBlock2D {
     /// As [`UpBlock2D::forward`], each resnet followed by its transformer.
     pub fn forward(
         &self,
-        mut x: Tensor<4>,
+        x: Tensor<4>,
         temb: &Tensor<2>,
         context: &Tensor<3>,
         skips: &mut Vec<Tensor<4>>,
     ) -> Tensor<4> {
-        for (resnet, attn) in self.block.resnets.iter().zip(&self.attentions) {
-            if let Some(skip) = skips.pop() {
-                x = Tensor::cat(vec![x, skip], 1);
-            }
-            x = attn.forward(resnet.forward(x, Some(temb)), context);
-        }
-        if let Some(up) = &self.block.upsampler {
-            x = up.forward(x);
-        }
-        x
+        self.block.forward_each(x, Some(temb), skips, |i, x| {
+            self.attentions[i].forward(x, context)
+        })
     }
 }
