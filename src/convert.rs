@@ -35,10 +35,8 @@ impl DiffusersDir {
                 dir.display()
             )));
         }
-        let weights = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors", "model.safetensors"]
-            .iter()
-            .map(|n| unet_dir.join(n))
-            .find(|p| p.is_file())
+        let weights = weights_file(&unet_dir, "diffusion_pytorch_model")
+            .or_else(|| weights_file(&unet_dir, "model"))
             .ok_or_else(|| {
                 Error::io(format!(
                     "{}: expected diffusion_pytorch_model.safetensors, found none (convert .bin weights to safetensors first)",
@@ -60,7 +58,18 @@ impl DiffusersDir {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
+/// The weights of a diffusers component folder: `{stem}.safetensors`, else its fp16 variant.
+pub(crate) fn weights_file(dir: &Path, stem: &str) -> Option<PathBuf> {
+    [
+        format!("{stem}.safetensors"),
+        format!("{stem}.fp16.safetensors"),
+    ]
+    .iter()
+    .map(|n| dir.join(n))
+    .find(|p| p.is_file())
+}
+
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(format!("{}: {e}", path.display())))
 }
 

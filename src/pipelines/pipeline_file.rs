@@ -14,6 +14,7 @@ use burn::tensor::Device;
 
 use super::stable_diffusion::StableDiffusion;
 use crate::config::shown;
+use crate::convert::{read, weights_file};
 use crate::error::{Error, Result};
 use crate::models::autoencoders::{AutoencoderKL, AutoencoderKLConfig};
 use crate::models::model_file::{TensorReport, FORMAT_TAG};
@@ -93,19 +94,13 @@ fn read_text(path: &Path) -> Result<String> {
 
 /// The weights of a component folder: the f32 file, else the fp16 variant.
 pub(crate) fn read_weights(dir: &Path, stem: &str) -> Result<Vec<u8>> {
-    for name in [
-        format!("{stem}.safetensors"),
-        format!("{stem}.fp16.safetensors"),
-    ] {
-        let p = dir.join(&name);
-        if p.is_file() {
-            return std::fs::read(&p).map_err(|e| Error::io(format!("{}: {e}", p.display())));
-        }
-    }
-    Err(Error::io(format!(
-        "{}: expected {stem}.safetensors (or .fp16.safetensors), found none",
-        dir.display()
-    )))
+    let path = weights_file(dir, stem).ok_or_else(|| {
+        Error::io(format!(
+            "{}: expected {stem}.safetensors (or .fp16.safetensors), found none",
+            dir.display()
+        ))
+    })?;
+    read(&path)
 }
 
 /// The configs of a diffusers Stable Diffusion pipeline folder (`model_index.json` checked).

@@ -54,15 +54,8 @@ fn load_layers(
     Ok((resnets, attentions))
 }
 
-/// Layer `i` of a block: its resnet, then its attention if the block has one.
-fn layer(
-    resnets: &[ResnetBlock2D],
-    attentions: &[Attention],
-    i: usize,
-    x: Tensor<4>,
-    temb: Option<&Tensor<2>>,
-) -> Tensor<4> {
-    let x = resnets[i].forward(x, temb);
+/// The attention of layer `i`, when the block has attentions (the `Attn*` kinds).
+fn attend_layer(attentions: &[Attention], i: usize, x: Tensor<4>) -> Tensor<4> {
     match attentions.get(i) {
         Some(attn) => attn.forward(x),
         None => x,
@@ -129,10 +122,7 @@ impl DownBlock2D {
         temb: Option<&Tensor<2>>,
         skips: &mut Vec<Tensor<4>>,
     ) -> Tensor<4> {
-        self.forward_each(x, temb, skips, |i, x| match self.attentions.get(i) {
-            Some(attn) => attn.forward(x),
-            None => x,
-        })
+        self.forward_each(x, temb, skips, |i, x| attend_layer(&self.attentions, i, x))
     }
 
     /// [`forward`](Self::forward) with `after(i, x)` applied after resnet `i` (the attention of
@@ -184,7 +174,7 @@ impl UNetMidBlock2D {
     }
 
     pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
-        let x = layer(&self.resnets, &self.attentions, 0, x, temb);
+        let x = attend_layer(&self.attentions, 0, self.resnets[0].forward(x, temb));
         self.resnets[1].forward(x, temb)
     }
 }
@@ -251,10 +241,7 @@ impl UpBlock2D {
         temb: Option<&Tensor<2>>,
         skips: &mut Vec<Tensor<4>>,
     ) -> Tensor<4> {
-        self.forward_each(x, temb, skips, |i, x| match self.attentions.get(i) {
-            Some(attn) => attn.forward(x),
-            None => x,
-        })
+        self.forward_each(x, temb, skips, |i, x| attend_layer(&self.attentions, i, x))
     }
 
     /// [`forward`](Self::forward) with `after(i, x)` applied after resnet `i` (the attention of
