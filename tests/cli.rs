@@ -206,19 +206,27 @@ fn random_writes_a_loadable_model_of_a_real_configuration() {
     );
 }
 
+fn fails(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "expected a failure");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
-fn txt2img_generates_from_a_pipeline_folder() {
+fn sample_generates_from_a_pipeline_folder_and_its_file() {
     let dir = common::fixtures().join("pipelines").join("sd_tiny");
     let png = tmp("txt2img.png");
     let text = run(bin()
-        .arg("txt2img")
+        .arg("sample")
         .arg(&dir)
         .args(["--prompt", "a red apple", "--steps", "3", "-o"])
         .arg(&png));
-    assert!(text.contains("3 steps + decode"), "{text}");
+    assert!(text.contains("3 steps in"), "{text}");
     // The tiny pipeline's VAE upsamples 8x8 latents to 16x16 images.
     assert_eq!(png_size(&png), (16, 16));
-    // `convert` makes one int8 pipeline file of the folder; txt2img samples it.
+
+    // `convert` makes one pipeline file of the folder: U-Net and text encoder int8, the VAE
+    // f16 by default; `info` lists the components and the fitted linear preview.
     let file = tmp("sd_tiny.int8.safetensors");
     let text = run(bin()
         .arg("convert")
@@ -226,11 +234,141 @@ fn txt2img_generates_from_a_pipeline_folder() {
         .args(["--quant", "int8", "-o"])
         .arg(&file));
     assert!(text.contains("unet.") && text.contains("int8"), "{text}");
-    let png = tmp("txt2img-file.png");
-    run(bin()
-        .arg("txt2img")
-        .arg(&file)
-        .args(["--prompt", "a red apple", "--steps", "2", "-o"])
-        .arg(&png));
-    assert_eq!(png_size(&png), (16, 16));
+    let info = run(bin().arg("info").arg(&file));
+    for want in [
+        "unet ",
+        "text_encoder ",
+        "vae ",
+        "f16",
+        "int8",
+        "linear latent-to-RGB map",
+    ] {
+        assert!(info.contains(want), "{want}: {info}");
+    }
+
+    // `tokenize` gives the same 77 ids for the folder and the file, padded.
+    let ids = |p: &Path| -> Vec<u64> {
+        serde_json::from_str(run(bin().arg("tokenize").arg(p).arg("a red apple!")).trim()).unwrap()
+    };
+    let (a, b) = (ids(&dir), ids(&file));
+    assert_eq!(a, b);
+    assert_eq!(a.len(), 77);
+    assert!(a[20..].iter().all(|&id| id == a[76]), "padded to 77: {a:?}");
+
+    // Two images of another size, with previews, latents and the image as .npy; the given
+    // latents decide the result whatever the seed (DDIM, eta 0).
+    let z0 = tmp("z0.npy");
+    let latents: Vec<f32> = (0..2 * 4 * 16 * 8)
+        .map(|i| ((i as f32) * 0.37).sin())
+        .collect();
+    write_npy(&z0, &latents, &[2, 4, 16, 8]);
+    let frames = tmp("sd-frames");
+    let sample = |seed: &str, out: &Path, z: &Path, npy: &Path| {
+        run(bin()
+            .arg("sample")
+            .arg(&file)
+            .args(["--prompt", "a red apple", "--negative-prompt", "blurry"])
+            .args([
+                "--steps", "2", "--batch", "2", "--height", "32", "--width", "16",
+            ])
+            .args(["--seed", seed, "--init-noise"])
+            .arg(&z0)
+            .arg("--frames")
+            .arg(&frames)
+            .arg("--out-latents")
+            .arg(z)
+            .arg("--out-npy")
+            .arg(npy)
+            .arg("-o")
+            .arg(out))
+    };
+    let (z1, i1, z2, i2) = (tmp("z1.npy"), tmp("i1.npy"), tmp("z2.npy"), tmp("i2.npy"));
+    sample("1", &tmp("two.png"), &z1, &i1);
+    sample("2", &tmp("two-again.png"), &z2, &i2);
+    assert_eq!(npy_f32(&z1).len(), 2 * 4 * 16 * 8);
+    assert_eq!(npy_f32(&i1).len(), 2 * 3 * 32 * 16);
+    assert_eq!(npy_f32(&z1), npy_f32(&z2));
+    assert_eq!(npy_f32(&i1), npy_f32(&i2));
+    assert!(npy_f32(&i1).iter().all(|v| (-1.0..=1.0).contains(v)));
+    assert_eq!(
+        png_size(&tmp("two.png")),
+        (34, 32),
+        "two 16x32 images, 2 pixels apart"
+    );
+    // The linear preview is at latent resolution: 2 images of 8x16.
+    assert_eq!(png_size(&frames.join("step0002_x0.png")), (18, 16));
+}
+
+#[test]
+fn latent_options_fail_with_a_message() {
+    let dir = common::fixtures().join("pipelines").join("sd_tiny");
+    let e = fails(
+        bin()
+            .arg("sample")
+            .arg(&dir)
+            .args(["--prompt", "x", "--height", "15", "-o"])
+            .arg(tmp("x.png")),
+    );
+    assert!(
+        e.contains("height: expected a multiple of 2") && e.contains("found 15"),
+        "{e}"
+    );
+    let e = fails(
+        bin()
+            .arg("sample")
+            .arg(&dir)
+            .args(["--class", "1", "-o"])
+            .arg(tmp("x.png")),
+    );
+    assert!(
+        e.contains("--class: expected a class-conditional pixel model"),
+        "{e}"
+    );
+    let z = tmp("z-wrong.npy");
+    write_npy(&z, &[0.0; 10], &[10]);
+    let e = fails(
+        bin()
+            .arg("sample")
+            .arg(&dir)
+            .args(["--prompt", "x", "--init-noise"])
+            .arg(&z)
+            .arg("-o")
+            .arg(tmp("x.png")),
+    );
+    assert!(
+        e.contains("latents: expected 256 finite values (1x4x8x8), found 10"),
+        "{e}"
+    );
+    let model = common::unet_dir("plain");
+    let e = fails(
+        bin()
+            .arg("convert")
+            .arg(&model)
+            .args(["--vae-quant", "f16", "-o"])
+            .arg(tmp("x.safetensors")),
+    );
+    assert!(
+        e.contains("expected a Stable Diffusion pipeline folder"),
+        "{e}"
+    );
+}
+
+/// A float32 C-order .npy of `values` with `shape`.
+fn write_npy(path: &Path, values: &[f32], shape: &[usize]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
+        dims.join(", ")
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend((header.len() as u16).to_le_bytes());
+    b.extend(header.as_bytes());
+    for v in values {
+        b.extend(v.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
 }

@@ -93,7 +93,9 @@ fn image_of(pipe: &StableDiffusion) -> Vec<f32> {
 
 #[test]
 fn the_pipeline_file_samples_as_the_folder_does_at_every_quantization() {
-    use wasm_diffusion::pipelines::pipeline_file::convert_pipeline_dir;
+    use wasm_diffusion::pipelines::pipeline_file::{
+        convert_pipeline_dir, PipelineConvertOptions, PipelineQuant,
+    };
     use wasm_diffusion::weights::Quant;
     let dir = common::fixtures().join("pipelines").join("sd_tiny");
     let device = Device::flex();
@@ -104,7 +106,12 @@ fn the_pipeline_file_samples_as_the_folder_does_at_every_quantization() {
         (Quant::Int8, 5e-2),
         (Quant::Int4, 0.5),
     ] {
-        let (bytes, report) = convert_pipeline_dir(&dir, quant, Some("sd tiny")).unwrap();
+        let options = PipelineConvertOptions {
+            name: Some("sd tiny"),
+            ..Default::default()
+        };
+        let (bytes, report) =
+            convert_pipeline_dir(&dir, PipelineQuant::uniform(quant), &options).unwrap();
         assert!(report.iter().any(|r| r.name.starts_with("text_encoder.")));
         let pipe = StableDiffusion::load_file(&bytes, &device).unwrap();
         let got = image_of(&pipe);
@@ -121,10 +128,15 @@ fn the_pipeline_file_samples_as_the_folder_does_at_every_quantization() {
 #[test]
 fn a_pipeline_file_is_refused_clearly_where_it_does_not_belong() {
     use wasm_diffusion::models::model_file::ModelFile;
-    use wasm_diffusion::pipelines::pipeline_file::convert_pipeline_dir;
+    use wasm_diffusion::pipelines::pipeline_file::{convert_pipeline_dir, PipelineQuant};
     use wasm_diffusion::weights::Quant;
     let dir = common::fixtures().join("pipelines").join("sd_tiny");
-    let (bytes, _) = convert_pipeline_dir(&dir, Quant::Int8, None).unwrap();
+    let (bytes, _) = convert_pipeline_dir(
+        &dir,
+        PipelineQuant::defaults(Quant::Int8),
+        &Default::default(),
+    )
+    .unwrap();
     // The pixel loader names the version it expects.
     let e = ModelFile::parse(&bytes).unwrap_err().to_string();
     assert_eq!(
@@ -177,5 +189,112 @@ fn a_folder_with_only_tokenizer_json_loads_the_same() {
             b.tokenizer.encode(prompt),
             "{prompt}"
         );
+    }
+}
+
+/// The image error of quantizing one component at a time (the rest f32): what the defaults of
+/// `PipelineQuant::defaults` rest on. Printed for the record; the bounds are loose ceilings.
+#[test]
+fn component_quantization_errors() {
+    use wasm_diffusion::pipelines::pipeline_file::{convert_pipeline_dir, PipelineQuant};
+    use wasm_diffusion::weights::Quant;
+    let dir = common::fixtures().join("pipelines").join("sd_tiny");
+    let device = Device::flex();
+    let want = image_of(&StableDiffusion::load_dir(&dir, &device).unwrap());
+    let f32s = PipelineQuant::uniform(Quant::F32);
+    let mut errors = Vec::new();
+    for q in [Quant::F16, Quant::Int8, Quant::Int4] {
+        for (name, quants) in [
+            ("unet", PipelineQuant { unet: q, ..f32s }),
+            (
+                "text_encoder",
+                PipelineQuant {
+                    text_encoder: q,
+                    ..f32s
+                },
+            ),
+            ("vae", PipelineQuant { vae: q, ..f32s }),
+        ] {
+            let (bytes, _) = convert_pipeline_dir(&dir, quants, &Default::default()).unwrap();
+            let e = rel_err(
+                &image_of(&StableDiffusion::load_file(&bytes, &device).unwrap()),
+                &want,
+            );
+            eprintln!("{name} at {q:?} alone: image relative error {e:.3e}");
+            errors.push((name, q, e));
+        }
+    }
+    let (bytes, _) = convert_pipeline_dir(
+        &dir,
+        PipelineQuant::defaults(Quant::Int8),
+        &Default::default(),
+    )
+    .unwrap();
+    let e = rel_err(
+        &image_of(&StableDiffusion::load_file(&bytes, &device).unwrap()),
+        &want,
+    );
+    eprintln!("defaults for int8 (unet, text encoder int8; vae f16): {e:.3e}");
+    for (name, q, e) in errors {
+        let ceiling = match q {
+            Quant::F16 => 1e-2,
+            Quant::Int8 => 5e-2,
+            _ => 0.6,
+        };
+        assert!(e <= ceiling, "{name} at {q:?}: {e:e}");
+    }
+}
+
+/// Without a preview autoencoder the file carries a fitted linear preview; with one (TAESD),
+/// runs preview through it. Both give finite images in [-1, 1] once a step is done.
+#[test]
+fn previews_come_from_the_linear_map_or_the_tiny_autoencoder() {
+    use wasm_diffusion::pipelines::pipeline_file::{
+        convert_pipeline_dir, read_file_configs, PipelineConvertOptions, PipelineQuant,
+    };
+    use wasm_diffusion::pipelines::preview::Preview;
+    use wasm_diffusion::weights::container::Container;
+    use wasm_diffusion::weights::Quant;
+    let dir = common::fixtures().join("pipelines").join("sd_tiny");
+    let taesd = common::fixtures().join("autoencoders").join("taesd_tiny");
+    let device = Device::flex();
+    let opts = TextToImage {
+        prompt: "a red apple".into(),
+        steps: 2,
+        ..TextToImage::default()
+    };
+    for preview_vae in [None, Some(taesd.as_path())] {
+        let options = PipelineConvertOptions {
+            preview_vae,
+            ..Default::default()
+        };
+        let (bytes, _) =
+            convert_pipeline_dir(&dir, PipelineQuant::defaults(Quant::Int8), &options).unwrap();
+        let (configs, quants, _) = read_file_configs(&Container::parse(&bytes).unwrap()).unwrap();
+        assert_eq!(quants.vae, Quant::F16);
+        let pipe = StableDiffusion::load_file(&bytes, &device).unwrap();
+        let mut run = pipe.start(&opts).unwrap();
+        assert!(run.preview().unwrap().is_none(), "no preview before a step");
+        run.step().unwrap();
+        let p = run.preview().unwrap().expect("a preview after a step");
+        let v = to_vec(p.clone());
+        assert!(v.iter().all(|x| x.is_finite() && (-1.0..=1.0).contains(x)));
+        match (&pipe.preview, preview_vae) {
+            (Some(Preview::Linear(map)), None) => {
+                // latent resolution; the fit explains the images better than their mean does
+                assert_eq!(p.dims(), [1, 3, 8, 8]);
+                assert_eq!(configs.latent_rgb.as_ref(), Some(map));
+                eprintln!(
+                    "linear preview fit RMS {} (mean colour {})",
+                    map.fit_rms, map.baseline_rms
+                );
+                assert!(map.fit_rms < map.baseline_rms, "{map:?}");
+            }
+            (Some(Preview::Tiny(_)), Some(_)) => {
+                assert!(configs.latent_rgb.is_none());
+                assert_eq!(p.dims()[..2], [1, 3]);
+            }
+            (other, _) => panic!("unexpected preview {other:?}"),
+        }
     }
 }

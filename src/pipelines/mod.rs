@@ -6,6 +6,7 @@
 
 pub mod ddpm;
 pub mod pipeline_file;
+pub mod preview;
 pub mod stable_diffusion;
 
 pub use ddpm::SamplingRun;

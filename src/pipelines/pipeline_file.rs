@@ -12,11 +12,14 @@ use std::path::Path;
 
 use burn::tensor::Device;
 
+use super::preview::{LatentRgb, Preview};
 use super::stable_diffusion::StableDiffusion;
 use crate::config::shown;
 use crate::convert::{read, weights_file};
 use crate::error::{Error, Result};
-use crate::models::autoencoders::{AutoencoderKL, AutoencoderKLConfig};
+use crate::models::autoencoders::{
+    AutoencoderKL, AutoencoderKLConfig, AutoencoderTiny, AutoencoderTinyConfig,
+};
 use crate::models::model_file::{TensorReport, FORMAT_TAG};
 use crate::models::unets::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::schedulers::SchedulerConfig;
@@ -24,7 +27,7 @@ use crate::text::clip::state_dict_prefix;
 use crate::text::{CLIPTextConfig, CLIPTextModel, ClipTokenizer};
 use crate::weights::container::{self, Container};
 use crate::weights::quant::{self, Quant, INT4_GROUP};
-use crate::weights::{Prefixed, ShapeRecorder, StoredSource};
+use crate::weights::{ContainerSource, Prefixed, ShapeRecorder, StoredSource};
 
 /// `__metadata__["format_version"]` of a pipeline file.
 pub const PIPELINE_FORMAT_VERSION: u32 = 2;
@@ -40,6 +43,10 @@ pub struct PipelineConfigs {
     pub scheduler: SchedulerConfig,
     pub vocab_json: String,
     pub merges_txt: String,
+    /// The preview autoencoder's config (TAESD), when the pipeline carries one.
+    pub preview_vae: Option<AutoencoderTinyConfig>,
+    /// The fitted linear preview, when the pipeline carries no preview autoencoder.
+    pub latent_rgb: Option<LatentRgb>,
 }
 
 /// Every parameter of the pipeline, `(component.name, shape)`, in load order.
@@ -64,6 +71,16 @@ pub fn parameter_shapes(c: &PipelineConfigs) -> Result<Vec<(String, Vec<usize>)>
         &device,
     )?;
     CLIPTextModel::load(&c.text_encoder, &mut rec, "text_encoder", &device)?;
+    if let Some(t) = &c.preview_vae {
+        AutoencoderTiny::load(
+            t,
+            &mut Prefixed {
+                inner: &mut rec,
+                prefix: "preview_vae".into(),
+            },
+            &device,
+        )?;
+    }
     out.append(&mut rec.entries);
     Ok(out)
 }
@@ -128,6 +145,8 @@ pub fn read_configs(dir: &Path) -> Result<PipelineConfigs> {
         )?)?,
         vocab_json: String::new(),
         merges_txt: String::new(),
+        preview_vae: None,
+        latent_rgb: None,
     };
     let (vocab_json, merges_txt) = tokenizer_files(&dir.join("tokenizer"))?;
     let c = PipelineConfigs {
@@ -203,25 +222,104 @@ fn check_compatible(c: &PipelineConfigs) -> Result<()> {
     Ok(())
 }
 
-/// Converts a diffusers Stable Diffusion pipeline folder into one file, quantizing the large
-/// weights as `quant` says. Returns the bytes and a per-tensor report.
+/// How each component of a pipeline file is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipelineQuant {
+    pub unet: Quant,
+    pub text_encoder: Quant,
+    pub vae: Quant,
+    /// The preview autoencoder (TAESD), when the file carries one.
+    pub preview_vae: Quant,
+}
+
+impl PipelineQuant {
+    /// The defaults for a requested quantization `q`: the U-Net and the text encoder at `q`,
+    /// the autoencoders at `q` but never below f16. The VAE is a few percent of the weights and
+    /// decodes every pixel the user sees; measured on the parity pipeline (tests/
+    /// stable_diffusion_pipeline.rs, `component_quantization_errors`), an int8 VAE alone moves
+    /// the final image about as much as an int8 U-Net and text encoder together.
+    pub fn defaults(q: Quant) -> Self {
+        let at_least_f16 = if q == Quant::F32 {
+            Quant::F32
+        } else {
+            Quant::F16
+        };
+        Self {
+            unet: q,
+            text_encoder: q,
+            vae: at_least_f16,
+            preview_vae: at_least_f16,
+        }
+    }
+
+    /// Every component at `q`.
+    pub fn uniform(q: Quant) -> Self {
+        Self {
+            unet: q,
+            text_encoder: q,
+            vae: q,
+            preview_vae: q,
+        }
+    }
+
+    fn of(&self, component: &str) -> Quant {
+        match component {
+            "unet" => self.unet,
+            "text_encoder" => self.text_encoder,
+            "vae" => self.vae,
+            _ => self.preview_vae,
+        }
+    }
+}
+
+/// What `convert` makes of a pipeline folder besides its own components.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineConvertOptions<'a> {
+    /// Model name stored in the file.
+    pub name: Option<&'a str>,
+    /// A diffusers `AutoencoderTiny` folder (TAESD) to carry for previews.
+    pub preview_vae: Option<&'a Path>,
+}
+
+/// Converts a diffusers Stable Diffusion pipeline folder into one file, each component stored as
+/// `quant` says; without a preview autoencoder, fits and stores the linear latent-to-RGB
+/// preview ([`LatentRgb::fit`]). Returns the bytes and a per-tensor report.
 pub fn convert_pipeline_dir(
     dir: &Path,
-    quant: Quant,
-    name: Option<&str>,
+    quant: PipelineQuant,
+    options: &PipelineConvertOptions<'_>,
 ) -> Result<(Vec<u8>, Vec<TensorReport>)> {
-    let configs = read_configs(dir)?;
+    let mut configs = read_configs(dir)?;
     ClipTokenizer::from_files(&configs.vocab_json, &configs.merges_txt)?;
+    if let Some(p) = options.preview_vae {
+        let config = AutoencoderTinyConfig::from_json(&read_text(&p.join("config.json"))?)?;
+        if config.latent_channels != configs.vae.latent_channels {
+            return Err(Error::config(format!(
+                "preview vae ({}) latent_channels: expected {} (the pipeline VAE's), found {}",
+                p.display(),
+                configs.vae.latent_channels,
+                config.latent_channels
+            )));
+        }
+        configs.preview_vae = Some(config);
+    }
     let expected = parameter_shapes(&configs)?;
     let mut out = BTreeMap::new();
     let mut report = Vec::new();
-    for (component, stem) in [
-        ("unet", "diffusion_pytorch_model"),
-        ("vae", "diffusion_pytorch_model"),
-        ("text_encoder", "model"),
-    ] {
-        let bytes = read_weights(&dir.join(component), stem)?;
+    let mut components = vec![
+        ("unet", dir.join("unet"), "diffusion_pytorch_model"),
+        ("vae", dir.join("vae"), "diffusion_pytorch_model"),
+        ("text_encoder", dir.join("text_encoder"), "model"),
+    ];
+    if let Some(p) = options.preview_vae {
+        components.push(("preview_vae", p.to_path_buf(), "diffusion_pytorch_model"));
+    }
+    for (component, folder, stem) in components {
+        let bytes = read_weights(&folder, stem)?;
         let src = Container::parse(&bytes)?;
+        if component == "vae" && configs.preview_vae.is_none() {
+            configs.latent_rgb = Some(fit_latent_rgb(&configs.vae, &src)?);
+        }
         // transformers 4.x keeps the text encoder under `text_model.`; the file does not.
         let inner = if component == "text_encoder" {
             state_dict_prefix(&src)
@@ -251,7 +349,7 @@ pub fn convert_pipeline_dir(
             let q = if keeps_f32(full, shape) {
                 Quant::F32
             } else {
-                quant
+                quant.of(component)
             };
             let packed = quant::pack(full, shape, &values, q);
             report.push(TensorReport {
@@ -269,8 +367,16 @@ pub fn convert_pipeline_dir(
     meta.insert("format".into(), FORMAT_TAG.to_string());
     meta.insert("format_version".into(), PIPELINE_FORMAT_VERSION.to_string());
     meta.insert("pipeline".into(), STABLE_DIFFUSION.to_string());
-    meta.insert("quantization".into(), quant.name().to_string());
-    if quant == Quant::Int4 {
+    // `quantization` is the U-Net's (what earlier readers show); each component has its own.
+    meta.insert("quantization".into(), quant.unet.name().to_string());
+    let mut names = vec!["unet", "text_encoder", "vae"];
+    if configs.preview_vae.is_some() {
+        names.push("preview_vae");
+    }
+    for c in &names {
+        meta.insert(format!("{c}_quantization"), quant.of(c).name().to_string());
+    }
+    if names.iter().any(|c| quant.of(c) == Quant::Int4) {
         meta.insert("int4_group_size".into(), INT4_GROUP.to_string());
     }
     meta.insert("unet_config".into(), to_json(&configs.unet));
@@ -279,10 +385,29 @@ pub fn convert_pipeline_dir(
     meta.insert("scheduler_config".into(), configs.scheduler.to_json());
     meta.insert("tokenizer_vocab".into(), configs.vocab_json.clone());
     meta.insert("tokenizer_merges".into(), configs.merges_txt.clone());
-    if let Some(n) = name {
+    if let Some(t) = &configs.preview_vae {
+        meta.insert("preview_vae_config".into(), to_json(t));
+    }
+    if let Some(m) = &configs.latent_rgb {
+        meta.insert("latent_rgb".into(), to_json(m));
+    }
+    if let Some(n) = options.name {
         meta.insert("name".into(), n.to_string());
     }
     Ok((container::serialize(&out, meta)?, report))
+}
+
+/// The linear preview map of the VAE whose f32 or f16 weights `src` holds.
+fn fit_latent_rgb(config: &AutoencoderKLConfig, src: &Container<'_>) -> Result<LatentRgb> {
+    let device = Device::flex();
+    let mut tensors = ContainerSource {
+        container: src,
+        device: device.clone(),
+    };
+    let vae = AutoencoderKL::load(config, &mut tensors, &device)?;
+    // Eight latent pixels a side per image, six images: 384 rows for latent_channels + 1
+    // unknowns per colour, at the cost of encoding six small images.
+    LatentRgb::fit(&vae, 8 * config.downscale_factor(), 6)
 }
 
 /// A config as the metadata holds it (the configs are plain data: serializing cannot fail).
@@ -293,7 +418,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 /// Reads a pipeline file's metadata (format, version, quantization, configs).
 pub fn read_file_configs(
     container: &Container<'_>,
-) -> Result<(PipelineConfigs, Quant, Option<String>)> {
+) -> Result<(PipelineConfigs, PipelineQuant, Option<String>)> {
     let m = &container.metadata;
     let need = |k: &str| {
         m.get(k).ok_or_else(|| {
@@ -323,18 +448,57 @@ pub fn read_file_configs(
             shown(pipeline)
         )));
     }
-    let q = need("quantization")?;
-    let quant = Quant::parse(q).ok_or_else(|| {
-        Error::format(format!(
-            "metadata `quantization`: expected f32, f16, int8 or int4, found `{}`",
-            shown(q)
-        ))
-    })?;
-    if quant == Quant::Int4 && need("int4_group_size")?.parse::<usize>().ok() != Some(INT4_GROUP) {
+    let quant_of = |key: &str| -> Result<Quant> {
+        let q = need(key)?;
+        Quant::parse(q).ok_or_else(|| {
+            Error::format(format!(
+                "metadata `{key}`: expected f32, f16, int8 or int4, found `{}`",
+                shown(q)
+            ))
+        })
+    };
+    let quant = quant_of("quantization")?;
+    // Files from before per-component quantization name one for all.
+    let component_quant = |c: &str| -> Result<Quant> {
+        let key = format!("{c}_quantization");
+        if m.contains_key(&key) {
+            quant_of(&key)
+        } else {
+            Ok(quant)
+        }
+    };
+    let quants = PipelineQuant {
+        unet: component_quant("unet")?,
+        text_encoder: component_quant("text_encoder")?,
+        vae: component_quant("vae")?,
+        preview_vae: component_quant("preview_vae")?,
+    };
+    let any_int4 = [
+        quants.unet,
+        quants.text_encoder,
+        quants.vae,
+        quants.preview_vae,
+    ]
+    .contains(&Quant::Int4);
+    if any_int4 && need("int4_group_size")?.parse::<usize>().ok() != Some(INT4_GROUP) {
         return Err(Error::unsupported(format!(
             "metadata `int4_group_size`: expected {INT4_GROUP}"
         )));
     }
+    let preview_vae = m
+        .get("preview_vae_config")
+        .map(|t| AutoencoderTinyConfig::from_json(t))
+        .transpose()?;
+    let latent_rgb = m
+        .get("latent_rgb")
+        .map(|t| {
+            serde_json::from_str::<LatentRgb>(t).map_err(|e| {
+                Error::format(format!(
+                    "metadata `latent_rgb`: expected {{\"weight\": [[..]; 3], \"bias\": [..; 3], \"fit_rms\": ..}}, found {e}"
+                ))
+            })
+        })
+        .transpose()?;
     let configs = PipelineConfigs {
         unet: UNet2DConditionConfig::from_json(need("unet_config")?)?,
         vae: AutoencoderKLConfig::from_json(need("vae_config")?)?,
@@ -342,9 +506,11 @@ pub fn read_file_configs(
         scheduler: SchedulerConfig::from_json(need("scheduler_config")?)?,
         vocab_json: need("tokenizer_vocab")?.clone(),
         merges_txt: need("tokenizer_merges")?.clone(),
+        preview_vae,
+        latent_rgb,
     };
     check_compatible(&configs)?;
-    Ok((configs, quant, m.get("name").cloned()))
+    Ok((configs, quants, m.get("name").cloned()))
 }
 
 impl StableDiffusion {
@@ -377,12 +543,28 @@ impl StableDiffusion {
             device,
         )?;
         let text_encoder = CLIPTextModel::load(&c.text_encoder, &mut src, "text_encoder", device)?;
+        let preview = match (&c.preview_vae, &c.latent_rgb) {
+            (Some(t), _) => Some(Preview::Tiny(Box::new(AutoencoderTiny::load(
+                t,
+                &mut Prefixed {
+                    inner: &mut src,
+                    prefix: "preview_vae".into(),
+                },
+                device,
+            )?))),
+            (None, Some(map)) => {
+                map.check(c.vae.latent_channels)?;
+                Some(Preview::Linear(map.clone()))
+            }
+            (None, None) => None,
+        };
         Ok(Self {
             tokenizer,
             text_encoder,
             unet,
             vae,
             scheduler: c.scheduler,
+            preview,
         })
     }
 }

@@ -10,15 +10,20 @@ use std::path::Path;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::pipeline_file::{read_configs, read_weights};
+use super::preview::Preview;
 use crate::error::{Error, Result};
 use crate::models::autoencoders::AutoencoderKL;
 use crate::models::unets::UNet2DConditionModel;
 use crate::noise::BatchNoise;
-use crate::pipelines::{step_noise, StepInfo, MAX_GUIDANCE};
+use crate::pipelines::{step_noise, StepInfo, MAX_BATCH, MAX_GUIDANCE};
 use crate::schedulers::{self, Scheduler, SchedulerConfig, SchedulerKind};
 use crate::text::clip::state_dict_prefix;
 use crate::text::{CLIPTextModel, ClipTokenizer, MAX_LENGTH};
 use crate::weights::{Container, ContainerSource};
+
+/// Largest latent side accepted (1024 pixels for SD's factor 8): the U-Net's attention grows with
+/// the square of the latent pixels.
+pub const MAX_LATENT_SIDE: usize = 128;
 
 /// A Stable Diffusion pipeline's components.
 #[derive(Debug, Clone)]
@@ -28,10 +33,12 @@ pub struct StableDiffusion {
     pub unet: UNet2DConditionModel,
     pub vae: AutoencoderKL,
     pub scheduler: SchedulerConfig,
+    /// How runs preview their latents (none: only the full VAE decode).
+    pub preview: Option<Preview>,
 }
 
-/// What to generate. `Default`: 50 DDIM steps, guidance 7.5, an empty negative prompt, the
-/// U-Net's native size.
+/// What to generate. `Default`: 50 DDIM steps, guidance 7.5, an empty negative prompt, one
+/// image at the U-Net's native size.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextToImage {
     pub prompt: String,
@@ -41,7 +48,13 @@ pub struct TextToImage {
     pub scheduler: SchedulerKind,
     pub eta: f64,
     pub seed: u64,
-    /// The initial latents (`[1, latent, h, w]` values) instead of the seed's.
+    /// Images per prompt (diffusers' `num_images_per_prompt`).
+    pub batch: usize,
+    /// Image size in pixels (multiples of the VAE's factor); `None`: the U-Net's native size.
+    pub height: Option<usize>,
+    pub width: Option<usize>,
+    /// The initial latents (`[batch, latent, h, w]` values, NCHW) instead of the seed's, as
+    /// diffusers' `latents=`: the run scales them by the scheduler's initial sigma.
     pub latents: Option<Vec<f32>>,
 }
 
@@ -55,6 +68,9 @@ impl Default for TextToImage {
             scheduler: SchedulerKind::Ddim,
             eta: 0.0,
             seed: 0,
+            batch: 1,
+            height: None,
+            width: None,
             latents: None,
         }
     }
@@ -94,6 +110,7 @@ impl StableDiffusion {
             unet,
             vae,
             scheduler: c.scheduler,
+            preview: None,
         })
     }
 
@@ -104,17 +121,37 @@ impl StableDiffusion {
         Ok(self.text_encoder.forward(&[ids])?.last_hidden_state)
     }
 
-    /// `[latent, h, w]` of the U-Net's native size.
-    pub fn latent_shape(&self) -> Result<[usize; 3]> {
-        let [h, w] = self
-            .unet
-            .config
-            .sample_size
-            .map(|s| s.hw())
-            .ok_or_else(|| {
-                Error::config("unet sample_size: expected the latent size, found none")
-            })?;
-        Ok([self.unet.config.in_channels, h, w])
+    /// `[latent, h, w]` of an image of `height` x `width` pixels (each `None`: the U-Net's
+    /// native size). Sizes must be multiples of the VAE's downscale factor.
+    pub fn latent_shape(&self, height: Option<usize>, width: Option<usize>) -> Result<[usize; 3]> {
+        let f = self.vae.config.downscale_factor();
+        let native = self.unet.config.sample_size.map(|s| s.hw());
+        let side = |name: &str, px: Option<usize>, i: usize| -> Result<usize> {
+            match (px, native) {
+                (Some(px), _) if px >= f && px % f == 0 && px / f <= MAX_LATENT_SIDE => Ok(px / f),
+                (Some(px), _) => Err(Error::invalid(format!(
+                    "{name}: expected a multiple of {f} (the VAE's downscale factor) from {f} to {}, found {px}",
+                    MAX_LATENT_SIDE * f
+                ))),
+                (None, Some(hw)) => Ok(hw[i]),
+                (None, None) => Err(Error::config(format!(
+                    "unet sample_size: expected the native size, found none (give the {name})"
+                ))),
+            }
+        };
+        Ok([
+            self.unet.config.in_channels,
+            side("height", height, 0)?,
+            side("width", width, 1)?,
+        ])
+    }
+
+    /// Decodes latents (U-Net space) with the full VAE: `[B, 3, H, W]`, about [-1, 1] and
+    /// not clamped (diffusers' `vae.decode(latents / scaling_factor)`; its image processor
+    /// clamps when it makes pictures, as the CLI does).
+    pub fn decode_latents(&self, latents: Tensor<4>) -> Tensor<4> {
+        let vae = &self.vae;
+        vae.decode(latents / vae.config.scaling_factor)
     }
 
     /// Starts a run: encodes both prompts, draws (or takes) the latents, builds the scheduler.
@@ -125,25 +162,37 @@ impl StableDiffusion {
                 opts.guidance_scale
             )));
         }
+        let b = opts.batch;
+        if b == 0 || b > MAX_BATCH {
+            return Err(Error::invalid(format!(
+                "batch: expected 1 to {MAX_BATCH}, found {b}"
+            )));
+        }
         let device = self.unet.device().clone();
-        let [c, h, w] = self.latent_shape()?;
+        let [c, h, w] = self.latent_shape(opts.height, opts.width)?;
         let guided = opts.guidance_scale > 1.0;
-        let cond = self.encode_prompt(&opts.prompt)?;
-        // [uncond; cond], as diffusers concatenates them.
+        let cond = self.encode_prompt(&opts.prompt)?.repeat_dim(0, b);
+        // [uncond; cond], as diffusers concatenates them, each repeated per image.
         let context = if guided {
-            Tensor::cat(vec![self.encode_prompt(&opts.negative_prompt)?, cond], 0)
+            let uncond = self.encode_prompt(&opts.negative_prompt)?.repeat_dim(0, b);
+            Tensor::cat(vec![uncond, cond], 0)
         } else {
             cond
         };
         let scheduler = schedulers::build(opts.scheduler, &self.scheduler, opts.steps, opts.eta)?;
-        let mut noise = BatchNoise::new(opts.seed, 1);
+        let mut noise = BatchNoise::new(opts.seed, b);
+        let n = b * c * h * w;
         let x = match &opts.latents {
-            Some(v) if v.len() == c * h * w && v.iter().all(|x| x.is_finite()) => v.clone(),
+            Some(v) if v.len() == n && v.iter().all(|x| x.is_finite()) => v.clone(),
             Some(v) => {
                 return Err(Error::invalid(format!(
-                    "latents: expected {} finite values (1x{c}x{h}x{w}), found {} values",
-                    c * h * w,
-                    v.len()
+                    "latents: expected {n} finite values ({b}x{c}x{h}x{w}), found {} values{}",
+                    v.len(),
+                    if v.len() == n {
+                        " with a NaN or infinity"
+                    } else {
+                        ""
+                    }
                 )))
             }
             None => noise.sample(c * h * w),
@@ -154,7 +203,8 @@ impl StableDiffusion {
             noise,
             context,
             guidance: if guided { opts.guidance_scale } else { 1.0 },
-            latents: Tensor::from_data(TensorData::new(x, [1, c, h, w]), &device),
+            latents: Tensor::from_data(TensorData::new(x, [b, c, h, w]), &device),
+            x0: None,
             step: 0,
         })
     }
@@ -168,6 +218,8 @@ pub struct TextToImageRun<'a> {
     context: Tensor<3>,
     guidance: f64,
     latents: Tensor<4>,
+    /// The latest prediction of the clean latents.
+    x0: Option<Tensor<4>>,
     step: usize,
 }
 
@@ -195,21 +247,21 @@ impl TextToImageRun<'_> {
         }
         let t = self.scheduler.timesteps()[self.step];
         let unet = &self.pipe.unet;
+        let b = self.latents.dims()[0];
         let out = if self.guidance != 1.0 {
             let input = Tensor::cat(vec![self.latents.clone(), self.latents.clone()], 0);
             let both = unet.forward(input, &[t as f32], &self.context)?;
-            let uncond = both.clone().narrow(0, 0, 1);
-            let cond = both.narrow(0, 1, 1);
+            let uncond = both.clone().narrow(0, 0, b);
+            let cond = both.narrow(0, b, b);
             uncond.clone() + (cond - uncond) * self.guidance
         } else {
             unet.forward(self.latents.clone(), &[t as f32], &self.context)?
         };
         let shape = self.latents.dims();
         let noise = step_noise(&*self.scheduler, t, &mut self.noise, shape, unet.device());
-        self.latents = self
-            .scheduler
-            .step(out, t, self.latents.clone(), noise)?
-            .prev_sample;
+        let out = self.scheduler.step(out, t, self.latents.clone(), noise)?;
+        self.latents = out.prev_sample;
+        self.x0 = Some(out.pred_original_sample);
         self.step += 1;
         Ok(StepInfo {
             step: self.step,
@@ -219,9 +271,22 @@ impl TextToImageRun<'_> {
         })
     }
 
-    /// The current latents decoded by the autoencoder: the image `[1, 3, H, W]` in [-1, 1].
+    /// The latest prediction of the clean latents (none before the first step).
+    pub fn predicted_x0(&self) -> Option<Tensor<4>> {
+        self.x0.clone()
+    }
+
+    /// The preview of the latest predicted x_0 ([`Preview::show`]): none before the first step
+    /// or when the pipeline has no preview decoder.
+    pub fn preview(&self) -> Result<Option<Tensor<4>>> {
+        match (&self.pipe.preview, &self.x0) {
+            (Some(p), Some(x0)) => p.show(x0.clone()).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The current latents decoded by the autoencoder: the images `[B, 3, H, W]` in [-1, 1].
     pub fn decode(&self) -> Tensor<4> {
-        let vae = &self.pipe.vae;
-        vae.decode(self.latents.clone() / vae.config.scaling_factor)
+        self.pipe.decode_latents(self.latents.clone())
     }
 }

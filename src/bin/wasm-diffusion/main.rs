@@ -1,4 +1,7 @@
-//! The native command line: `convert`, `sample`, `info`. See README "CLI".
+//! The native command line: `convert`, `sample`, `tokenize`, `info`. See README "CLI".
+//! The pixel models live here, the latent pipelines in `latent.rs`.
+
+mod latent;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,8 +16,9 @@ use wasm_diffusion::convert::{convert_dir, random_model, ConvertOptions};
 use wasm_diffusion::image::{encode_png, grid_rgba};
 use wasm_diffusion::models::model_file::ModelFile;
 use wasm_diffusion::models::parameter_count;
-use wasm_diffusion::pipelines::pipeline_file::convert_pipeline_dir;
-use wasm_diffusion::pipelines::stable_diffusion::{StableDiffusion, TextToImage};
+use wasm_diffusion::pipelines::pipeline_file::{
+    convert_pipeline_dir, PipelineConvertOptions, PipelineQuant,
+};
 use wasm_diffusion::pipelines::{default_steps, read_back, SampleOptions, SamplingRun};
 use wasm_diffusion::weights::Quant;
 use wasm_diffusion::{load_model, Error, Result, SchedulerKind, UNet2DConfig};
@@ -23,7 +27,7 @@ use wasm_diffusion::{load_model, Error, Result, SchedulerKind, UNet2DConfig};
 #[command(
     name = "wasm-diffusion",
     version,
-    about = "Convert diffusers UNet2DModel checkpoints and sample from them; text-to-image from Stable Diffusion pipeline folders"
+    about = "Convert diffusers UNet2DModel checkpoints and Stable Diffusion pipeline folders into one quantized file, and sample from them"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -44,35 +48,59 @@ enum BackendArg {
     Wgpu,
 }
 
+#[derive(clap::Args)]
+struct ConvertArgs {
+    /// diffusers UNet2DModel folder, a pixel pipeline folder with unet/ and scheduler/, or
+    /// a Stable Diffusion pipeline folder (model_index.json, tokenizer/, text_encoder/,
+    /// unet/, vae/, scheduler/)
+    dir: PathBuf,
+    /// Storage of the U-Net and text encoder; the autoencoders default to f16 at most
+    #[arg(long, value_enum, default_value = "int8")]
+    quant: QuantArg,
+    /// Pipeline folders: the U-Net's storage, instead of --quant
+    #[arg(long, value_enum)]
+    unet_quant: Option<QuantArg>,
+    /// Pipeline folders: the text encoder's storage, instead of --quant
+    #[arg(long, value_enum)]
+    text_encoder_quant: Option<QuantArg>,
+    /// Pipeline folders: the VAE's (and preview VAE's) storage (default: f16, or f32 with
+    /// --quant f32)
+    #[arg(long, value_enum)]
+    vae_quant: Option<QuantArg>,
+    /// Pipeline folders: a diffusers AutoencoderTiny (TAESD) folder carried in the file for
+    /// previews (without one, a linear latent-to-RGB map is fitted and stored)
+    #[arg(long)]
+    preview_vae: Option<PathBuf>,
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Model name stored in the file
+    #[arg(long)]
+    name: Option<String>,
+    /// Class used as the unconditional branch of classifier-free guidance
+    #[arg(long)]
+    null_class: Option<usize>,
+    /// Comma-separated class names, in label order
+    #[arg(long)]
+    class_names: Option<String>,
+    /// Print the error of every tensor, not only the summary
+    #[arg(long)]
+    verbose: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Convert a diffusers model folder (config.json + safetensors) into one model file.
-    Convert {
-        /// diffusers UNet2DModel folder, or a pipeline folder with unet/ and scheduler/
-        dir: PathBuf,
-        #[arg(long, value_enum, default_value = "int8")]
-        quant: QuantArg,
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Model name stored in the file
-        #[arg(long)]
-        name: Option<String>,
-        /// Class used as the unconditional branch of classifier-free guidance
-        #[arg(long)]
-        null_class: Option<usize>,
-        /// Comma-separated class names, in label order
-        #[arg(long)]
-        class_names: Option<String>,
-        /// Print the error of every tensor, not only the summary
-        #[arg(long)]
-        verbose: bool,
-    },
-    /// Sample a grid of images from a model file.
+    Convert(ConvertArgs),
+    /// Sample a grid of images from a model file, a pipeline file or a diffusers Stable
+    /// Diffusion pipeline folder.
     Sample(SampleArgs),
-    /// Generate an image from a prompt with a diffusers Stable Diffusion pipeline folder
-    /// (model_index.json, tokenizer/, text_encoder/, unet/, vae/, scheduler/).
-    Txt2img(Txt2imgArgs),
-    /// Show a model file's config, quantization, parameter count and size.
+    /// Print the input ids a pipeline feeds its text encoder for TEXT, as a JSON array.
+    Tokenize {
+        /// Pipeline file or diffusers pipeline folder
+        file: PathBuf,
+        text: String,
+    },
+    /// Show a model or pipeline file's components, quantization, parameter counts and sizes.
     Info { file: PathBuf },
     /// Write a model file with random weights for a diffusers config.json (tests, benchmarks).
     Random {
@@ -90,17 +118,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Convert {
-            dir,
-            quant,
-            output,
-            name,
-            null_class,
-            class_names,
-            verbose,
-        } => run_convert(&dir, quant, &output, name, null_class, class_names, verbose),
+        Command::Convert(args) => run_convert(args),
         Command::Sample(args) => run_sample(args),
-        Command::Txt2img(args) => run_txt2img(args),
+        Command::Tokenize { file, text } => latent::run_tokenize(&file, &text),
         Command::Info { file } => run_info(&file),
         Command::Random {
             config,
@@ -158,34 +178,51 @@ fn is_latent_pipeline(dir: &Path) -> bool {
         .is_ok_and(|t| t.contains("\"UNet2DConditionModel\""))
 }
 
-fn run_convert(
-    dir: &Path,
-    quant: QuantArg,
-    output: &Path,
-    name: Option<String>,
-    null_class: Option<usize>,
-    class_names: Option<String>,
-    verbose: bool,
-) -> Result<()> {
-    let quant = quant_of(quant);
-    let class_names = class_names
+fn run_convert(a: ConvertArgs) -> Result<()> {
+    let output = &a.output;
+    let quant = quant_of(a.quant);
+    let class_names = a
+        .class_names
         .map(|s| s.split(',').map(|c| c.trim().to_string()).collect())
         .unwrap_or_default();
     let start = Instant::now();
     // A Stable Diffusion pipeline folder becomes a pipeline file; anything else a U-Net file.
-    let (bytes, report) = if is_latent_pipeline(dir) {
-        convert_pipeline_dir(dir, quant, name.as_deref())?
+    let (bytes, report) = if is_latent_pipeline(&a.dir) {
+        let d = PipelineQuant::defaults(quant);
+        let vae = a.vae_quant.map_or(d.vae, quant_of);
+        let quants = PipelineQuant {
+            unet: a.unet_quant.map_or(d.unet, quant_of),
+            text_encoder: a.text_encoder_quant.map_or(d.text_encoder, quant_of),
+            vae,
+            preview_vae: vae,
+        };
+        let options = PipelineConvertOptions {
+            name: a.name.as_deref(),
+            preview_vae: a.preview_vae.as_deref(),
+        };
+        convert_pipeline_dir(&a.dir, quants, &options)?
     } else {
+        if a.unet_quant.is_some()
+            || a.text_encoder_quant.is_some()
+            || a.vae_quant.is_some()
+            || a.preview_vae.is_some()
+        {
+            return Err(Error::invalid(format!(
+                "{}: expected a Stable Diffusion pipeline folder for --unet-quant, --text-encoder-quant, --vae-quant or --preview-vae, found a U-Net folder",
+                a.dir.display()
+            )));
+        }
         convert_dir(
-            dir,
+            &a.dir,
             quant,
             &ConvertOptions {
-                name,
-                null_class,
+                name: a.name,
+                null_class: a.null_class,
                 class_names,
             },
         )?
     };
+    let verbose = a.verbose;
     write_atomically(output, &bytes)?;
 
     let params: usize = report
@@ -236,7 +273,23 @@ fn run_convert(
 
 #[derive(clap::Args)]
 struct SampleArgs {
+    /// Model file, pipeline file, or diffusers Stable Diffusion pipeline folder
     file: PathBuf,
+    /// Text-to-image pipelines: what to generate
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Text-to-image pipelines: what to steer away from (the unconditional branch of guidance)
+    #[arg(long, default_value = "")]
+    negative_prompt: String,
+    /// Text-to-image pipelines: image height in pixels (default: the U-Net's native size)
+    #[arg(long)]
+    height: Option<usize>,
+    /// Text-to-image pipelines: image width in pixels (default: the U-Net's native size)
+    #[arg(long)]
+    width: Option<usize>,
+    /// Latent pipelines: write the final latents (before decoding) as float32 NCHW .npy
+    #[arg(long)]
+    out_latents: Option<PathBuf>,
     #[arg(long, default_value = "ddim")]
     scheduler: String,
     /// Denoising steps (default: ddpm every training timestep, ddim 50, dpm++ 20)
@@ -251,9 +304,11 @@ struct SampleArgs {
     /// Class label (index or name); a comma-separated list gives one per image
     #[arg(long)]
     class: Option<String>,
-    #[arg(long, default_value_t = 1.0)]
-    guidance: f64,
-    /// x_T as float32 NCHW .npy instead of the seed
+    /// Classifier-free guidance scale (default: 7.5 for text-to-image, 1 = none for pixel models)
+    #[arg(long)]
+    guidance: Option<f64>,
+    /// x_T as float32 NCHW .npy instead of the seed (latent pipelines: the latents, as
+    /// diffusers' `latents=`, scaled by the scheduler's initial sigma)
     #[arg(long)]
     init_noise: Option<PathBuf>,
     /// Write the final sample (float32 NCHW in [-1, 1]) as .npy
@@ -266,67 +321,6 @@ struct SampleArgs {
     frames: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendArg,
-}
-
-#[derive(clap::Args)]
-struct Txt2imgArgs {
-    /// diffusers Stable Diffusion pipeline folder, or a pipeline file made by `convert`
-    dir: PathBuf,
-    #[arg(long)]
-    prompt: String,
-    #[arg(long, default_value = "")]
-    negative_prompt: String,
-    #[arg(long, default_value = "ddim")]
-    scheduler: String,
-    /// Denoising steps
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
-    #[arg(long, default_value_t = 7.5)]
-    guidance: f64,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    #[arg(short, long)]
-    output: PathBuf,
-    #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendArg,
-}
-
-fn run_txt2img(a: Txt2imgArgs) -> Result<()> {
-    let device = device_for(a.backend)?;
-    let t0 = Instant::now();
-    let pipe = if a.dir.is_dir() {
-        StableDiffusion::load_dir(&a.dir, &device)?
-    } else {
-        let bytes = std::fs::read(&a.dir).map_err(|e| io_err(&a.dir, e))?;
-        StableDiffusion::load_file(&bytes, &device)?
-    };
-    let load_s = t0.elapsed().as_secs_f64();
-    let opts = TextToImage {
-        prompt: a.prompt,
-        negative_prompt: a.negative_prompt,
-        steps: a.steps,
-        guidance_scale: a.guidance,
-        scheduler: SchedulerKind::parse(&a.scheduler)?,
-        seed: a.seed,
-        ..TextToImage::default()
-    };
-    let t1 = Instant::now();
-    let mut run = pipe.start(&opts)?;
-    while !run.is_done() {
-        run.step()?;
-    }
-    let image = run.decode();
-    let shape = image.dims();
-    write_png(&a.output, &read_back(image)?, shape)?;
-    println!(
-        "wrote {} ({}x{}); load {load_s:.2}s, {} steps + decode in {:.2}s",
-        a.output.display(),
-        shape[3],
-        shape[2],
-        run.total_steps(),
-        t1.elapsed().as_secs_f64()
-    );
-    Ok(())
 }
 
 fn parse_classes(spec: &str, names: &[String]) -> Result<Vec<usize>> {
@@ -363,8 +357,25 @@ fn write_png(path: &Path, values: &[f32], shape: [usize; 4]) -> Result<()> {
 }
 
 fn run_sample(a: SampleArgs) -> Result<()> {
-    let bytes = std::fs::read(&a.file).map_err(|e| io_err(&a.file, e))?;
     let device = device_for(a.backend)?;
+    if latent::is_pipeline(&a.file) {
+        return latent::run_sample(&a, &device);
+    }
+    for (flag, given) in [
+        ("--prompt", a.prompt.is_some()),
+        ("--negative-prompt", !a.negative_prompt.is_empty()),
+        ("--height", a.height.is_some()),
+        ("--width", a.width.is_some()),
+        ("--out-latents", a.out_latents.is_some()),
+    ] {
+        if given {
+            return Err(Error::invalid(format!(
+                "{flag}: expected a text-to-image pipeline, found a pixel model file ({})",
+                a.file.display()
+            )));
+        }
+    }
+    let bytes = std::fs::read(&a.file).map_err(|e| io_err(&a.file, e))?;
     let t0 = Instant::now();
     let model = load_model(&bytes, &device)?;
     let load_s = t0.elapsed().as_secs_f64();
@@ -386,7 +397,7 @@ fn run_sample(a: SampleArgs) -> Result<()> {
         eta: a.eta,
         batch: a.batch,
         class_labels,
-        guidance_scale: a.guidance,
+        guidance_scale: a.guidance.unwrap_or(1.0),
         init_noise,
     };
     let mut sampler = SamplingRun::new(&model, &opts)?;
@@ -483,6 +494,9 @@ fn write_npy(path: &Path, values: &[f32], shape: [usize; 4]) -> Result<()> {
 
 fn run_info(path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    if latent::is_pipeline(path) {
+        return latent::run_info(path, &bytes);
+    }
     let file = ModelFile::parse(&bytes)?;
     let expected = wasm_diffusion::models::parameter_shapes(&file.meta.unet)?;
     file.check(&expected)?;

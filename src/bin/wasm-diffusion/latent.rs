@@ -1,0 +1,227 @@
+//! The CLI's latent-diffusion side: `sample` with a prompt on a pipeline file or a diffusers
+//! pipeline folder, `tokenize`, and `info` on a pipeline file.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::tensor::Device;
+
+use wasm_diffusion::models::autoencoders::AutoencoderKLConfig;
+use wasm_diffusion::pipelines::pipeline_file::{read_file_configs, PipelineConfigs};
+use wasm_diffusion::pipelines::read_back;
+use wasm_diffusion::pipelines::stable_diffusion::{StableDiffusion, TextToImage};
+use wasm_diffusion::text::MAX_LENGTH;
+use wasm_diffusion::weights::container::Container;
+use wasm_diffusion::{Error, Result, SchedulerKind};
+
+use crate::{io_err, read_npy, write_npy, write_png, SampleArgs};
+
+/// Whether `path` holds a latent pipeline: a diffusers pipeline folder (`model_index.json`) or a
+/// pipeline file (its metadata names a `pipeline`). Unreadable paths are left to the loaders,
+/// which say what they expected.
+pub fn is_pipeline(path: &Path) -> bool {
+    if path.is_dir() {
+        return path.join("model_index.json").is_file();
+    }
+    std::fs::read(path).is_ok_and(|bytes| {
+        Container::parse(&bytes).is_ok_and(|c| c.metadata.contains_key("pipeline"))
+    })
+}
+
+/// Loads a pipeline file or a diffusers pipeline folder.
+pub fn load(path: &Path, device: &Device) -> Result<StableDiffusion> {
+    if path.is_dir() {
+        StableDiffusion::load_dir(path, device)
+    } else {
+        let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+        StableDiffusion::load_file(&bytes, device)
+    }
+}
+
+/// Refuses the pixel pipeline's options on a text-to-image pipeline.
+fn refuse_pixel_options(a: &SampleArgs) -> Result<()> {
+    if a.class.is_some() {
+        return Err(Error::invalid(
+            "--class: expected a class-conditional pixel model, found a text-to-image pipeline (use --prompt)",
+        ));
+    }
+    Ok(())
+}
+
+pub fn run_sample(a: &SampleArgs, device: &Device) -> Result<()> {
+    refuse_pixel_options(a)?;
+    let t0 = Instant::now();
+    let pipe = load(&a.file, device)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let scheduler = SchedulerKind::parse(&a.scheduler)?;
+    let opts = TextToImage {
+        prompt: a.prompt.clone().unwrap_or_default(),
+        negative_prompt: a.negative_prompt.clone(),
+        steps: a.steps.unwrap_or_else(|| {
+            wasm_diffusion::pipelines::default_steps(scheduler, pipe.scheduler.num_train_timesteps)
+        }),
+        guidance_scale: a.guidance.unwrap_or(TextToImage::default().guidance_scale),
+        scheduler,
+        eta: a.eta,
+        seed: a.seed,
+        batch: a.batch,
+        height: a.height,
+        width: a.width,
+        latents: a.init_noise.as_deref().map(read_npy).transpose()?,
+    };
+    if let Some(dir) = &a.frames {
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    }
+    let t1 = Instant::now();
+    let mut run = pipe.start(&opts)?;
+    while !run.is_done() {
+        let info = run.step()?;
+        if let Some(dir) = &a.frames {
+            if let Some(p) = run.preview()? {
+                let shape = p.dims();
+                write_png(
+                    &dir.join(format!("step{:04}_x0.png", info.step)),
+                    &read_back(p)?,
+                    shape,
+                )?;
+            }
+        }
+    }
+    let steps_s = t1.elapsed().as_secs_f64();
+    let latents = run.latents();
+    if let Some(p) = &a.out_latents {
+        let shape = latents.dims();
+        write_npy(p, &read_back(latents)?, shape)?;
+    }
+    let t2 = Instant::now();
+    let image = run.decode();
+    let shape = image.dims();
+    // As diffusers' image processor: the image clamped to [-1, 1].
+    let values: Vec<f32> = read_back(image)?
+        .into_iter()
+        .map(|v| v.clamp(-1.0, 1.0))
+        .collect();
+    let decode_s = t2.elapsed().as_secs_f64();
+    write_png(&a.output, &values, shape)?;
+    if let Some(p) = &a.out_npy {
+        write_npy(p, &values, shape)?;
+    }
+    println!(
+        "wrote {} ({}x{}x{}x{}); load {load_s:.2}s, {} steps in {steps_s:.2}s ({:.1} ms/step), decode {decode_s:.2}s",
+        a.output.display(),
+        shape[0],
+        shape[1],
+        shape[2],
+        shape[3],
+        run.total_steps(),
+        steps_s * 1000.0 / run.total_steps() as f64,
+    );
+    Ok(())
+}
+
+/// `tokenize FILE TEXT`: the input ids the pipeline feeds its text encoder, as a JSON array.
+pub fn run_tokenize(path: &Path, text: &str) -> Result<()> {
+    let pipe = load(path, &Device::flex())?;
+    let ids = pipe.tokenizer.encode_padded(text, MAX_LENGTH)?.ids;
+    println!(
+        "{}",
+        serde_json::to_string(&ids).map_err(|e| Error::invalid(e.to_string()))?
+    );
+    Ok(())
+}
+
+/// `info` on a pipeline file: each component with its parameters, storage and size.
+pub fn run_info(path: &Path, bytes: &[u8]) -> Result<()> {
+    let container = Container::parse(bytes)?;
+    let (c, quants, name) = read_file_configs(&container)?;
+    println!(
+        "file:           {} ({:.2} MB)",
+        path.display(),
+        bytes.len() as f64 / 1e6
+    );
+    if let Some(n) = name {
+        println!("name:           {n}");
+    }
+    println!(
+        "pipeline:       {}",
+        container
+            .metadata
+            .get("pipeline")
+            .map_or("", String::as_str)
+    );
+    let shapes = wasm_diffusion::pipelines::pipeline_file::parameter_shapes(&c)?;
+    println!(
+        "{:<14} {:>14} {:>8} {:>12}",
+        "component", "parameters", "stored", "MB"
+    );
+    for (component, quant) in [
+        ("unet", quants.unet),
+        ("text_encoder", quants.text_encoder),
+        ("vae", quants.vae),
+        ("preview_vae", quants.preview_vae),
+    ] {
+        let prefix = format!("{component}.");
+        let params: usize = shapes
+            .iter()
+            .filter(|(n, _)| n.starts_with(&prefix))
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum();
+        if params == 0 {
+            continue;
+        }
+        let stored: usize = container
+            .tensors
+            .iter()
+            .filter(|(n, _)| n.starts_with(&prefix))
+            .map(|(_, t)| t.data.len())
+            .sum();
+        println!(
+            "{component:<14} {params:>14} {:>8} {:>12.2}",
+            quant.name(),
+            stored as f64 / 1e6
+        );
+    }
+    describe(&c);
+    Ok(())
+}
+
+fn describe(c: &PipelineConfigs) {
+    let u = &c.unet;
+    println!(
+        "unet:           {:?} channels, {:?} / {:?}, cross-attention {}, sample size {:?}",
+        u.block_out_channels,
+        u.down_block_types,
+        u.up_block_types,
+        u.cross_attention_dim.at(0),
+        u.sample_size.map(|s| s.hw())
+    );
+    let t = &c.text_encoder;
+    println!(
+        "text encoder:   CLIP, {} layers, width {}, {} heads, {}",
+        t.num_hidden_layers, t.hidden_size, t.num_attention_heads, t.hidden_act
+    );
+    let v: &AutoencoderKLConfig = &c.vae;
+    println!(
+        "vae:            {:?} channels, {} latent channels, factor {}, scaling {}",
+        v.block_out_channels,
+        v.latent_channels,
+        v.downscale_factor(),
+        v.scaling_factor
+    );
+    let s = &c.scheduler;
+    println!(
+        "scheduler:      {} betas {}..{} over {} steps, predicts {}",
+        s.beta_schedule, s.beta_start, s.beta_end, s.num_train_timesteps, s.prediction_type
+    );
+    match (&c.preview_vae, &c.latent_rgb) {
+        (Some(t), _) => println!(
+            "previews:       AutoencoderTiny (TAESD), decoder {:?}",
+            t.decoder_block_out_channels
+        ),
+        (None, Some(m)) => println!(
+            "previews:       linear latent-to-RGB map (RMS error {:.3}; the mean colour's {:.3})",
+            m.fit_rms, m.baseline_rms
+        ),
+        (None, None) => println!("previews:       none"),
+    }
+}
