@@ -70,3 +70,90 @@ pub fn encode_png(rgba: &[u8], width: usize, height: usize) -> Result<Vec<u8>> {
     }
     Ok(buf)
 }
+
+/// A decoded 8-bit image: `width * height` pixels of `channels` bytes (1 grey, 2 grey+alpha,
+/// 3 RGB, 4 RGBA).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pixels {
+    pub data: Vec<u8>,
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+}
+
+/// Decodes a PNG (any colour type; 16-bit and palette images are expanded to 8 bits).
+pub fn decode_png(bytes: &[u8]) -> Result<Pixels> {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder
+        .read_info()
+        .map_err(|e| Error::format(format!("PNG: expected a PNG image, found {e}")))?;
+    let size = reader.output_buffer_size().ok_or_else(|| {
+        Error::format("PNG: expected an image size that fits in memory, found a larger one")
+    })?;
+    let mut data = vec![0u8; size];
+    let info = reader
+        .next_frame(&mut data)
+        .map_err(|e| Error::format(format!("PNG: expected image data, found {e}")))?;
+    data.truncate(info.buffer_size());
+    Ok(Pixels {
+        width: info.width as usize,
+        height: info.height as usize,
+        channels: info.color_type.samples(),
+        data,
+    })
+}
+
+impl Pixels {
+    /// The RGB planes, `[3, height, width]` in [-1, 1] (`x / 127.5 - 1`, as diffusers'
+    /// `VaeImageProcessor` normalizes); grey images give three equal planes, alpha is dropped.
+    pub fn to_rgb_planes(&self) -> Vec<f32> {
+        let plane = self.width * self.height;
+        let mut out = vec![0f32; 3 * plane];
+        for p in 0..plane {
+            let px = &self.data[p * self.channels..(p + 1) * self.channels];
+            for c in 0..3 {
+                let v = if self.channels >= 3 { px[c] } else { px[0] };
+                out[c * plane + p] = v as f32 / 127.5 - 1.0;
+            }
+        }
+        out
+    }
+
+    /// One grey plane in [0, 1], `[height, width]`: PIL's `convert("L")` luminance
+    /// (`(299 R + 587 G + 114 B) / 1000`) for colour images, as diffusers reads masks.
+    pub fn to_grey_plane(&self) -> Vec<f32> {
+        (0..self.width * self.height)
+            .map(|p| {
+                let px = &self.data[p * self.channels..(p + 1) * self.channels];
+                let l = if self.channels >= 3 {
+                    (px[0] as u32 * 299 + px[1] as u32 * 587 + px[2] as u32 * 114) / 1000
+                } else {
+                    px[0] as u32
+                };
+                l as f32 / 255.0
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn png_round_trip_gives_planes_and_grey() {
+        // 2x1 RGBA: pure red, then white.
+        let rgba = [255, 0, 0, 255, 255, 255, 255, 255];
+        let px = decode_png(&encode_png(&rgba, 2, 1).unwrap()).unwrap();
+        assert_eq!((px.width, px.height, px.channels), (2, 1, 4));
+        assert_eq!(px.to_rgb_planes(), vec![1.0, 1.0, -1.0, 1.0, -1.0, 1.0]);
+        let grey = px.to_grey_plane();
+        assert!(
+            (grey[0] - 76.0 / 255.0).abs() < 1e-6 && grey[1] == 1.0,
+            "{grey:?}"
+        );
+        let e = decode_png(b"not a png").unwrap_err().to_string();
+        assert!(e.contains("expected a PNG image"), "{e}");
+    }
+}

@@ -298,3 +298,128 @@ fn previews_come_from_the_linear_map_or_the_tiny_autoencoder() {
         }
     }
 }
+
+/// img2img and inpainting against diffusers' `StableDiffusionImg2ImgPipeline` and
+/// `StableDiffusionInpaintPipeline` (tests/fixtures/pipelines/img2img.*, made by
+/// tools/make_img2img_fixtures.py): the same image, mask, strength and random draws give the same
+/// image. Cases: DDIM and DPM-Solver++ (started part-way) img2img, mask blending with the ordinary
+/// U-Net from noise and part-way, and the 9-channel inpainting U-Net.
+#[test]
+fn img2img_and_inpainting_match_diffusers() {
+    use wasm_diffusion::pipelines::img2img::ImageInput;
+    let root = common::fixtures().join("pipelines");
+    let io = std::fs::read(root.join("img2img.safetensors")).unwrap();
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("img2img.json")).unwrap()).unwrap();
+    let (_, image) = read_tensor(&io, "image"); // [1, 3, 16, 16] in [-1, 1]
+    let (_, mask) = read_tensor(&io, "mask"); // [16, 16]
+    let device = Device::flex();
+    for case in cases.as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let pipe = StableDiffusion::load_dir(&root.join(case["folder"].as_str().unwrap()), &device)
+            .unwrap();
+        let opts = TextToImage {
+            prompt: case["prompt"].as_str().unwrap().into(),
+            negative_prompt: case["negative_prompt"].as_str().unwrap().into(),
+            steps: case["steps"].as_u64().unwrap() as usize,
+            guidance_scale: case["guidance_scale"].as_f64().unwrap(),
+            scheduler: SchedulerKind::parse(case["scheduler"].as_str().unwrap()).unwrap(),
+            latents: Some(read_tensor(&io, &format!("{name}.noise")).1),
+            image: Some(ImageInput {
+                image: image.clone(),
+                shape: [3, 16, 16],
+                strength: case["strength"].as_f64().unwrap(),
+                mask: case["mask"].as_bool().unwrap().then(|| mask.clone()),
+            }),
+            posterior_noise: case["posterior"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| read_tensor(&io, n.as_str().unwrap()).1)
+                .collect(),
+            ..TextToImage::default()
+        };
+        let mut run = pipe.start(&opts).unwrap();
+        while !run.is_done() {
+            run.step().unwrap();
+        }
+        let image_out = to_vec(run.decode());
+        let (s, want) = read_tensor(&io, &format!("{name}.out")); // [1, H, W, 3] in [0, 1]
+        let (h, w) = (s[1], s[2]);
+        let got: Vec<f32> = (0..h * w * 3)
+            .map(|i| {
+                let (p, c) = (i / 3, i % 3);
+                (image_out[c * h * w + p] / 2.0 + 0.5).clamp(0.0, 1.0)
+            })
+            .collect();
+        let e = rel_err(&got, &want);
+        eprintln!("{name}: {} steps, relative error {e:e}", run.total_steps());
+        assert!(e < 1e-4, "{name}: relative error {e:e}");
+    }
+}
+
+/// Bad image inputs are refused up front, naming what was expected and found.
+#[test]
+fn bad_image_inputs_are_refused() {
+    use wasm_diffusion::pipelines::img2img::ImageInput;
+    let root = common::fixtures().join("pipelines");
+    let device = Device::flex();
+    let pipe = StableDiffusion::load_dir(&root.join("sd_tiny"), &device).unwrap();
+    let image = |shape: [usize; 3], strength: f64, mask: Option<Vec<f32>>| TextToImage {
+        image: Some(ImageInput {
+            image: vec![0.0; shape.iter().product()],
+            shape,
+            strength,
+            mask,
+        }),
+        steps: 4,
+        ..TextToImage::default()
+    };
+    let err = |o: TextToImage| match pipe.start(&o) {
+        Err(e) => e.to_string(),
+        Ok(_) => "accepted".to_string(),
+    };
+    let e = err(image([1, 16, 16], 0.5, None));
+    assert!(
+        e.contains("init image: expected 3 channels of 16x16") && e.contains("found 1 channels"),
+        "{e}"
+    );
+    let e = err(TextToImage {
+        height: Some(32),
+        ..image([3, 16, 16], 0.5, None)
+    });
+    assert!(
+        e.contains("expected 3 channels of 32x16") && e.contains("of 16x16"),
+        "{e}"
+    );
+    for s in [0.0, 1.5, f64::NAN] {
+        let e = err(image([3, 16, 16], s, None));
+        assert!(e.contains("strength: expected a number in (0, 1]"), "{e}");
+    }
+    let e = err(image([3, 16, 16], 0.1, None));
+    assert!(e.contains("expected at least one step to run"), "{e}");
+    let e = err(image([3, 16, 16], 1.0, Some(vec![1.0; 15])));
+    assert!(
+        e.contains("mask: expected one channel of 16x16 (256 values"),
+        "{e}"
+    );
+    let e = err(image([3, 16, 15], 1.0, None));
+    assert!(
+        e.contains("width: expected a multiple of 2") && e.contains("found 15"),
+        "{e}"
+    );
+    // The inpainting U-Net needs an image and a mask.
+    let inpaint = StableDiffusion::load_dir(&root.join("sd_inpaint_tiny"), &device).unwrap();
+    let e = inpaint
+        .start(&TextToImage::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("9 input channels (an inpainting U-Net): expected an init image and a mask, found neither"), "{e}");
+    let e = inpaint
+        .start(&image([3, 16, 16], 1.0, None))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("found no mask"), "{e}");
+}

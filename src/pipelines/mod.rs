@@ -5,6 +5,7 @@
 //! them from here), and what a step reports. Nothing here knows about JS.
 
 pub mod ddpm;
+pub mod img2img;
 pub mod pipeline_file;
 pub mod preview;
 pub mod stable_diffusion;

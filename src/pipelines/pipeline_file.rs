@@ -213,10 +213,19 @@ fn check_compatible(c: &PipelineConfigs) -> Result<()> {
             c.unet.cross_attention_dim.at(0)
         )));
     }
-    if c.vae.latent_channels != c.unet.in_channels {
+    let latent = c.vae.latent_channels;
+    // An inpainting U-Net reads [latents, mask, masked image latents].
+    if c.unet.in_channels != latent && c.unet.in_channels != 2 * latent + 1 {
         return Err(Error::config(format!(
-            "vae latent_channels {} and unet in_channels {}: expected them equal",
-            c.vae.latent_channels, c.unet.in_channels
+            "unet in_channels {}: expected the VAE's latent_channels {latent} (or {} for an inpainting U-Net)",
+            c.unet.in_channels,
+            2 * latent + 1
+        )));
+    }
+    if c.unet.out_channels != latent {
+        return Err(Error::config(format!(
+            "unet out_channels {}: expected the VAE's latent_channels {latent}",
+            c.unet.out_channels
         )));
     }
     Ok(())

@@ -14,9 +14,10 @@ use super::preview::Preview;
 use crate::error::{Error, Result};
 use crate::models::autoencoders::AutoencoderKL;
 use crate::models::unets::UNet2DConditionModel;
-use crate::noise::BatchNoise;
+use crate::noise::{BatchNoise, NoiseStream};
+use crate::pipelines::img2img::{resize_nearest, start_index, ImageInput};
 use crate::pipelines::{step_noise, StepInfo, MAX_BATCH, MAX_GUIDANCE};
-use crate::schedulers::{self, Scheduler, SchedulerConfig, SchedulerKind};
+use crate::schedulers::{self, BetaTable, Scheduler, SchedulerConfig, SchedulerKind};
 use crate::text::clip::state_dict_prefix;
 use crate::text::{CLIPTextModel, ClipTokenizer, MAX_LENGTH};
 use crate::weights::{Container, ContainerSource};
@@ -54,8 +55,15 @@ pub struct TextToImage {
     pub height: Option<usize>,
     pub width: Option<usize>,
     /// The initial latents (`[batch, latent, h, w]` values, NCHW) instead of the seed's, as
-    /// diffusers' `latents=`: the run scales them by the scheduler's initial sigma.
+    /// diffusers' `latents=`: the run scales them by the scheduler's initial sigma. Starting
+    /// from an image they are the noise added to its latents.
     pub latents: Option<Vec<f32>>,
+    /// img2img and inpainting: the image to start from, `strength`, and the mask.
+    pub image: Option<ImageInput>,
+    /// The standard-normal draws of the VAE posterior samples (the init image's latents, then
+    /// the masked image's for an inpainting U-Net; `1 x latent x h x w` each) instead of the
+    /// seed's: diffusers draws them from its generator, so parity tests pass them in.
+    pub posterior_noise: Vec<Vec<f32>>,
 }
 
 impl Default for TextToImage {
@@ -72,6 +80,8 @@ impl Default for TextToImage {
             height: None,
             width: None,
             latents: None,
+            image: None,
+            posterior_noise: Vec::new(),
         }
     }
 }
@@ -140,7 +150,7 @@ impl StableDiffusion {
             }
         };
         Ok([
-            self.unet.config.in_channels,
+            self.vae.config.latent_channels,
             side("height", height, 0)?,
             side("width", width, 1)?,
         ])
@@ -154,7 +164,8 @@ impl StableDiffusion {
         vae.decode(latents / vae.config.scaling_factor)
     }
 
-    /// Starts a run: encodes both prompts, draws (or takes) the latents, builds the scheduler.
+    /// Starts a run: encodes both prompts, builds the scheduler, prepares the image input
+    /// (img2img, inpainting) and draws (or takes) the latents.
     pub fn start(&self, opts: &TextToImage) -> Result<TextToImageRun<'_>> {
         if !(opts.guidance_scale.is_finite() && opts.guidance_scale.abs() <= MAX_GUIDANCE) {
             return Err(Error::invalid(format!(
@@ -169,7 +180,31 @@ impl StableDiffusion {
             )));
         }
         let device = self.unet.device().clone();
-        let [c, h, w] = self.latent_shape(opts.height, opts.width)?;
+        // An init image sets the size unless height and width are given.
+        let (height, width) = match &opts.image {
+            Some(i) => (
+                opts.height.or(Some(i.shape[1])),
+                opts.width.or(Some(i.shape[2])),
+            ),
+            None => (opts.height, opts.width),
+        };
+        let [c, h, w] = self.latent_shape(height, width)?;
+        let f = self.vae.config.downscale_factor();
+        let inpainting_unet = self.unet.config.in_channels == 2 * c + 1;
+        let mask = match &opts.image {
+            Some(i) => {
+                i.check(self.vae.config.in_channels, [h * f, w * f])?;
+                i.binary_mask()
+            }
+            None => None,
+        };
+        if inpainting_unet && mask.is_none() {
+            return Err(Error::invalid(format!(
+                "this U-Net takes {} input channels (an inpainting U-Net): expected an init image and a mask, found {}",
+                self.unet.config.in_channels,
+                if opts.image.is_some() { "no mask" } else { "neither" }
+            )));
+        }
         let guided = opts.guidance_scale > 1.0;
         let cond = self.encode_prompt(&opts.prompt)?.repeat_dim(0, b);
         // [uncond; cond], as diffusers concatenates them, each repeated per image.
@@ -179,10 +214,54 @@ impl StableDiffusion {
         } else {
             cond
         };
-        let scheduler = schedulers::build(opts.scheduler, &self.scheduler, opts.steps, opts.eta)?;
+        let mut scheduler =
+            schedulers::build(opts.scheduler, &self.scheduler, opts.steps, opts.eta)?;
+        // img2img and inpainting run the last `strength` of the schedule (`get_timesteps`).
+        let first = match &opts.image {
+            Some(i) => start_index(scheduler.timesteps().len(), i.strength)?,
+            None => 0,
+        };
+        scheduler.set_begin_index(first);
+        let table = BetaTable::new(&self.scheduler)?;
+
+        // The VAE posterior samples (image, then masked image) take the given draws in order,
+        // else their own seeded stream, one sample shared by the batch as in diffusers.
+        let mut posterior_draws = opts.posterior_noise.iter();
+        let mut posterior_stream = NoiseStream::new(opts.seed, b as u64);
+        let mut encode = |pixels: Vec<f32>| -> Result<Tensor<4>> {
+            let [ci, hi, wi] = [self.vae.config.in_channels, h * f, w * f];
+            let x = Tensor::from_data(TensorData::new(pixels, [1, ci, hi, wi]), &device);
+            let dist = self.vae.encode(x);
+            let eps = match posterior_draws.next() {
+                Some(v) if v.len() == c * h * w => v.clone(),
+                Some(v) => {
+                    return Err(Error::invalid(format!(
+                        "posterior noise: expected {} values (1x{c}x{h}x{w}), found {}",
+                        c * h * w,
+                        v.len()
+                    )))
+                }
+                None => {
+                    let mut v = vec![0f32; c * h * w];
+                    posterior_stream.fill(&mut v);
+                    v
+                }
+            };
+            let eps = Tensor::from_data(TensorData::new(eps, [1, c, h, w]), &device);
+            Ok((dist.sample(eps) * self.vae.config.scaling_factor).repeat_dim(0, b))
+        };
+        // diffusers encodes the image when it starts from it (strength < 1) or blends it back
+        // (an ordinary U-Net with a mask), then the masked image for an inpainting U-Net.
+        let image_latents = match &opts.image {
+            Some(i) if i.strength < 1.0 || (mask.is_some() && !inpainting_unet) => {
+                Some(encode(i.image.clone())?)
+            }
+            _ => None,
+        };
+
         let mut noise = BatchNoise::new(opts.seed, b);
         let n = b * c * h * w;
-        let x = match &opts.latents {
+        let eps = match &opts.latents {
             Some(v) if v.len() == n && v.iter().all(|x| x.is_finite()) => v.clone(),
             Some(v) => {
                 return Err(Error::invalid(format!(
@@ -197,17 +276,64 @@ impl StableDiffusion {
             }
             None => noise.sample(c * h * w),
         };
+        let eps = Tensor::<4>::from_data(TensorData::new(eps, [b, c, h, w]), &device);
+        let latents = match (&opts.image, &image_latents) {
+            // Starting part-way: the image's latents noised to the first timestep run.
+            (Some(i), Some(x0)) if i.strength < 1.0 => {
+                table.add_noise(x0.clone(), eps.clone(), scheduler.timesteps()[first])?
+            }
+            _ => eps.clone(),
+        };
+
+        let inpaint = match (&opts.image, mask) {
+            (Some(i), Some(m)) => {
+                let m = resize_nearest(&m, [h * f, w * f], [h, w]);
+                let m = Tensor::<4>::from_data(TensorData::new(m, [1, 1, h, w]), &device)
+                    .repeat_dim(0, b);
+                let masked_latents = if inpainting_unet {
+                    Some(encode(i.masked_image())?)
+                } else {
+                    None
+                };
+                Some(Inpainting {
+                    mask: m,
+                    masked_latents,
+                    image_latents: if inpainting_unet {
+                        None
+                    } else {
+                        image_latents.clone()
+                    },
+                    noise: eps,
+                })
+            }
+            _ => None,
+        };
         Ok(TextToImageRun {
             pipe: self,
             scheduler,
+            table,
             noise,
             context,
             guidance: if guided { opts.guidance_scale } else { 1.0 },
-            latents: Tensor::from_data(TensorData::new(x, [b, c, h, w]), &device),
+            latents,
+            inpaint,
             x0: None,
-            step: 0,
+            first,
+            step: first,
         })
     }
+}
+
+/// What an inpainting run adds to each step.
+struct Inpainting {
+    /// `[B, 1, h, w]`: 1 where the image is repainted.
+    mask: Tensor<4>,
+    /// An inpainting U-Net's extra input: the masked image's latents.
+    masked_latents: Option<Tensor<4>>,
+    /// An ordinary U-Net's blend target: the image's latents, noised to each next timestep.
+    image_latents: Option<Tensor<4>>,
+    /// The initial noise, reused to noise the image latents (as diffusers does).
+    noise: Tensor<4>,
 }
 
 /// One text-to-image run in progress.
@@ -218,18 +344,25 @@ pub struct TextToImageRun<'a> {
     context: Tensor<3>,
     guidance: f64,
     latents: Tensor<4>,
+    inpaint: Option<Inpainting>,
+    /// The training schedule (the forward process that noises the image latents).
+    table: BetaTable,
     /// The latest prediction of the clean latents.
     x0: Option<Tensor<4>>,
+    /// The first scheduled step this run takes (img2img, inpainting: `strength`).
+    first: usize,
+    /// The index of the next scheduled step.
     step: usize,
 }
 
 impl TextToImageRun<'_> {
+    /// The steps this run takes (fewer than scheduled when it starts from an image).
     pub fn total_steps(&self) -> usize {
-        self.scheduler.timesteps().len()
+        self.scheduler.timesteps().len() - self.first
     }
 
     pub fn is_done(&self) -> bool {
-        self.step >= self.total_steps()
+        self.step >= self.scheduler.timesteps().len()
     }
 
     /// The current latents.
@@ -237,7 +370,8 @@ impl TextToImageRun<'_> {
         self.latents.clone()
     }
 
-    /// One guided U-Net evaluation and one scheduler step.
+    /// One guided U-Net evaluation and one scheduler step (then, inpainting with an ordinary
+    /// U-Net, the kept region blended back in).
     pub fn step(&mut self) -> Result<StepInfo> {
         let total = self.total_steps();
         if self.is_done() {
@@ -245,29 +379,69 @@ impl TextToImageRun<'_> {
                 "step: all {total} steps are already done"
             )));
         }
-        let t = self.scheduler.timesteps()[self.step];
+        let timesteps = self.scheduler.timesteps();
+        let t = timesteps[self.step];
+        let next_t = timesteps.get(self.step + 1).copied();
         let unet = &self.pipe.unet;
         let b = self.latents.dims()[0];
-        let out = if self.guidance != 1.0 {
-            let input = Tensor::cat(vec![self.latents.clone(), self.latents.clone()], 0);
+        let guided = self.guidance != 1.0;
+        let mut input = if guided {
+            Tensor::cat(vec![self.latents.clone(), self.latents.clone()], 0)
+        } else {
+            self.latents.clone()
+        };
+        if let Some(Inpainting {
+            mask,
+            masked_latents: Some(masked),
+            ..
+        }) = &self.inpaint
+        {
+            // The inpainting U-Net reads [latents, mask, masked image latents].
+            let (mask, masked) = if guided {
+                (
+                    mask.clone().repeat_dim(0, 2),
+                    masked.clone().repeat_dim(0, 2),
+                )
+            } else {
+                (mask.clone(), masked.clone())
+            };
+            input = Tensor::cat(vec![input, mask, masked], 1);
+        }
+        let out = if guided {
             let both = unet.forward(input, &[t as f32], &self.context)?;
             let uncond = both.clone().narrow(0, 0, b);
             let cond = both.narrow(0, b, b);
             uncond.clone() + (cond - uncond) * self.guidance
         } else {
-            unet.forward(self.latents.clone(), &[t as f32], &self.context)?
+            unet.forward(input, &[t as f32], &self.context)?
         };
         let shape = self.latents.dims();
         let noise = step_noise(&*self.scheduler, t, &mut self.noise, shape, unet.device());
         let out = self.scheduler.step(out, t, self.latents.clone(), noise)?;
         self.latents = out.prev_sample;
+        if let Some(Inpainting {
+            mask,
+            image_latents: Some(image),
+            noise,
+            ..
+        }) = &self.inpaint
+        {
+            // Keep the unmasked region: the image's latents at the next timestep (clean after
+            // the last step).
+            let kept = match next_t {
+                Some(nt) => self.table.add_noise(image.clone(), noise.clone(), nt)?,
+                None => image.clone(),
+            };
+            let keep = mask.clone().neg() + 1.0;
+            self.latents = kept * keep + self.latents.clone() * mask.clone();
+        }
         self.x0 = Some(out.pred_original_sample);
         self.step += 1;
         Ok(StepInfo {
-            step: self.step,
+            step: self.step - self.first,
             total_steps: total,
             timestep: t,
-            last: self.step == total,
+            last: self.is_done(),
         })
     }
 

@@ -50,6 +50,10 @@ pub trait Scheduler {
         sample: Tensor<4>,
         noise: Option<Tensor<4>>,
     ) -> Result<SchedulerOutput>;
+    /// Makes the next [`step`](Scheduler::step) the schedule's step `index` (diffusers'
+    /// `set_begin_index`: img2img and inpainting start part-way). Multistep solvers restart
+    /// their history; one-step rules need nothing.
+    fn set_begin_index(&mut self, _index: usize) {}
 }
 
 impl SchedulerKind {

@@ -123,6 +123,11 @@ impl Scheduler for DpmSolverMultistepScheduler {
         &self.timesteps
     }
 
+    fn set_begin_index(&mut self, index: usize) {
+        self.step_index = index;
+        self.model_outputs.clear();
+    }
+
     fn needs_noise(&self, _timestep: usize) -> bool {
         false
     }

@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 
+use wasm_diffusion::image::{decode_png, Pixels};
 use wasm_diffusion::models::autoencoders::AutoencoderKLConfig;
+use wasm_diffusion::pipelines::img2img::ImageInput;
 use wasm_diffusion::pipelines::pipeline_file::{read_file_configs, PipelineConfigs};
 use wasm_diffusion::pipelines::read_back;
 use wasm_diffusion::pipelines::stable_diffusion::{StableDiffusion, TextToImage};
@@ -68,6 +70,8 @@ pub fn run_sample(a: &SampleArgs, device: &Device) -> Result<()> {
         height: a.height,
         width: a.width,
         latents: a.init_noise.as_deref().map(read_npy).transpose()?,
+        image: image_input(a)?,
+        posterior_noise: Vec::new(),
     };
     if let Some(dir) = &a.frames {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
@@ -117,6 +121,47 @@ pub fn run_sample(a: &SampleArgs, device: &Device) -> Result<()> {
         steps_s * 1000.0 / run.total_steps() as f64,
     );
     Ok(())
+}
+
+/// `--init-image`, `--strength` and `--mask` as the pipelines take them.
+pub fn image_input(a: &SampleArgs) -> Result<Option<ImageInput>> {
+    let Some(path) = &a.init_image else {
+        if a.mask.is_some() || a.strength.is_some() {
+            return Err(Error::invalid(
+                "--mask and --strength: expected an --init-image to go with them, found none",
+            ));
+        }
+        return Ok(None);
+    };
+    let read = |p: &Path| -> Result<Pixels> {
+        let bytes = std::fs::read(p).map_err(|e| io_err(p, e))?;
+        decode_png(&bytes).map_err(|e| Error::invalid(format!("{}: {e}", p.display())))
+    };
+    let image = read(path)?;
+    let mask = match &a.mask {
+        Some(p) => {
+            let m = read(p)?;
+            if (m.width, m.height) != (image.width, image.height) {
+                return Err(Error::invalid(format!(
+                    "--mask {}: expected the init image's size {}x{}, found {}x{}",
+                    p.display(),
+                    image.width,
+                    image.height,
+                    m.width,
+                    m.height
+                )));
+            }
+            Some(m.to_grey_plane())
+        }
+        None => None,
+    };
+    Ok(Some(ImageInput {
+        image: image.to_rgb_planes(),
+        shape: [3, image.height, image.width],
+        // diffusers' defaults: img2img 0.8, inpainting 1.
+        strength: a.strength.unwrap_or(if mask.is_some() { 1.0 } else { 0.8 }),
+        mask,
+    }))
 }
 
 /// `tokenize FILE TEXT`: the input ids the pipeline feeds its text encoder, as a JSON array.

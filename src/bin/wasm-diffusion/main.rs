@@ -93,7 +93,7 @@ enum Command {
     Convert(ConvertArgs),
     /// Sample a grid of images from a model file, a pipeline file or a diffusers Stable
     /// Diffusion pipeline folder.
-    Sample(SampleArgs),
+    Sample(Box<SampleArgs>),
     /// Print the input ids a pipeline feeds its text encoder for TEXT, as a JSON array.
     Tokenize {
         /// Pipeline file or diffusers pipeline folder
@@ -119,7 +119,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Convert(args) => run_convert(args),
-        Command::Sample(args) => run_sample(args),
+        Command::Sample(args) => run_sample(*args),
         Command::Tokenize { file, text } => latent::run_tokenize(&file, &text),
         Command::Info { file } => run_info(&file),
         Command::Random {
@@ -290,6 +290,15 @@ struct SampleArgs {
     /// Latent pipelines: write the final latents (before decoding) as float32 NCHW .npy
     #[arg(long)]
     out_latents: Option<PathBuf>,
+    /// Start from this PNG (image-to-image; with --mask, inpainting); sets the size
+    #[arg(long)]
+    init_image: Option<PathBuf>,
+    /// How much of the schedule runs from the init image, in (0, 1] (default 0.8; 1 with --mask)
+    #[arg(long)]
+    strength: Option<f64>,
+    /// Inpainting: a PNG of the init image's size, white (>= 0.5) where to repaint
+    #[arg(long)]
+    mask: Option<PathBuf>,
     #[arg(long, default_value = "ddim")]
     scheduler: String,
     /// Denoising steps (default: ddpm every training timestep, ddim 50, dpm++ 20)
