@@ -372,3 +372,125 @@ fn write_npy(path: &Path, values: &[f32], shape: &[usize]) {
     }
     std::fs::write(path, b).unwrap();
 }
+
+#[test]
+fn sample_starts_from_an_image_with_or_without_a_mask() {
+    use wasm_diffusion::image::encode_png;
+    let dir = common::fixtures().join("pipelines").join("sd_tiny");
+    let png = |name: &str, w: usize, h: usize, f: &dyn Fn(usize, usize) -> [u8; 4]| {
+        let mut rgba = Vec::new();
+        for y in 0..h {
+            for x in 0..w {
+                rgba.extend(f(x, y));
+            }
+        }
+        let p = tmp(name);
+        std::fs::write(&p, encode_png(&rgba, w, h).unwrap()).unwrap();
+        p
+    };
+    let image = png("init.png", 16, 16, &|x, y| {
+        [(x * 16) as u8, (y * 16) as u8, 128, 255]
+    });
+    let mask = png("mask.png", 16, 16, &|x, _| {
+        let v = if x < 8 { 255 } else { 0 };
+        [v, v, v, 255]
+    });
+    let small_mask = png("mask-small.png", 8, 16, &|_, _| [255, 255, 255, 255]);
+    let out = tmp("img2img.png");
+    let text = run(bin()
+        .arg("sample")
+        .arg(&dir)
+        .args([
+            "--prompt",
+            "a red apple",
+            "--steps",
+            "4",
+            "--strength",
+            "0.5",
+        ])
+        .arg("--init-image")
+        .arg(&image)
+        .arg("-o")
+        .arg(&out));
+    assert!(text.contains("2 steps in"), "{text}");
+    assert_eq!(png_size(&out), (16, 16));
+    let npy = tmp("inpaint.npy");
+    run(bin()
+        .arg("sample")
+        .arg(&dir)
+        .args(["--prompt", "a red apple", "--steps", "3"])
+        .arg("--init-image")
+        .arg(&image)
+        .arg("--mask")
+        .arg(&mask)
+        .arg("--out-npy")
+        .arg(&npy)
+        .arg("-o")
+        .arg(tmp("inpaint.png")));
+    assert_eq!(npy_f32(&npy).len(), 3 * 16 * 16);
+    // A pixel model takes the same flags (SDEdit).
+    let model = tmp("attn-for-img2img.safetensors");
+    run(bin()
+        .arg("convert")
+        .arg(common::unet_dir("attn"))
+        .args(["--quant", "f32", "-o"])
+        .arg(&model));
+    let small = png("init-8.png", 8, 8, &|x, y| {
+        [(x * 30) as u8, (y * 30) as u8, 0, 255]
+    });
+    let text = run(bin()
+        .arg("sample")
+        .arg(&model)
+        .args(["--steps", "10", "--strength", "0.3", "--init-image"])
+        .arg(&small)
+        .arg("-o")
+        .arg(tmp("pixel-img2img.png")));
+    assert!(text.contains("3 steps in"), "{text}");
+    // Bad inputs.
+    let e = fails(
+        bin()
+            .arg("sample")
+            .arg(&dir)
+            .args(["--prompt", "x", "--init-image"])
+            .arg(&image)
+            .arg("--mask")
+            .arg(&small_mask)
+            .arg("-o")
+            .arg(tmp("x.png")),
+    );
+    assert!(
+        e.contains("expected the init image's size 16x16, found 8x16"),
+        "{e}"
+    );
+    let e = fails(
+        bin()
+            .arg("sample")
+            .arg(&dir)
+            .args(["--prompt", "x", "--strength", "0.5", "-o"])
+            .arg(tmp("x.png")),
+    );
+    assert!(e.contains("expected an --init-image"), "{e}");
+    let e = fails(
+        bin()
+            .arg("sample")
+            .arg(&dir)
+            .args(["--prompt", "x", "--strength", "1.5", "--init-image"])
+            .arg(&image)
+            .arg("-o")
+            .arg(tmp("x.png")),
+    );
+    assert!(
+        e.contains("strength: expected a number in (0, 1], found 1.5"),
+        "{e}"
+    );
+    let e = fails(
+        bin()
+            .arg("sample")
+            .arg(&model)
+            .arg("--init-image")
+            .arg(&image)
+            .arg("-o")
+            .arg(tmp("x.png")),
+    );
+    assert!(e.contains("init image: expected 3 channels of 8x8"), "{e}");
+}

@@ -13,9 +13,10 @@ use crate::models::unets::unet_2d_memory::check_run;
 use crate::models::unets::UNet2DModel;
 use crate::models::LoadedModel;
 use crate::noise::BatchNoise;
+use crate::pipelines::img2img::start_index;
 use crate::pipelines::{step_noise, SampleOptions, StepInfo, MAX_BATCH, MAX_GUIDANCE};
 use crate::schedulers::SchedulerConfig;
-use crate::schedulers::{self, Scheduler};
+use crate::schedulers::{self, BetaTable, Scheduler};
 
 /// One sampling run in progress.
 pub struct SamplingRun {
@@ -29,7 +30,25 @@ pub struct SamplingRun {
     shape: [usize; 4],
     x: Tensor<4>,
     x0: Option<Tensor<4>>,
+    /// The training schedule (the forward process that noises the init image).
+    table: BetaTable,
+    /// Inpainting: what the mask keeps of the image.
+    blend: Option<MaskBlend>,
+    /// The first scheduled step this run takes (from an image: `strength`).
+    first: usize,
+    /// The index of the next scheduled step.
     step: usize,
+}
+
+/// Mask-blending inpainting in pixel space (as diffusers' `StableDiffusionInpaintPipeline` does
+/// for ordinary U-Nets): after each step the unmasked pixels become the image noised to the next
+/// timestep, and the image itself after the last.
+struct MaskBlend {
+    /// `[B, 1, H, W]`, 1 where the image is repainted.
+    mask: Tensor<4>,
+    image: Tensor<4>,
+    /// The run's initial noise, reused for every re-noising.
+    noise: Tensor<4>,
 }
 
 impl SamplingRun {
@@ -96,15 +115,46 @@ impl SamplingRun {
         // 2. memory, then the scheduler (both refuse before anything is allocated)
         let cpu = *unet.device() == Device::flex();
         check_run(cfg, [h, w], b, guided, resident, budget, cpu)?;
-        let scheduler = schedulers::build(opts.scheduler, scheduler_config, opts.steps, opts.eta)?;
+        let mut scheduler =
+            schedulers::build(opts.scheduler, scheduler_config, opts.steps, opts.eta)?;
+        let first = match &opts.image {
+            Some(i) => {
+                i.check(c, [h, w])?;
+                start_index(scheduler.timesteps().len(), i.strength)?
+            }
+            None => 0,
+        };
+        scheduler.set_begin_index(first);
+        let table = BetaTable::new(scheduler_config)?;
 
-        // 3. x_T: the caller's, or drawn from the seed
+        // 3. x_T: the caller's, or drawn from the seed; from an image, the image noised to the
+        //    first timestep run (SDEdit)
         let mut noise = BatchNoise::new(opts.seed, b);
         let x_t = match &opts.init_noise {
             Some(v) => checked_init_noise(v, shape)?,
             None => noise.sample(per_item),
         };
-        let x = Tensor::from_data(TensorData::new(x_t, shape), unet.device());
+        let device = unet.device().clone();
+        let eps = Tensor::<4>::from_data(TensorData::new(x_t, shape), &device);
+        let image = opts.image.as_ref().map(|i| {
+            Tensor::<4>::from_data(TensorData::new(i.image.clone(), [1, c, h, w]), &device)
+                .repeat_dim(0, b)
+        });
+        let x = match (&opts.image, &image) {
+            (Some(i), Some(x0)) if i.strength < 1.0 => {
+                table.add_noise(x0.clone(), eps.clone(), scheduler.timesteps()[first])?
+            }
+            _ => eps.clone(),
+        };
+        let blend = match (&opts.image, image) {
+            (Some(i), Some(image)) => i.binary_mask().map(|m| MaskBlend {
+                mask: Tensor::<4>::from_data(TensorData::new(m, [1, 1, h, w]), &device)
+                    .repeat_dim(0, b),
+                image,
+                noise: eps,
+            }),
+            _ => None,
+        };
         Ok(Self {
             unet,
             scheduler,
@@ -115,16 +165,20 @@ impl SamplingRun {
             shape,
             x,
             x0: None,
-            step: 0,
+            table,
+            blend,
+            first,
+            step: first,
         })
     }
 
+    /// The steps this run takes (fewer than scheduled when it starts from an image).
     pub fn total_steps(&self) -> usize {
-        self.scheduler.timesteps().len()
+        self.scheduler.timesteps().len() - self.first
     }
 
     pub fn is_done(&self) -> bool {
-        self.step >= self.total_steps()
+        self.step >= self.scheduler.timesteps().len()
     }
 
     pub fn timesteps(&self) -> &[usize] {
@@ -200,13 +254,24 @@ impl SamplingRun {
             .scheduler
             .step(model_output, t, self.x.clone(), noise)?;
         self.x = out.prev_sample;
+        if let Some(blend) = &self.blend {
+            let kept = match self.scheduler.timesteps().get(self.step + 1) {
+                Some(&next) => {
+                    self.table
+                        .add_noise(blend.image.clone(), blend.noise.clone(), next)?
+                }
+                None => blend.image.clone(),
+            };
+            let keep = blend.mask.clone().neg() + 1.0;
+            self.x = kept * keep + self.x.clone() * blend.mask.clone();
+        }
         self.x0 = Some(out.pred_original_sample);
         self.step += 1;
         Ok(StepInfo {
-            step: self.step,
+            step: self.step - self.first,
             total_steps: total,
             timestep: t,
-            last: self.step == total,
+            last: self.is_done(),
         })
     }
 }

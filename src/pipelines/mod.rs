@@ -43,7 +43,11 @@ pub struct SampleOptions {
     /// 1 disables guidance (one U-Net call per step instead of two).
     pub guidance_scale: f64,
     /// x_T supplied by the caller (NCHW, `batch * C * H * W` values) instead of the seed.
+    /// Starting from an image it is the noise added to the image.
     pub init_noise: Option<Vec<f32>>,
+    /// Image-to-image (SDEdit) and mask-blending inpainting: the image to start from,
+    /// `strength` and the mask ([`img2img`]).
+    pub image: Option<img2img::ImageInput>,
 }
 
 impl Default for SampleOptions {
@@ -57,6 +61,7 @@ impl Default for SampleOptions {
             class_labels: None,
             guidance_scale: 1.0,
             init_noise: None,
+            image: None,
         }
     }
 }
@@ -158,6 +163,7 @@ impl SampleOptions {
             class_labels,
             guidance_scale: number("guidanceScale")?.unwrap_or(d.guidance_scale),
             init_noise: None,
+            image: None,
         })
     }
 }

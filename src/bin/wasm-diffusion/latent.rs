@@ -70,7 +70,7 @@ pub fn run_sample(a: &SampleArgs, device: &Device) -> Result<()> {
         height: a.height,
         width: a.width,
         latents: a.init_noise.as_deref().map(read_npy).transpose()?,
-        image: image_input(a)?,
+        image: image_input(a, 3)?,
         posterior_noise: Vec::new(),
     };
     if let Some(dir) = &a.frames {
@@ -123,8 +123,9 @@ pub fn run_sample(a: &SampleArgs, device: &Device) -> Result<()> {
     Ok(())
 }
 
-/// `--init-image`, `--strength` and `--mask` as the pipelines take them.
-pub fn image_input(a: &SampleArgs) -> Result<Option<ImageInput>> {
+/// `--init-image`, `--strength` and `--mask` as the pipelines take them, the image as
+/// `channels` planes (3: RGB; 1: grey).
+pub fn image_input(a: &SampleArgs, channels: usize) -> Result<Option<ImageInput>> {
     let Some(path) = &a.init_image else {
         if a.mask.is_some() || a.strength.is_some() {
             return Err(Error::invalid(
@@ -155,9 +156,22 @@ pub fn image_input(a: &SampleArgs) -> Result<Option<ImageInput>> {
         }
         None => None,
     };
+    let planes = match channels {
+        1 => image
+            .to_grey_plane()
+            .into_iter()
+            .map(|v| v * 2.0 - 1.0)
+            .collect(),
+        3 => image.to_rgb_planes(),
+        c => {
+            return Err(Error::invalid(format!(
+                "--init-image: expected a model of 1 or 3 image channels, found {c}"
+            )))
+        }
+    };
     Ok(Some(ImageInput {
-        image: image.to_rgb_planes(),
-        shape: [3, image.height, image.width],
+        image: planes,
+        shape: [channels, image.height, image.width],
         // diffusers' defaults: img2img 0.8, inpainting 1.
         strength: a.strength.unwrap_or(if mask.is_some() { 1.0 } else { 0.8 }),
         mask,

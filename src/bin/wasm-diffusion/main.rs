@@ -408,6 +408,7 @@ fn run_sample(a: SampleArgs) -> Result<()> {
         class_labels,
         guidance_scale: a.guidance.unwrap_or(1.0),
         init_noise,
+        image: latent::image_input(&a, model.unet.config.in_channels)?,
     };
     let mut sampler = SamplingRun::new(&model, &opts)?;
     if let Some(dir) = &a.frames {
