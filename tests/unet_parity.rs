@@ -61,6 +61,12 @@ fn check(name: &str) {
 }
 
 #[test]
+fn consistency_model_layout_matches_diffusers() {
+    // Resnet up/down-samplers, scale-shift time conditioning, classes, fractional timesteps.
+    check("consistency_tiny");
+}
+
+#[test]
 fn plain_down_up_blocks_match_diffusers() {
     check("plain");
 }
@@ -87,10 +93,31 @@ fn ddpm_cifar10_layout_matches_diffusers() {
 
 #[test]
 fn fixture_dirs_exist() {
-    for n in ["plain", "attn", "classcond", "flip", "ddpm_cifar_like_tiny"] {
+    for n in [
+        "plain",
+        "attn",
+        "classcond",
+        "flip",
+        "ddpm_cifar_like_tiny",
+        "consistency_tiny",
+    ] {
         assert!(
             Path::new(&unet_dir(n)).join("config.json").is_file(),
             "{n} fixture missing"
         );
     }
+}
+
+/// OpenAI's consistency model cd_imagenet64_l2 as diffusers converts it (tests/fixtures/configs):
+/// the config loads and names exactly diffusers' 295,899,267 parameters (counted by
+/// `UNet2DModel.from_config` on the meta device; no checkpoint is needed).
+#[test]
+fn real_consistency_model_config_has_diffusers_parameter_count() {
+    let text =
+        std::fs::read_to_string(common::fixtures().join("configs/cd-imagenet64-l2.json")).unwrap();
+    let config = wasm_diffusion::UNet2DConfig::from_json(&text).unwrap();
+    assert_eq!(
+        wasm_diffusion::models::parameter_count(&config).unwrap(),
+        295_899_267
+    );
 }

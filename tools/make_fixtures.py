@@ -161,7 +161,24 @@ UNET_CASES = {
         norm_eps=1e-6,  # as in google/ddpm-cifar10-32
         resnet_time_scale_shift="default",
     ),
+    # OpenAI's consistency-model layout (diffusers' convert_consistency_to_diffusers.py):
+    # resnet up/down-samplers, scale-shift time conditioning, classes, fractional timesteps.
+    "consistency_tiny": dict(
+        SMALL_UNET,
+        down_block_types=("ResnetDownsampleBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "ResnetUpsampleBlock2D"),
+        attention_head_dim=4,
+        resnet_time_scale_shift="scale_shift",
+        attn_norm_num_groups=4,
+        upsample_type="resnet",
+        downsample_type="resnet",
+        num_class_embeds=10,
+    ),
 }
+
+# Timesteps given to each U-Net case: integers, but the consistency models' c_noise values
+# (250 ln(sigma): sigma 80 and 0.5).
+UNET_CASE_TIMESTEPS = {"consistency_tiny": [1095.5, -173.287]}
 
 UNET_TIMESTEPS = [10, 999]
 CLASS_LABELS = [1, 4]
@@ -217,9 +234,11 @@ def run_unet_with_hooks(model, sample, timesteps_long, class_labels):
     return out, acts
 
 
-def make_unets():
+def make_unets(only=None):
     summary = {}
     for idx, name in enumerate(UNET_CASES):
+        if only is not None and name not in only:
+            continue
         d = os.path.join(UNETS, name)
         os.makedirs(d, exist_ok=True)
         model = build_unet(name, seed=100 + idx)
@@ -229,7 +248,11 @@ def make_unets():
         size = cfg.sample_size
         gen = torch.Generator().manual_seed(200 + idx)
         sample = torch.randn((2, cfg.in_channels, size, size), generator=gen, dtype=torch.float32)
-        timesteps = torch.tensor(UNET_TIMESTEPS, dtype=torch.long)
+        timesteps = (
+            torch.tensor(UNET_CASE_TIMESTEPS[name], dtype=torch.float32)
+            if name in UNET_CASE_TIMESTEPS
+            else torch.tensor(UNET_TIMESTEPS, dtype=torch.long)
+        )
         class_labels = (
             torch.tensor(CLASS_LABELS, dtype=torch.long) if cfg.num_class_embeds is not None else None
         )
@@ -787,13 +810,17 @@ def main():
     parser = argparse.ArgumentParser(description="Generate the golden test fixtures from diffusers.")
     parser.add_argument(
         "--only",
-        choices=["absent-keys"],
-        help="write only this part (absent-keys: scheduler_absent_keys.json); default: everything",
+        choices=["absent-keys", "consistency-unet"],
+        help="write only this part (absent-keys: scheduler_absent_keys.json; consistency-unet: "
+        "tests/fixtures/unets/consistency_tiny); default: everything",
     )
     args = parser.parse_args()
     os.makedirs(FIX, exist_ok=True)
     if args.only == "absent-keys":
         make_absent_keys_json()
+        return
+    if args.only == "consistency-unet":
+        make_unets(only=["consistency_tiny"])
         return
 
     if os.path.isdir(UNETS):

@@ -33,6 +33,20 @@ pub struct ResnetBlock2D {
     pub conv_shortcut: Option<Conv2d>,
     time_shift: TimeScaleShift,
     output_scale_factor: f64,
+    /// `up=True` / `down=True`: the block resamples by 2 after its first norm (the
+    /// `resnet` up/down-samplers of consistency-model U-Nets).
+    resample: Resample,
+}
+
+/// What a resnet block does to the resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resample {
+    #[default]
+    Keep,
+    /// Nearest-neighbour 2x (`Upsample2D(use_conv=False)`).
+    Up,
+    /// 2x2 average pooling (`Downsample2D(use_conv=False)`).
+    Down,
 }
 
 /// Options shared by every resnet block of a model.
@@ -87,13 +101,35 @@ impl ResnetBlock2D {
             },
             time_shift: opt.time_shift,
             output_scale_factor: opt.output_scale_factor,
+            resample: Resample::Keep,
+        })
+    }
+
+    /// A block that resamples (diffusers `ResnetBlock2D(up=True)` / `(down=True)`), as the
+    /// `resnet` up/down-samplers are.
+    pub fn load_resampling(
+        src: &mut impl TensorSource,
+        prefix: &str,
+        channels: usize,
+        opt: ResnetOptions,
+        resample: Resample,
+    ) -> Result<Self> {
+        Ok(Self {
+            resample,
+            ..Self::load(src, prefix, channels, channels, opt)?
         })
     }
 
     /// `x: [B, in, H, W]`, `temb: [B, temb_channels]` (before SiLU; `None` for a block
     /// without a time embedding) `-> [B, out, H, W]`
     pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
-        let h = self.conv1.forward(self.norm1.forward_silu(x.clone()));
+        let h = self.norm1.forward_silu(x.clone());
+        let (x, h) = match self.resample {
+            Resample::Keep => (x, h),
+            Resample::Up => (upsample_nearest_2x(x), upsample_nearest_2x(h)),
+            Resample::Down => (avg_pool_2x(x), avg_pool_2x(h)),
+        };
+        let h = self.conv1.forward(h);
         let t = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(temb)) => {
                 let t = proj.forward(silu(temb.clone()));
@@ -195,4 +231,18 @@ pub fn upsample_nearest_2x(x: Tensor<4>) -> Tensor<4> {
     x.reshape([b, c, h, 1, w, 1])
         .expand([b, c, h, 2, w, 2])
         .reshape([b, c, 2 * h, 2 * w])
+}
+
+/// 2x2 average pooling with stride 2 (`nn.AvgPool2d(2, 2)`; an odd last row or column is
+/// dropped, as PyTorch floors).
+pub fn avg_pool_2x(x: Tensor<4>) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let (oh, ow) = (h / 2, w / 2);
+    x.narrow(2, 0, 2 * oh)
+        .narrow(3, 0, 2 * ow)
+        .reshape([b, c, oh, 2, ow, 2])
+        .sum_dim(5)
+        .sum_dim(3)
+        .reshape([b, c, oh, ow])
+        / 4.0
 }

@@ -13,6 +13,7 @@ use crate::models::unets::unet_2d_blocks::{
     AttnOptions, DownBlock2D, DownBlock2DConfig, UNetMidBlock2D, UpDecoderBlock2D,
     UpDecoderBlock2DConfig,
 };
+use crate::models::unets::unet_2d_config::ResampleType;
 use crate::weights::TensorSource;
 
 /// The norm eps of every block of the autoencoders (`resnet_eps=1e-6` in vae.py).
@@ -90,6 +91,7 @@ impl Encoder {
                 attn: None,
                 add_downsample: i + 1 < n,
                 downsample_padding: 0,
+                downsampler: ResampleType::Conv,
             };
             down_blocks.push(DownBlock2D::load(
                 src,

@@ -128,6 +128,7 @@ impl UNet2DModel {
                     .then(|| Self::attn_options(config, ch[i])),
                 add_downsample: i + 1 < n,
                 downsample_padding: config.downsample_padding,
+                downsampler: kind.downsampler(config.downsample_type),
             };
             blocks.push(DownBlock2D::load(src, &format!("down_blocks.{i}"), c)?);
         }
@@ -185,6 +186,7 @@ impl UNet2DModel {
                     .has_attention()
                     .then(|| Self::attn_options(config, rev[i])),
                 add_upsample: i + 1 < n,
+                upsampler: kind.upsampler(config.upsample_type),
             };
             blocks.push(UpBlock2D::load(src, &format!("up_blocks.{i}"), c)?);
         }

@@ -8,8 +8,9 @@ use burn::tensor::Tensor;
 
 use crate::error::Result;
 use crate::models::attention::{Attention, AttentionConfig};
-use crate::models::resnet::{Downsample2D, ResnetBlock2D, ResnetOptions, Upsample2D};
+use crate::models::resnet::{Downsample2D, Resample, ResnetBlock2D, ResnetOptions, Upsample2D};
 use crate::models::transformers::{Transformer2DConfig, Transformer2DModel};
+use crate::models::unets::unet_2d_config::ResampleType;
 use crate::weights::TensorSource;
 
 /// Attention settings of a block: head size, norm groups (`None`: no norm) and eps.
@@ -73,6 +74,43 @@ pub struct DownBlock2DConfig {
     pub attn: Option<AttnOptions>,
     pub add_downsample: bool,
     pub downsample_padding: usize,
+    /// What kind of downsampler `add_downsample` adds.
+    pub downsampler: ResampleType,
+}
+
+/// A block's `downsamplers.0`: a strided conv, or a resnet block that pools.
+// One per block, built once: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Downsampler {
+    Conv(Downsample2D),
+    Resnet(ResnetBlock2D),
+}
+
+impl Downsampler {
+    pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
+        match self {
+            Self::Conv(d) => d.forward(x),
+            Self::Resnet(r) => r.forward(x, temb),
+        }
+    }
+}
+
+/// A block's `upsamplers.0`: upsample and conv, or a resnet block that upsamples.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Upsampler {
+    Conv(Upsample2D),
+    Resnet(ResnetBlock2D),
+}
+
+impl Upsampler {
+    pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
+        match self {
+            Self::Conv(u) => u.forward(x),
+            Self::Resnet(r) => r.forward(x, temb),
+        }
+    }
 }
 
 /// `DownBlock2D` (no attention) or `AttnDownBlock2D`.
@@ -80,7 +118,7 @@ pub struct DownBlock2DConfig {
 pub struct DownBlock2D {
     pub resnets: Vec<ResnetBlock2D>,
     pub attentions: Vec<Attention>,
-    pub downsampler: Option<Downsample2D>,
+    pub downsampler: Option<Downsampler>,
 }
 
 impl DownBlock2D {
@@ -96,16 +134,18 @@ impl DownBlock2D {
             )
         });
         let (resnets, attentions) = load_layers(src, prefix, channels, c.resnet, c.attn)?;
-        let downsampler = if c.add_downsample {
-            let p = format!("{prefix}.downsamplers.0");
-            Some(Downsample2D::load(
+        let p = format!("{prefix}.downsamplers.0");
+        let downsampler = match (c.add_downsample, c.downsampler) {
+            (false, _) => None,
+            (true, ResampleType::Conv) => Some(Downsampler::Conv(Downsample2D::load(
                 src,
                 &p,
                 c.out_channels,
                 c.downsample_padding,
-            )?)
-        } else {
-            None
+            )?)),
+            (true, ResampleType::Resnet) => Some(Downsampler::Resnet(
+                ResnetBlock2D::load_resampling(src, &p, c.out_channels, c.resnet, Resample::Down)?,
+            )),
         };
         Ok(Self {
             resnets,
@@ -139,7 +179,7 @@ impl DownBlock2D {
             skips.push(x.clone());
         }
         if let Some(down) = &self.downsampler {
-            x = down.forward(x);
+            x = down.forward(x, temb);
             skips.push(x.clone());
         }
         x
@@ -192,6 +232,8 @@ pub struct UpBlock2DConfig {
     /// `Some` for `AttnUpBlock2D`.
     pub attn: Option<AttnOptions>,
     pub add_upsample: bool,
+    /// What kind of upsampler `add_upsample` adds.
+    pub upsampler: ResampleType,
 }
 
 /// `UpBlock2D` (no attention) or `AttnUpBlock2D`.
@@ -199,7 +241,7 @@ pub struct UpBlock2DConfig {
 pub struct UpBlock2D {
     pub resnets: Vec<ResnetBlock2D>,
     pub attentions: Vec<Attention>,
-    pub upsampler: Option<Upsample2D>,
+    pub upsampler: Option<Upsampler>,
 }
 
 impl UpBlock2D {
@@ -221,11 +263,15 @@ impl UpBlock2D {
             (prev + skip, c.out_channels)
         });
         let (resnets, attentions) = load_layers(src, prefix, channels, c.resnet, c.attn)?;
-        let upsampler = if c.add_upsample {
-            let p = format!("{prefix}.upsamplers.0");
-            Some(Upsample2D::load(src, &p, c.out_channels)?)
-        } else {
-            None
+        let p = format!("{prefix}.upsamplers.0");
+        let upsampler = match (c.add_upsample, c.upsampler) {
+            (false, _) => None,
+            (true, ResampleType::Conv) => {
+                Some(Upsampler::Conv(Upsample2D::load(src, &p, c.out_channels)?))
+            }
+            (true, ResampleType::Resnet) => Some(Upsampler::Resnet(
+                ResnetBlock2D::load_resampling(src, &p, c.out_channels, c.resnet, Resample::Up)?,
+            )),
         };
         Ok(Self {
             resnets,
@@ -262,7 +308,7 @@ impl UpBlock2D {
             x = after(i, resnet.forward(x, temb));
         }
         if let Some(up) = &self.upsampler {
-            x = up.forward(x);
+            x = up.forward(x, temb);
         }
         x
     }

@@ -4,6 +4,7 @@
 //! `CrossAttnUpBlock2D`) that attend to the encoder's hidden states. The config is diffusers'
 //! `config.json`; options this crate does not implement are refused by name.
 
+use crate::models::unets::unet_2d_config::ResampleType;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -515,6 +516,7 @@ impl UNet2DConditionModel {
                 attn: None,
                 add_downsample: i + 1 < n,
                 downsample_padding: config.downsample_padding,
+                downsampler: ResampleType::Conv,
             };
             let prefix = format!("down_blocks.{i}");
             blocks.push(match kind {
@@ -549,6 +551,7 @@ impl UNet2DConditionModel {
                 resnet,
                 attn: None,
                 add_upsample: i + 1 < n,
+                upsampler: ResampleType::Conv,
             };
             let prefix = format!("up_blocks.{i}");
             let level = n - 1 - i;

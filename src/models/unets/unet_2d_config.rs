@@ -24,6 +24,8 @@ config_enum! {
     pub enum DownBlockType {
         DownBlock2D = "DownBlock2D",
         AttnDownBlock2D = "AttnDownBlock2D",
+        /// `DownBlock2D` whose downsampler is a resnet block (consistency models).
+        ResnetDownsampleBlock2D = "ResnetDownsampleBlock2D",
     }
 }
 
@@ -32,6 +34,8 @@ config_enum! {
     pub enum UpBlockType {
         UpBlock2D = "UpBlock2D",
         AttnUpBlock2D = "AttnUpBlock2D",
+        /// `UpBlock2D` whose upsampler is a resnet block (consistency models).
+        ResnetUpsampleBlock2D = "ResnetUpsampleBlock2D",
     }
 }
 
@@ -57,9 +61,11 @@ config_enum! {
 }
 
 config_enum! {
-    /// `downsample_type` / `upsample_type` (diffusers also has `resnet`, not implemented).
+    /// `downsample_type` / `upsample_type` of the attention blocks: a strided conv / an
+    /// upsample and conv, or a resampling resnet block.
     pub enum ResampleType {
         Conv = "conv",
+        Resnet = "resnet",
     }
 }
 
@@ -67,11 +73,30 @@ impl DownBlockType {
     pub fn has_attention(self) -> bool {
         self == Self::AttnDownBlock2D
     }
+
+    /// The downsampler this block gets (diffusers' `get_down_block`: only `AttnDownBlock2D`
+    /// reads `downsample_type`).
+    pub fn downsampler(self, downsample_type: ResampleType) -> ResampleType {
+        match self {
+            Self::DownBlock2D => ResampleType::Conv,
+            Self::AttnDownBlock2D => downsample_type,
+            Self::ResnetDownsampleBlock2D => ResampleType::Resnet,
+        }
+    }
 }
 
 impl UpBlockType {
     pub fn has_attention(self) -> bool {
         self == Self::AttnUpBlock2D
+    }
+
+    /// The upsampler this block gets (only `AttnUpBlock2D` reads `upsample_type`).
+    pub fn upsampler(self, upsample_type: ResampleType) -> ResampleType {
+        match self {
+            Self::UpBlock2D => ResampleType::Conv,
+            Self::AttnUpBlock2D => upsample_type,
+            Self::ResnetUpsampleBlock2D => ResampleType::Resnet,
+        }
     }
 }
 
