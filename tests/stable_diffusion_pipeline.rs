@@ -423,3 +423,99 @@ fn bad_image_inputs_are_refused() {
         .to_string();
     assert!(e.contains("found no mask"), "{e}");
 }
+
+/// A copy of the sd_tiny folder under a fresh temporary name, for tests that edit it.
+fn sd_tiny_copy(tag: &str) -> std::path::PathBuf {
+    let src = common::fixtures().join("pipelines").join("sd_tiny");
+    let dir = std::env::temp_dir().join(format!("wd-sd-{tag}-{}", std::process::id()));
+    for sub in ["", "tokenizer", "text_encoder", "unet", "vae", "scheduler"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        for entry in std::fs::read_dir(src.join(sub)).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_file() {
+                std::fs::copy(&p, dir.join(sub).join(p.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    dir
+}
+
+/// SD 2.x's tokenizer pads with `!` (`pad_token` in tokenizer_config.json): the folder and the
+/// file made from it pad the same way; a vocabulary larger than the text encoder's table is
+/// refused, naming both sizes.
+#[test]
+fn the_pad_token_and_vocabulary_size_come_from_the_folder() {
+    use wasm_diffusion::pipelines::pipeline_file::{convert_pipeline_dir, PipelineQuant};
+    use wasm_diffusion::text::MAX_LENGTH;
+    use wasm_diffusion::weights::Quant;
+    let dir = sd_tiny_copy("pad");
+    let config = dir.join("tokenizer/tokenizer_config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    v["pad_token"] = serde_json::json!({"content": "!", "lstrip": false});
+    std::fs::write(&config, v.to_string()).unwrap();
+    let device = Device::flex();
+    let folder = StableDiffusion::load_dir(&dir, &device).unwrap();
+    let bang = folder.tokenizer.token_id("!").unwrap();
+    let ids = folder
+        .tokenizer
+        .encode_padded("a red apple", MAX_LENGTH)
+        .unwrap()
+        .ids;
+    assert_eq!(ids[MAX_LENGTH - 1], bang, "{ids:?}");
+    let (bytes, _) = convert_pipeline_dir(
+        &dir,
+        PipelineQuant::defaults(Quant::Int8),
+        &Default::default(),
+    )
+    .unwrap();
+    let file = StableDiffusion::load_file(&bytes, &device).unwrap();
+    assert_eq!(
+        file.tokenizer
+            .encode_padded("a red apple", MAX_LENGTH)
+            .unwrap()
+            .ids,
+        ids
+    );
+    // A text encoder whose table is smaller than the vocabulary.
+    let te = dir.join("text_encoder/config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&te).unwrap()).unwrap();
+    v["vocab_size"] = serde_json::json!(300);
+    std::fs::write(&te, v.to_string()).unwrap();
+    let e = StableDiffusion::load_dir(&dir, &device)
+        .unwrap_err()
+        .to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        e.contains("expected token ids below the text encoder's vocab_size 300")
+            && e.contains("ids up to 513"),
+        "{e}"
+    );
+}
+
+/// A folder missing a component, or naming another pipeline, is refused with the path and
+/// what was expected.
+#[test]
+fn missing_or_unsupported_components_are_named() {
+    let device = Device::flex();
+    let dir = sd_tiny_copy("missing");
+    std::fs::remove_dir_all(dir.join("vae")).unwrap();
+    let e = StableDiffusion::load_dir(&dir, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("vae/config.json") && e.contains("expected a readable file"),
+        "{e}"
+    );
+    let index = dir.join("model_index.json");
+    std::fs::write(&index, r#"{"_class_name": "KandinskyPipeline"}"#).unwrap();
+    let e = StableDiffusion::load_dir(&dir, &device)
+        .unwrap_err()
+        .to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        e.contains("expected a StableDiffusion pipeline, found `KandinskyPipeline`"),
+        "{e}"
+    );
+}

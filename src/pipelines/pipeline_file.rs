@@ -43,6 +43,8 @@ pub struct PipelineConfigs {
     pub scheduler: SchedulerConfig,
     pub vocab_json: String,
     pub merges_txt: String,
+    /// The tokenizer's `pad_token` when it is not `<|endoftext|>` (SD 2.x pads with `!`).
+    pub pad_token: Option<String>,
     /// The preview autoencoder's config (TAESD), when the pipeline carries one.
     pub preview_vae: Option<AutoencoderTinyConfig>,
     /// The fitted linear preview, when the pipeline carries no preview autoencoder.
@@ -145,6 +147,7 @@ pub fn read_configs(dir: &Path) -> Result<PipelineConfigs> {
         )?)?,
         vocab_json: String::new(),
         merges_txt: String::new(),
+        pad_token: pad_token(&dir.join("tokenizer"))?,
         preview_vae: None,
         latent_rgb: None,
     };
@@ -156,6 +159,43 @@ pub fn read_configs(dir: &Path) -> Result<PipelineConfigs> {
     };
     check_compatible(&c)?;
     Ok(c)
+}
+
+impl PipelineConfigs {
+    /// The pipeline's tokenizer: its vocabulary and merges, its pad token, and ids that fit the
+    /// text encoder's embedding table.
+    pub fn tokenizer(&self) -> Result<ClipTokenizer> {
+        let mut t = ClipTokenizer::from_files(&self.vocab_json, &self.merges_txt)?;
+        if let Some(p) = &self.pad_token {
+            t = t.with_pad_token(p)?;
+        }
+        let v = self.text_encoder.vocab_size;
+        if t.max_id() as usize >= v {
+            return Err(Error::config(format!(
+                "tokenizer: expected token ids below the text encoder's vocab_size {v}, found a vocabulary with ids up to {}",
+                t.max_id()
+            )));
+        }
+        Ok(t)
+    }
+}
+
+/// The `pad_token` of `tokenizer_config.json` (a string, or `{"content": ...}`), else of
+/// `special_tokens_map.json`; `None` when neither names one.
+fn pad_token(dir: &Path) -> Result<Option<String>> {
+    for name in ["tokenizer_config.json", "special_tokens_map.json"] {
+        let path = dir.join(name);
+        if !path.is_file() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&read_text(&path)?)
+            .map_err(|e| Error::format(format!("{}: expected JSON, found {e}", path.display())))?;
+        let pad = &v["pad_token"];
+        if let Some(p) = pad.as_str().or_else(|| pad["content"].as_str()) {
+            return Ok(Some(p.to_string()));
+        }
+    }
+    Ok(None)
 }
 
 /// The tokenizer's `vocab.json` and `merges.txt` (transformers 4.x writes them, as SD
@@ -299,7 +339,7 @@ pub fn convert_pipeline_dir(
     options: &PipelineConvertOptions<'_>,
 ) -> Result<(Vec<u8>, Vec<TensorReport>)> {
     let mut configs = read_configs(dir)?;
-    ClipTokenizer::from_files(&configs.vocab_json, &configs.merges_txt)?;
+    configs.tokenizer()?;
     if let Some(p) = options.preview_vae {
         let config = AutoencoderTinyConfig::from_json(&read_text(&p.join("config.json"))?)?;
         if config.latent_channels != configs.vae.latent_channels {
@@ -394,6 +434,9 @@ pub fn convert_pipeline_dir(
     meta.insert("scheduler_config".into(), configs.scheduler.to_json());
     meta.insert("tokenizer_vocab".into(), configs.vocab_json.clone());
     meta.insert("tokenizer_merges".into(), configs.merges_txt.clone());
+    if let Some(p) = &configs.pad_token {
+        meta.insert("tokenizer_pad_token".into(), p.clone());
+    }
     if let Some(t) = &configs.preview_vae {
         meta.insert("preview_vae_config".into(), to_json(t));
     }
@@ -515,6 +558,7 @@ pub fn read_file_configs(
         scheduler: SchedulerConfig::from_json(need("scheduler_config")?)?,
         vocab_json: need("tokenizer_vocab")?.clone(),
         merges_txt: need("tokenizer_merges")?.clone(),
+        pad_token: m.get("tokenizer_pad_token").cloned(),
         preview_vae,
         latent_rgb,
     };
@@ -528,7 +572,7 @@ impl StableDiffusion {
     pub fn load_file(bytes: &[u8], device: &Device) -> Result<Self> {
         let container = Container::parse(bytes)?;
         let (c, _, _) = read_file_configs(&container)?;
-        let tokenizer = ClipTokenizer::from_files(&c.vocab_json, &c.merges_txt)?;
+        let tokenizer = c.tokenizer()?;
         let expected = parameter_shapes(&c)?;
         quant::check_stored(&container, &expected, "the pipeline's configs")?;
         let mut src = StoredSource {

@@ -91,7 +91,7 @@ impl StableDiffusion {
     /// safetensors).
     pub fn load_dir(dir: &Path, device: &Device) -> Result<Self> {
         let c = read_configs(dir)?;
-        let tokenizer = ClipTokenizer::from_files(&c.vocab_json, &c.merges_txt)?;
+        let tokenizer = c.tokenizer()?;
         let bytes = read_weights(&dir.join("text_encoder"), "model")?;
         let container = Container::parse(&bytes)?;
         let prefix = state_dict_prefix(&container);

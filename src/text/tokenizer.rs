@@ -199,6 +199,11 @@ impl ClipTokenizer {
         Ok(self)
     }
 
+    /// The largest token id in the vocabulary.
+    pub fn max_id(&self) -> u32 {
+        self.vocab.values().copied().max().unwrap_or(0)
+    }
+
     pub fn flavor(&self) -> Flavor {
         self.flavor
     }
