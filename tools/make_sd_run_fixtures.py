@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""Golden fixtures for starting from an image: diffusers' StableDiffusionImg2ImgPipeline and
+"""Golden fixtures for whole Stable Diffusion runs: diffusers' StableDiffusionPipeline (20 DDIM
+steps, 4 Euler steps, SD-Turbo's one trailing Euler step), StableDiffusionImg2ImgPipeline and
 StableDiffusionInpaintPipeline on the random-weight tests/fixtures/pipelines/sd_tiny folder
 (made by tools/make_latent_fixtures.py), and a 9-channel inpainting pipeline made here.
+
+Each case also records its sensitivity: how far diffusers' own image moves when the initial
+noise is perturbed by 1e-6 (max |change| / max |image|), the floor any tolerance must respect.
 
 What it makes:
 
   tests/fixtures/pipelines/sd_inpaint_tiny/    sd_tiny with a 9-channel (inpainting) U-Net
-  tests/fixtures/pipelines/img2img.safetensors the inputs and outputs of each case below
-  tests/fixtures/pipelines/img2img.json        the cases: pipeline, folder, scheduler, steps,
+  tests/fixtures/pipelines/sd_runs.safetensors the inputs and outputs of each case below
+  tests/fixtures/pipelines/sd_runs.json        the cases: pipeline, folder, scheduler, steps,
                                                strength, guidance, and the names of their
                                                tensors
 
@@ -17,7 +21,7 @@ in call order) and the pipeline's noise (`noise`), so the Rust pipeline can be g
 
 Run from the repository root (needs torch, diffusers, transformers, safetensors):
 
-    python tools/make_img2img_fixtures.py
+    python tools/make_sd_run_fixtures.py
 """
 
 import json
@@ -35,6 +39,8 @@ import diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_inpaint as
 from diffusers import (  # noqa: E402
     DDIMScheduler,
     DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
     UNet2DConditionModel,
@@ -112,26 +118,66 @@ def main():
         return {
             "ddim": DDIMScheduler.from_config(pipe.scheduler.config),
             "dpm++": DPMSolverMultistepScheduler.from_config(pipe.scheduler.config),
+            "euler": EulerDiscreteScheduler.from_config(pipe.scheduler.config),
+            # SD-Turbo's scheduler: Euler with trailing spacing.
+            "euler-trailing": EulerDiscreteScheduler.from_config(
+                pipe.scheduler.config, timestep_spacing="trailing"
+            ),
         }
+
+    def call(pipe, steps, strength, guidance, masked, latents=None, image=True):
+        kw = dict(mask_image=mask) if masked else {}
+        if image:
+            kw.update(image=image01, strength=strength)
+        if latents is not None:
+            kw.update(latents=latents.clone())
+        return pipe(
+            prompt, negative_prompt=negative, num_inference_steps=steps,
+            guidance_scale=guidance, output_type="np",
+            generator=torch.Generator().manual_seed(5), **kw,
+        ).images
+
+    def sensitivity(out, again):
+        return float(abs(again - out).max() / abs(out).max())
 
     def run(name, pipe_cls, folder, scheduler, steps, strength, guidance, masked):
         pipe = pipe_cls.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
         pipe.set_progress_bar_config(disable=True)
         pipe.scheduler = schedulers(pipe)[scheduler]
+        text_only = pipe_cls is StableDiffusionPipeline
         draws.clear()
-        kw = dict(mask_image=mask) if masked else {}
-        out = pipe(
-            prompt, image=image01, negative_prompt=negative, num_inference_steps=steps,
-            strength=strength, guidance_scale=guidance, output_type="np",
-            generator=torch.Generator().manual_seed(5), **kw,
-        ).images
-        posterior = [t for k, t in draws if k == "posterior"]
-        noise = [t for k, t in draws if k == "noise"]
+        if text_only:
+            noise = [torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(31 + steps))]
+            out = call(pipe, steps, strength, guidance, masked, latents=noise[0], image=False)
+            posterior = []
+        else:
+            out = call(pipe, steps, strength, guidance, masked)
+            posterior = [t for k, t in draws if k == "posterior"]
+            noise = [t for k, t in draws if k == "noise"]
         assert len(noise) == 1, [k for k, _ in draws]
+        # The same run from noise perturbed by 1e-6 (diffusers accepts `latents=` only for
+        # text-to-image; the others get the perturbation through their generator's draws).
+        bumped = noise[0] + 1e-6 * torch.randn(noise[0].shape, generator=torch.Generator().manual_seed(9))
+        if text_only:
+            again = call(pipe, steps, strength, guidance, masked, latents=bumped, image=False)
+        else:
+            queue = [t for _, t in draws]
+            queue[[k for k, _ in draws].index("noise")] = bumped
+            replay = iter(queue)
+            saved = (vae_module.randn_tensor, img2img_module.randn_tensor, inpaint_module.randn_tensor)
+            vae_module.randn_tensor = img2img_module.randn_tensor = inpaint_module.randn_tensor = (
+                lambda *a, **k: next(replay).clone()
+            )
+            try:
+                again = call(pipe, steps, strength, guidance, masked)
+            finally:
+                vae_module.randn_tensor, img2img_module.randn_tensor, inpaint_module.randn_tensor = saved
         case = {
             "name": name, "folder": os.path.basename(folder), "scheduler": scheduler,
             "steps": steps, "strength": strength, "guidance_scale": guidance,
             "prompt": prompt, "negative_prompt": negative, "mask": masked,
+            "image": not text_only,
+            "sensitivity_1e-6": sensitivity(out, again),
             "posterior": [f"{name}.posterior{i}" for i in range(len(posterior))],
         }
         for i, t in enumerate(posterior):
@@ -139,8 +185,11 @@ def main():
         tensors[f"{name}.noise"] = noise[0].contiguous()
         tensors[f"{name}.out"] = torch.from_numpy(out).contiguous()
         cases.append(case)
-        print(name, "draws:", [k for k, _ in draws], "out", tuple(out.shape))
+        print(name, "draws:", [k for k, _ in draws], "out", tuple(out.shape), "sensitivity", case["sensitivity_1e-6"])
 
+    run("txt2img_ddim20", StableDiffusionPipeline, SD, "ddim", 20, 1.0, 7.5, False)
+    run("txt2img_euler4", StableDiffusionPipeline, SD, "euler", 4, 1.0, 7.5, False)
+    run("txt2img_turbo1", StableDiffusionPipeline, SD, "euler-trailing", 1, 1.0, 0.0, False)
     run("img2img_ddim", StableDiffusionImg2ImgPipeline, SD, "ddim", 4, 0.75, 7.5, False)
     # DPM-Solver++ started part-way (set_begin_index) with a fresh history.
     run("img2img_dpm", StableDiffusionImg2ImgPipeline, SD, "dpm++", 6, 0.5, 7.5, False)
@@ -149,8 +198,8 @@ def main():
     run("inpaint_blend_half", StableDiffusionInpaintPipeline, SD, "ddim", 4, 0.5, 1.0, True)
     # The 9-channel inpainting U-Net.
     run("inpaint_unet", StableDiffusionInpaintPipeline, INPAINT, "ddim", 4, 1.0, 7.5, True)
-    save_file(tensors, os.path.join(ROOT, "img2img.safetensors"))
-    with open(os.path.join(ROOT, "img2img.json"), "w") as f:
+    save_file(tensors, os.path.join(ROOT, "sd_runs.safetensors"))
+    with open(os.path.join(ROOT, "sd_runs.json"), "w") as f:
         json.dump(cases, f, indent=1)
 
 
