@@ -1,7 +1,7 @@
 // Compile-time checks of pkg/index.d.ts: typical use must type-check, misuse must not.
 // Checked by pkg-tests/types.test.mjs with `tsc --noEmit --strict`.
 import { Sampler, SamplerWorker, seededNoise, addNoise, imageDataToSample, sampleToImageData } from "wasm-diffusion";
-import type { Frame, LoadOptions, ModelConfig, SampleOptions, WorkerFrame, Backend, ErrorName } from "wasm-diffusion";
+import type { Frame, LoadOptions, ModelConfig, PipelineConfig, SampleOptions, Tokens, WorkerFrame, Backend, ErrorName } from "wasm-diffusion";
 
 export async function typical(ctx: CanvasRenderingContext2D, signal: AbortSignal): Promise<void> {
   const opts: LoadOptions = {
@@ -18,6 +18,7 @@ export async function typical(ctx: CanvasRenderingContext2D, signal: AbortSignal
   const why: string = s.backendReason;
   const heap: number = s.memoryBytes;
   console.log(why, heap);
+  if (s.config.kind !== "pixel") return;
   const cfg: ModelConfig = s.config;
   const names: string[] = cfg.classNames;
   const size: [number, number] | null = cfg.sampleSize;
@@ -54,9 +55,29 @@ export async function typical(ctx: CanvasRenderingContext2D, signal: AbortSignal
   }
 }
 
+export async function latent(ctx: CanvasRenderingContext2D, image: HTMLImageElement, mask: HTMLCanvasElement): Promise<void> {
+  const s = await Sampler.load("sd-turbo.int8.safetensors");
+  if (s.config.kind !== "latent") return;
+  const cfg: PipelineConfig = s.config;
+  const scale: number = cfg.vaeScaleFactor;
+  const unetQuant: string = cfg.components.unet.quantization;
+  const t: Tokens = s.tokenize("a red apple");
+  if (t.truncated) console.warn(t.length, t.ids[0]);
+  const o: SampleOptions = { prompt: "a red apple", negativePrompt: "blurry", guidanceScale: cfg.sampling.defaultGuidanceScale, width: 64 * scale, height: 64 * scale };
+  for await (const f of s.sample(o)) ctx.putImageData(f.images[0], 0, 0);
+  for await (const f of s.sample({ prompt: "a cat", initImage: image, strength: 0.6, mask })) ctx.putImageData(f.images[0], 0, 0);
+  const w = await SamplerWorker.load("sd.safetensors");
+  const wt: Tokens = await w.tokenize("x");
+  console.log(unetQuant, wt.length);
+}
+
 export async function misuse(s: Sampler): Promise<void> {
   // @ts-expect-error unknown scheduler
-  s.sample({ scheduler: "euler" });
+  s.sample({ scheduler: "heun" });
+  // @ts-expect-error prompt is a string
+  s.sample({ prompt: 3 });
+  // @ts-expect-error initImage is an image, not a URL
+  s.sample({ initImage: "cat.png" });
   // @ts-expect-error preview is "x0" | "xt"
   s.sample({ preview: "both" });
   // @ts-expect-error backend is "auto" | "webgpu" | "cpu"

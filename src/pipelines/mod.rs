@@ -181,7 +181,7 @@ pub fn read_back(t: Tensor<4>) -> Result<Vec<f32>> {
 }
 
 /// `v` as an integer from `min` to `max` (JS numbers are floats: 12.0 is 12).
-fn int_in(key: &str, v: &Value, min: u64, max: u64) -> Result<u64> {
+pub(crate) fn int_in(key: &str, v: &Value, min: u64, max: u64) -> Result<u64> {
     match v.as_f64() {
         Some(x) if x.fract() == 0.0 && (min as f64..=max as f64).contains(&x) => Ok(x as u64),
         _ => Err(Error::invalid(format!(
@@ -191,7 +191,7 @@ fn int_in(key: &str, v: &Value, min: u64, max: u64) -> Result<u64> {
     }
 }
 
-fn finite_number(key: &str, v: &Value) -> Result<f64> {
+pub(crate) fn finite_number(key: &str, v: &Value) -> Result<f64> {
     match v.as_f64() {
         Some(x) if x.is_finite() => Ok(x),
         _ => Err(Error::invalid(format!(

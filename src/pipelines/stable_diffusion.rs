@@ -5,7 +5,9 @@
 //! (`model_index.json` and its `tokenizer/`, `text_encoder/`, `unet/`, `vae/`, `scheduler/`);
 //! run one step at a time like the pixel pipeline.
 
+use std::ops::Deref;
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -83,6 +85,118 @@ impl Default for TextToImage {
             image: None,
             posterior_noise: Vec::new(),
         }
+    }
+}
+
+impl TextToImage {
+    /// The keys [`from_json`](Self::from_json) reads.
+    pub const KEYS: [&'static str; 11] = [
+        "prompt",
+        "negativePrompt",
+        "guidanceScale",
+        "steps",
+        "scheduler",
+        "seed",
+        "eta",
+        "batch",
+        "width",
+        "height",
+        "strength",
+    ];
+
+    /// The options a caller names in a JSON-like object (the JS API's `sample()` argument, in
+    /// camelCase; see [`Self::KEYS`]). Absent or null keys take this crate's defaults (50 DDIM
+    /// steps or the scheduler's default, guidance 7.5, the native size; `seed` from
+    /// `random_seed`); other keys belong to the caller. Types and ranges are checked here,
+    /// what depends on the model when the run starts. `image` is the init image and mask the
+    /// caller read from elsewhere (`strength` is theirs, default 0.8, or 1 with a mask, as in
+    /// diffusers; refused without an image).
+    pub fn from_json(
+        options: &serde_json::Value,
+        num_train_timesteps: usize,
+        random_seed: impl FnOnce() -> u64,
+        image: Option<ImageInput>,
+    ) -> Result<Self> {
+        use serde_json::Value;
+        let empty = serde_json::Map::new();
+        let mut pixel = serde_json::Map::new();
+        let obj = match options {
+            Value::Object(o) => o,
+            Value::Null => &empty,
+            other => {
+                return Err(Error::invalid(format!(
+                    "sample options: expected an object, found {}",
+                    crate::config::json_kind(other)
+                )))
+            }
+        };
+        // The options shared with the pixel pipeline are read (and checked) by its reader.
+        for k in [
+            "scheduler",
+            "steps",
+            "seed",
+            "eta",
+            "batch",
+            "guidanceScale",
+        ] {
+            if let Some(v) = obj.get(k) {
+                pixel.insert(k.to_string(), v.clone());
+            }
+        }
+        let shared = super::SampleOptions::from_json(
+            &Value::Object(pixel),
+            num_train_timesteps,
+            random_seed,
+        )?;
+        let get = |key: &str| obj.get(key).filter(|v| !v.is_null());
+        let text = |key: &str| -> Result<String> {
+            match get(key) {
+                None => Ok(String::new()),
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(v) => Err(Error::invalid(format!(
+                    "{key}: expected a string, found {}",
+                    crate::config::json_kind(v)
+                ))),
+            }
+        };
+        let side = |key: &str| -> Result<Option<usize>> {
+            get(key)
+                .map(|v| super::int_in(key, v, 1, 1 << 16).map(|x| x as usize))
+                .transpose()
+        };
+        let strength = get("strength")
+            .map(|v| super::finite_number("strength", v))
+            .transpose()?;
+        let image = match (image, strength) {
+            (None, Some(_)) => {
+                return Err(Error::invalid(
+                    "strength: expected an initImage to go with it, found none",
+                ))
+            }
+            (None, None) => None,
+            (Some(i), s) => Some(ImageInput {
+                strength: s.unwrap_or(if i.mask.is_some() { 1.0 } else { 0.8 }),
+                ..i
+            }),
+        };
+        Ok(Self {
+            prompt: text("prompt")?,
+            negative_prompt: text("negativePrompt")?,
+            steps: shared.steps,
+            guidance_scale: match get("guidanceScale") {
+                Some(_) => shared.guidance_scale,
+                None => TextToImage::default().guidance_scale,
+            },
+            scheduler: shared.scheduler,
+            eta: shared.eta,
+            seed: shared.seed,
+            batch: shared.batch,
+            height: side("height")?,
+            width: side("width")?,
+            latents: None,
+            image,
+            posterior_noise: Vec::new(),
+        })
     }
 }
 
@@ -166,7 +280,40 @@ impl StableDiffusion {
 
     /// Starts a run: encodes both prompts, builds the scheduler, prepares the image input
     /// (img2img, inpainting) and draws (or takes) the latents.
-    pub fn start(&self, opts: &TextToImage) -> Result<TextToImageRun<'_>> {
+    pub fn start(&self, opts: &TextToImage) -> Result<TextToImageRun<&Self>> {
+        Self::start_with(self, opts)
+    }
+
+    /// [`start`](Self::start) for a run that owns a share of the pipeline (the browser's runs
+    /// outlive any borrow).
+    pub fn start_shared(self: &Arc<Self>, opts: &TextToImage) -> Result<TextToImageRun<Arc<Self>>> {
+        Self::start_with(self.clone(), opts)
+    }
+
+    fn start_with<P: Deref<Target = Self>>(
+        pipe: P,
+        opts: &TextToImage,
+    ) -> Result<TextToImageRun<P>> {
+        let this: &Self = &pipe;
+        let prepared = this.prepare(opts)?;
+        Ok(TextToImageRun {
+            pipe,
+            scheduler: prepared.scheduler,
+            table: prepared.table,
+            noise: prepared.noise,
+            context: prepared.context,
+            guidance: prepared.guidance,
+            latents: prepared.latents,
+            inpaint: prepared.inpaint,
+            x0: None,
+            first: prepared.first,
+            step: prepared.first,
+        })
+    }
+
+    /// Everything a run needs: checks the options, encodes the prompts, builds the scheduler,
+    /// prepares the image input and draws (or takes) the latents.
+    fn prepare(&self, opts: &TextToImage) -> Result<Prepared> {
         if !(opts.guidance_scale.is_finite() && opts.guidance_scale.abs() <= MAX_GUIDANCE) {
             return Err(Error::invalid(format!(
                 "guidance scale: expected a number from -{MAX_GUIDANCE} to {MAX_GUIDANCE}, found {}",
@@ -308,8 +455,7 @@ impl StableDiffusion {
             }
             _ => None,
         };
-        Ok(TextToImageRun {
-            pipe: self,
+        Ok(Prepared {
             scheduler,
             table,
             noise,
@@ -317,11 +463,21 @@ impl StableDiffusion {
             guidance: if guided { opts.guidance_scale } else { 1.0 },
             latents,
             inpaint,
-            x0: None,
             first,
-            step: first,
         })
     }
+}
+
+/// A run's state before its first step.
+struct Prepared {
+    scheduler: Box<dyn Scheduler>,
+    table: BetaTable,
+    noise: BatchNoise,
+    context: Tensor<3>,
+    guidance: f64,
+    latents: Tensor<4>,
+    inpaint: Option<Inpainting>,
+    first: usize,
 }
 
 /// What an inpainting run adds to each step.
@@ -337,8 +493,8 @@ struct Inpainting {
 }
 
 /// One text-to-image run in progress.
-pub struct TextToImageRun<'a> {
-    pipe: &'a StableDiffusion,
+pub struct TextToImageRun<P: Deref<Target = StableDiffusion>> {
+    pipe: P,
     scheduler: Box<dyn Scheduler>,
     noise: BatchNoise,
     context: Tensor<3>,
@@ -355,10 +511,15 @@ pub struct TextToImageRun<'a> {
     step: usize,
 }
 
-impl TextToImageRun<'_> {
+impl<P: Deref<Target = StableDiffusion>> TextToImageRun<P> {
     /// The steps this run takes (fewer than scheduled when it starts from an image).
     pub fn total_steps(&self) -> usize {
         self.scheduler.timesteps().len() - self.first
+    }
+
+    /// The pipeline this run uses.
+    pub fn pipe(&self) -> &StableDiffusion {
+        &self.pipe
     }
 
     pub fn is_done(&self) -> bool {

@@ -18,6 +18,9 @@ use crate::models::{load_model_within, LoadedModel};
 use crate::pipelines::{default_steps, SampleOptions, SamplingRun, MAX_BATCH, MAX_GUIDANCE};
 use crate::schedulers::{BetaTable, SchedulerConfig, SchedulerKind};
 
+mod latent;
+pub use latent::{LatentRun, PipelineEngine};
+
 // The constructors wasm-ld collects (the `inventory` registrations of burn's dependencies). When
 // no exported function calls them, wasm-ld treats the module as a "command" and runs them again
 // at the top of EVERY export: a measured ~4% of a CPU sampling step, and most of a WebGPU step
@@ -222,6 +225,22 @@ async fn device_for(backend: &str) -> Result<Device, JsValue> {
     }
 }
 
+/// The device of `backend` once [`init_backend`] has resolved for it.
+fn initialised_device(backend: &str) -> Result<Device, JsValue> {
+    match backend {
+        "webgpu" => WEBGPU.with(|w| w.borrow().clone()).ok_or_else(|| {
+            js_error_named(
+                "BackendError",
+                "backend \"webgpu\": expected an initialised device (call initBackend first), found none",
+            )
+        }),
+        "cpu" => Ok(Device::flex()),
+        other => Err(js_error(format!(
+            "backend: expected \"webgpu\" or \"cpu\", found \"{other}\""
+        ))),
+    }
+}
+
 /// Initialises `backend` ("webgpu": requests the adapter and device once per instance; "cpu":
 /// nothing). The only asynchronous part of loading: [`Engine::create`] is synchronous, so a
 /// trap while loading throws to its caller instead of leaving a promise pending.
@@ -250,6 +269,10 @@ impl Drop for Engine {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ConfigView<'a> {
+    /// "pixel" (a U-Net model file; "latent" for pipeline files).
+    kind: &'static str,
+    /// "classes" or "none".
+    conditioning: &'static str,
     name: Option<&'a str>,
     quantization: &'a str,
     unet: &'a crate::UNet2DConfig,
@@ -294,20 +317,7 @@ impl Engine {
             serde_wasm_bindgen::from_value(limits)
                 .map_err(|e| js_error(format!("load limits: {e}")))?
         };
-        let device = match backend.as_str() {
-            "webgpu" => WEBGPU.with(|w| w.borrow().clone()).ok_or_else(|| {
-                js_error_named(
-                    "BackendError",
-                    "backend \"webgpu\": expected an initialised device (call initBackend first), found none",
-                )
-            })?,
-            "cpu" => Device::flex(),
-            other => {
-                return Err(js_error(format!(
-                    "backend: expected \"webgpu\" or \"cpu\", found \"{other}\""
-                )))
-            }
-        };
+        let device = initialised_device(&backend)?;
         let mut budget = budget_for(&backend, &limits)?;
         // Other CPU engines of this instance hold their weights in the same heap.
         let others = RESIDENT.with(Cell::get);
@@ -348,6 +358,12 @@ impl Engine {
     pub fn config(&self) -> Result<JsValue, JsValue> {
         let m = self.model()?;
         let view = ConfigView {
+            kind: "pixel",
+            conditioning: if m.meta.unet.num_class_embeds.is_some() {
+                "classes"
+            } else {
+                "none"
+            },
             name: m.meta.name.as_deref(),
             quantization: m.meta.quant.name(),
             unet: &m.meta.unet,
@@ -409,7 +425,7 @@ impl Engine {
         init_noise: Option<Vec<f32>>,
     ) -> Result<Run, JsValue> {
         let m = self.model()?;
-        let options = run_options(&options)?;
+        let options = run_options(&options, &SampleOptions::KEYS)?;
         let random_seed = || (js_sys::Math::random() * 4_294_967_296.0) as u64;
         let mut opts =
             SampleOptions::from_json(&options, m.meta.scheduler.num_train_timesteps, random_seed)
@@ -438,7 +454,7 @@ impl Engine {
 /// The keys of the caller's options object that the crate reads ([`SampleOptions::KEYS`]), as
 /// JSON; the others (the JS layer's own, the caller's) are never touched. JSON has no NaN or
 /// infinity, so a non-finite number is refused here rather than read as absent.
-fn run_options(options: &JsValue) -> Result<serde_json::Value, JsValue> {
+fn run_options(options: &JsValue, keys: &[&str]) -> Result<serde_json::Value, JsValue> {
     if options.is_undefined() || options.is_null() {
         return Ok(serde_json::Value::Null);
     }
@@ -449,7 +465,7 @@ fn run_options(options: &JsValue) -> Result<serde_json::Value, JsValue> {
         )));
     }
     let mut map = serde_json::Map::new();
-    for key in SampleOptions::KEYS {
+    for &key in keys {
         let v = js_sys::Reflect::get(options, &JsValue::from_str(key))?;
         if v.is_undefined() {
             continue;
@@ -529,39 +545,47 @@ impl Run {
                 )))
             }
         };
-        let shape = self.sampler.shape();
         let on_gpu = *self.sampler.device() != Device::flex();
-        Ok(wasm_bindgen_futures::future_to_promise(async move {
-            let data = tensor.into_data_async().await.map_err(|e| {
-                if on_gpu {
-                    forget_webgpu_device();
-                }
-                js_error_named(
-                    "BackendError",
-                    format!("reading the frame from the device failed (device lost?): {e:?}"),
-                )
-            })?;
-            let values = data.try_into_vec::<f32>().map_err(|e| {
-                js_error_named(
-                    "BackendError",
-                    format!("frame: expected f32 values, found {e:?}"),
-                )
-            })?;
-            let images = js_sys::Array::new();
-            for i in 0..shape[0] {
-                let rgba = to_rgba(&values, shape, i).map_err(err)?;
-                images.push(&js_sys::Uint8ClampedArray::from(&rgba[..]));
-            }
-            let out = js_sys::Object::new();
-            js_sys::Reflect::set(&out, &"rgba".into(), &images)?;
-            js_sys::Reflect::set(
-                &out,
-                &"values".into(),
-                &js_sys::Float32Array::from(&values[..]),
-            )?;
-            Ok(out.into())
-        }))
+        Ok(read_frame_promise(tensor, on_gpu))
     }
+}
+
+/// Reads `tensor` (`[B, C, H, W]` images in [-1, 1]) back and resolves to `{ rgba:
+/// Uint8ClampedArray[], values: Float32Array, width, height }`.
+fn read_frame_promise(tensor: burn::tensor::Tensor<4>, on_gpu: bool) -> js_sys::Promise {
+    let shape = tensor.dims();
+    wasm_bindgen_futures::future_to_promise(async move {
+        let data = tensor.into_data_async().await.map_err(|e| {
+            if on_gpu {
+                forget_webgpu_device();
+            }
+            js_error_named(
+                "BackendError",
+                format!("reading the frame from the device failed (device lost?): {e:?}"),
+            )
+        })?;
+        let values = data.try_into_vec::<f32>().map_err(|e| {
+            js_error_named(
+                "BackendError",
+                format!("frame: expected f32 values, found {e:?}"),
+            )
+        })?;
+        let images = js_sys::Array::new();
+        for i in 0..shape[0] {
+            let rgba = to_rgba(&values, shape, i).map_err(err)?;
+            images.push(&js_sys::Uint8ClampedArray::from(&rgba[..]));
+        }
+        let out = js_sys::Object::new();
+        js_sys::Reflect::set(&out, &"rgba".into(), &images)?;
+        js_sys::Reflect::set(
+            &out,
+            &"values".into(),
+            &js_sys::Float32Array::from(&values[..]),
+        )?;
+        js_sys::Reflect::set(&out, &"width".into(), &(shape[3] as u32).into())?;
+        js_sys::Reflect::set(&out, &"height".into(), &(shape[2] as u32).into())?;
+        Ok(out.into())
+    })
 }
 
 /// The seeded noise the sampler uses, for tests that compare the wasm build with native.

@@ -124,6 +124,10 @@ export interface SchedulerConfig {
 }
 
 export interface ModelConfig {
+  /** A U-Net model file (pixel space). */
+  kind: "pixel";
+  /** "classes": class labels (and guidance with a null class); "none": unconditional. */
+  conditioning: "classes" | "none";
   name: string | null;
   quantization: "f32" | "f16" | "int8" | "int4";
   unet: UNet2DConfig;
@@ -139,6 +143,42 @@ export interface ModelConfig {
   numClasses: number | null;
   /** What sample() accepts for this model and its defaults (owned by the Rust core). */
   sampling: SamplingInfo;
+}
+
+/** One component of a pipeline file. */
+export interface PipelineComponent {
+  parameters: number;
+  quantization: "f32" | "f16" | "int8" | "int4";
+}
+
+/** A latent-diffusion pipeline file (text-to-image, img2img, inpainting). */
+export interface PipelineConfig {
+  kind: "latent";
+  conditioning: "text";
+  /** The diffusers pipeline it mirrors, e.g. "StableDiffusionPipeline". */
+  pipeline: string;
+  name: string | null;
+  /** The U-Net's storage. */
+  quantization: "f32" | "f16" | "int8" | "int4";
+  components: {
+    unet: PipelineComponent;
+    textEncoder: PipelineComponent;
+    vae: PipelineComponent;
+    previewVae?: PipelineComponent;
+  };
+  /** [height, width] in pixels of the U-Net's native size. */
+  sampleSize: [number, number] | null;
+  /** Pixels per latent pixel: width and height must be multiples of it. */
+  vaeScaleFactor: number;
+  latentChannels: number;
+  /** A 9-channel inpainting U-Net: sample() needs initImage and mask. */
+  inpainting: boolean;
+  /** How previews are made: "tiny" (TAESD, full size), "linear" (latent resolution), or null (full VAE decode). */
+  preview: "tiny" | "linear" | null;
+  /** Text tokens that fit the prompt (75): the rest is cut off (see tokenize()). */
+  maxPromptTokens: number;
+  scheduler: SchedulerConfig;
+  sampling: SamplingInfo & { defaultGuidanceScale: number };
 }
 
 export interface SamplingInfo {
@@ -174,15 +214,38 @@ export interface SampleOptions {
   preview?: "x0" | "xt";
   /** Stops the run within one step; the iterator rejects with an AbortError. (A `break` out of the loop stops it too.) */
   signal?: AbortSignal;
-  /** x_T as NCHW float32 (batch * channels * height * width values) instead of the seed. */
+  /** x_T as NCHW float32 (batch * channels * height * width values) instead of the seed (pipelines: the initial latents, as diffusers' `latents=`). */
   initNoise?: Float32Array;
+  /** Pipelines: what to generate (default ""). */
+  prompt?: string;
+  /** Pipelines: what to steer away from, the unconditional branch of guidance (default ""). */
+  negativePrompt?: string;
+  /** Pipelines: image size in pixels, multiples of `config.vaeScaleFactor` (default: the native size, or the initImage's). */
+  width?: number;
+  height?: number;
+  /** Pipelines: start from this image (img2img; with `mask`, inpainting). It sets the size. */
+  initImage?: ImageData | ImageBitmap | HTMLCanvasElement | OffscreenCanvas | HTMLImageElement;
+  /** Pipelines: how much of the schedule runs from initImage, in (0, 1] (default 0.8; 1 with a mask). */
+  strength?: number;
+  /** Pipelines: where to repaint (luminance >= 0.5), the initImage's size. */
+  mask?: ImageData | ImageBitmap | HTMLCanvasElement | OffscreenCanvas | HTMLImageElement;
+}
+
+/** What tokenize() returns. */
+export interface Tokens {
+  /** Always 77 ids: start, the text's tokens, end, padding. */
+  ids: Uint32Array;
+  /** Whether text tokens were cut off to fit. */
+  truncated: boolean;
+  /** Ids before the padding. */
+  length: number;
 }
 
 export interface Frame {
   /** 1-based step just taken. */
   step: number;
   totalSteps: number;
-  /** Diffusion timestep of that step (999 ... 0). */
+  /** Diffusion timestep of that step (999 ... 0; fractional for some schedulers). */
   timestep: number;
   /** True for the last frame, which shows the finished images. */
   final: boolean;
@@ -203,16 +266,21 @@ export declare class Sampler {
   readonly backend: Backend;
   /** Why this backend: what was requested, or what "auto" found (e.g. a software adapter, or WebGPU failing). */
   readonly backendReason: string;
-  readonly config: ModelConfig;
+  readonly config: ModelConfig | PipelineConfig;
   /** Bytes of wasm linear memory of this page (shared by all its samplers; it never shrinks). */
   readonly memoryBytes: number;
   /** Frames of one run; a second run while one is in progress rejects with a BusyError. */
   sample(options?: SampleOptions): AsyncGenerator<Frame, void, undefined>;
   /** The forward process q(x_t | x_0) with this model's noise schedule: x0 NCHW in [-1, 1], noised to `timestep` with the seeded noise of `seed` (default 0). */
   addNoise(x0: Float32Array, shape: [number, number, number, number], timestep: number, seed?: number): Float32Array;
+  /** Pipelines: the ids the text encoder reads for `text`, and whether it was cut off. */
+  tokenize(text: string): Tokens;
   /** Frees the model (GPU memory included); a run in progress rejects with a DisposedError. */
   dispose(): void;
 }
+
+/** Whether the bytes are a pipeline file (latent diffusion) rather than a U-Net model file. */
+export declare function isPipelineFile(bytes: Uint8Array): boolean;
 
 /** The seeded noise the sampler uses: `batch * perItem` standard-normal values. */
 export declare function seededNoise(seed: number, batch: number, perItem: number): Promise<Float32Array>;
@@ -241,8 +309,10 @@ export declare class SamplerWorker {
   static load(source: string | URL | ArrayBuffer | Uint8Array, options?: WorkerLoadOptions): Promise<SamplerWorker>;
   readonly backend: Backend;
   readonly backendReason: string;
-  readonly config: ModelConfig;
+  readonly config: ModelConfig | PipelineConfig;
   sample(options?: SampleOptions): AsyncGenerator<WorkerFrame, void, undefined>;
+  /** Same as Sampler.tokenize, computed in the worker. */
+  tokenize(text: string): Promise<Tokens>;
   /** Same as Sampler.addNoise, computed in the worker. */
   addNoise(x0: Float32Array, shape: [number, number, number, number], timestep: number, seed?: number): Promise<Float32Array>;
   /** Stops the worker; a sample() in progress rejects with a DisposedError. */

@@ -461,10 +461,30 @@ const KEEP_CACHED_COPY = new Set(["AbortError", "PanicError", "BackendError", "M
 /** Errors of the backend's set-up (before the file is touched): "auto" falls back on any of them. */
 const setupErrors = new WeakSet();
 
+/**
+ * Whether `bytes` is a pipeline file (latent diffusion: its safetensors metadata names a
+ * `pipeline`) rather than a U-Net model file. A header that cannot be read is left to the
+ * engine, which says what it expected.
+ * @param {Uint8Array} bytes
+ */
+export function isPipelineFile(bytes) {
+  if (bytes.byteLength < 8) return false;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const len = Number(view.getBigUint64(0, true));
+  if (len > 100_000_000 || 8 + len > bytes.byteLength) return false;
+  try {
+    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + len)));
+    return typeof header?.__metadata__?.pipeline === "string";
+  } catch {
+    return false;
+  }
+}
+
 async function loadEngine(bytes, backend, limits, signal) {
   const max = heapLimit();
   if (max !== null && bytes.byteLength > max) throw tooLarge(bytes.byteLength, max, "");
-  if (typeof wasm.initBackend === "function" && typeof wasm.Engine.create === "function") {
+  const Engine = isPipelineFile(bytes) ? wasm.PipelineEngine : wasm.Engine;
+  if (typeof wasm.initBackend === "function" && typeof Engine.create === "function") {
     try {
       await raceAbort(track(call(() => wasm.initBackend(backend))), signal);
     } catch (e) {
@@ -473,11 +493,11 @@ async function loadEngine(bytes, backend, limits, signal) {
       throw err;
     }
     throwIfAborted(signal);
-    const engine = call(() => wasm.Engine.create(bytes, backend, limits));
+    const engine = call(() => Engine.create(bytes, backend, limits));
     instance.engines++;
     return engine;
   }
-  const loading = track(call(() => wasm.Engine.load(bytes, backend, limits))).then((engine) => {
+  const loading = track(call(() => Engine.load(bytes, backend, limits))).then((engine) => {
     instance.engines++;
     return engine;
   });
@@ -648,6 +668,22 @@ export class Sampler {
     return call(() => engine.addNoise(x0, Uint32Array.from(shape), timestep, seed));
   }
 
+  /**
+   * The ids a text-to-image pipeline feeds its text encoder for `text` (always 77), whether
+   * the text was cut off to fit, and how many ids precede the padding.
+   * @param {string} text
+   * @returns {{ ids: Uint32Array, truncated: boolean, length: number }}
+   */
+  tokenize(text) {
+    this._check();
+    if (typeof text !== "string") throw namedError("InvalidArgumentError", `tokenize: expected a string, found ${typeOf(text)}`);
+    if (this._config.kind !== "latent") {
+      throw namedError("InvalidArgumentError", "tokenize: expected a text-to-image pipeline, found a model without text conditioning");
+    }
+    const engine = this._engine;
+    return call(() => engine.tokenize(text));
+  }
+
   /** Frees the weights (and GPU memory). Later calls fail with a clear error; a run in progress rejects. */
   dispose() {
     if (this._disposed) return;
@@ -689,11 +725,25 @@ export class Sampler {
     // This layer's own options; the rest (scheduler, steps, seed, eta, batch, classLabels,
     // guidanceScale) goes to Rust as it is, which owns their defaults and limits
     // (`sampler.config.sampling`) and names a bad value in an InvalidArgumentError.
-    const { previewEvery = 1, preview = "x0", signal, initNoise = null } = options;
+    const { previewEvery = 1, preview = "x0", signal, initNoise = null, initImage = null, mask = null } = options;
     checkInt("previewEvery", previewEvery, 1, 1e9);
     if (preview !== "x0" && preview !== "xt") throw namedError("InvalidArgumentError", `preview: expected "x0" or "xt", found "${preview}"`);
     if (initNoise != null && !(initNoise instanceof Float32Array)) {
       throw new TypeError("initNoise: expected a Float32Array (NCHW), found another type");
+    }
+    const latent = this._config.kind === "latent";
+    if (!latent) {
+      for (const key of ["prompt", "negativePrompt", "initImage", "mask", "strength", "width", "height"]) {
+        if (options[key] != null) {
+          throw namedError("InvalidArgumentError", `${key}: expected a text-to-image pipeline, found a pixel model (no text or image conditioning in the browser yet)`);
+        }
+      }
+    }
+    const image = initImage == null ? null : imageDataOf("initImage", initImage);
+    const maskData = mask == null ? null : imageDataOf("mask", mask);
+    if (maskData && !image) throw namedError("InvalidArgumentError", "mask: expected an initImage to go with it, found none");
+    if (maskData && (maskData.width !== image.width || maskData.height !== image.height)) {
+      throw namedError("InvalidArgumentError", `mask: expected the initImage's size ${image.width}x${image.height}, found ${maskData.width}x${maskData.height}`);
     }
     if (this._busy) throw namedError("BusyError", "this Sampler is already sampling: expected one run at a time, found two");
     throwIfAborted(signal);
@@ -701,10 +751,20 @@ export class Sampler {
     let run = null;
     try {
       const engine = this._engine;
-      run = call(() => engine.startRun(options, initNoise ?? undefined));
+      run = latent
+        ? call(() =>
+            engine.startRun(
+              options,
+              initNoise ?? undefined,
+              image ? imageDataToSample(image) : undefined,
+              image ? image.width : 0,
+              image ? image.height : 0,
+              maskData ? maskPlane(maskData) : undefined,
+            ),
+          )
+        : call(() => engine.startRun(options, initNoise ?? undefined));
       this._run = run;
       instance.runs++;
-      const [, , h, w] = call(() => run.shape);
       const total = call(() => run.totalSteps);
       const t0 = performance.now();
       while (!call(() => run.done)) {
@@ -715,7 +775,8 @@ export class Sampler {
         await nextTask();
         this._resume(signal);
         if (info.last || info.step % previewEvery === 0) {
-          const frame = await track(call(() => run.readFrame(info.last ? "xt" : preview)));
+          const which = info.last ? (latent ? "image" : "xt") : preview;
+          const frame = await track(call(() => run.readFrame(which)));
           this._resume(signal);
           yield {
             step: info.step,
@@ -723,7 +784,7 @@ export class Sampler {
             timestep: info.timestep,
             final: info.last,
             elapsedMs: performance.now() - t0,
-            images: frame.rgba.map((px) => new ImageData(px, w, h)),
+            images: frame.rgba.map((px) => new ImageData(px, frame.width, frame.height)),
           };
           this._resume(signal);
         }
@@ -755,12 +816,54 @@ export async function addNoise(x0, shape, timestep, seed) {
   return call(() => wasm.addNoise(x0, Uint32Array.from(shape), timestep, seed));
 }
 
+/** A readable name of a value's type, for messages. */
+function typeOf(v) {
+  if (v === null) return "null";
+  if (typeof v !== "object") return typeof v;
+  return v.constructor?.name ?? "object";
+}
+
+/**
+ * `source` (ImageData, ImageBitmap, HTMLCanvasElement, OffscreenCanvas or HTMLImageElement) as
+ * ImageData of its own size.
+ */
+function imageDataOf(name, source) {
+  if (typeof ImageData !== "undefined" && source instanceof ImageData) return source;
+  const drawable =
+    (typeof ImageBitmap !== "undefined" && source instanceof ImageBitmap) ||
+    (typeof OffscreenCanvas !== "undefined" && source instanceof OffscreenCanvas) ||
+    (typeof HTMLCanvasElement !== "undefined" && source instanceof HTMLCanvasElement) ||
+    (typeof HTMLImageElement !== "undefined" && source instanceof HTMLImageElement);
+  if (!drawable) {
+    throw namedError("InvalidArgumentError", `${name}: expected ImageData, ImageBitmap, a canvas or an HTMLImageElement, found ${typeOf(source)}`);
+  }
+  const any = /** @type {any} */ (source);
+  const w = any.naturalWidth || any.width;
+  const h = any.naturalHeight || any.height;
+  if (!(w > 0 && h > 0)) throw namedError("InvalidArgumentError", `${name}: expected an image with pixels, found ${w}x${h} (not loaded yet?)`);
+  const canvas = new OffscreenCanvas(w, h);
+  const ctx = /** @type {OffscreenCanvasRenderingContext2D} */ (canvas.getContext("2d"));
+  ctx.drawImage(source, 0, 0);
+  return ctx.getImageData(0, 0, w, h);
+}
+
+/** One plane in [0, 1] of a mask: its luminance, as PIL's convert("L") (and the CLI) read it. */
+function maskPlane(imageData) {
+  const { width: w, height: h, data } = imageData;
+  const out = new Float32Array(w * h);
+  for (let i = 0; i < w * h; i++) {
+    out[i] = Math.fround(Math.floor((data[i * 4] * 299 + data[i * 4 + 1] * 587 + data[i * 4 + 2] * 114) / 1000) / 255);
+  }
+  return out;
+}
+
 /** Converts ImageData in [0, 255] to NCHW floats in [-1, 1]. */
 export function imageDataToSample(imageData) {
   const { width: w, height: h, data } = imageData;
   const out = new Float32Array(3 * w * h);
   for (let i = 0; i < w * h; i++) {
-    for (let c = 0; c < 3; c++) out[c * w * h + i] = (data[i * 4 + c] / 255) * 2 - 1;
+    // In f32 steps, as the Rust side (the CLI's PNG reader) computes it.
+    for (let c = 0; c < 3; c++) out[c * w * h + i] = Math.fround(Math.fround(data[i * 4 + c] / 127.5) - 1);
   }
   return out;
 }

@@ -26,6 +26,21 @@ function abortError(signal) {
   return new DOMException(typeof reason === "string" ? reason : "The operation was aborted.", "AbortError");
 }
 
+/** An image option as something postMessage can carry (ImageData and ImageBitmap are). */
+function postable(source) {
+  const canvasLike =
+    (typeof HTMLCanvasElement !== "undefined" && source instanceof HTMLCanvasElement) ||
+    (typeof HTMLImageElement !== "undefined" && source instanceof HTMLImageElement);
+  if (!canvasLike) return source;
+  const w = /** @type {any} */ (source).naturalWidth || source.width;
+  const h = /** @type {any} */ (source).naturalHeight || source.height;
+  if (!(w > 0 && h > 0)) return source; // the worker's Sampler names the problem
+  const canvas = new OffscreenCanvas(w, h);
+  const ctx = /** @type {OffscreenCanvasRenderingContext2D} */ (canvas.getContext("2d"));
+  ctx.drawImage(source, 0, 0);
+  return ctx.getImageData(0, 0, w, h);
+}
+
 /** An error answered by the worker, with its kind (`name`) kept. */
 function rebuildError(msg) {
   if (msg.name === "AbortError") return new DOMException(msg.message, "AbortError");
@@ -197,6 +212,8 @@ export class SamplerWorker {
   async *sample(options = {}) {
     this._check();
     const { signal, ...rest } = options;
+    // Canvases and <img> elements cannot be posted: their pixels go as ImageData.
+    for (const key of ["initImage", "mask"]) rest[key] = postable(rest[key]);
     if (signal && signal.aborted) throw abortError(signal);
     if (this._active !== null) throw namedError("BusyError", "this SamplerWorker is already sampling: expected one run at a time, found two");
     const conn = this._conn;
@@ -259,6 +276,17 @@ export class SamplerWorker {
     this._check();
     const m = await request(this._conn, { type: "addNoise", x0, shape: [...shape], timestep, seed }, undefined, () => {}, "result");
     return m.values;
+  }
+
+  /**
+   * Same as Sampler.tokenize, computed in the worker.
+   * @param {string} text
+   * @returns {Promise<{ ids: Uint32Array, truncated: boolean, length: number }>}
+   */
+  async tokenize(text) {
+    this._check();
+    const m = await request(this._conn, { type: "tokenize", text }, undefined, () => {}, "result");
+    return m.tokens;
   }
 
   /** Frees the model and stops the worker; a sample() in progress rejects with a DisposedError. */

@@ -2,9 +2,9 @@
 // The Web Worker entry: runs a Sampler off the main thread. Driven by SamplerWorker
 // (worker-client.js); frames travel back as transferable ImageBitmaps.
 //
-// Protocol: the client posts { id, type: "load" | "sample" | "addNoise" | "dispose", ... } and
+// Protocol: the client posts { id, type: "load" | "sample" | "addNoise" | "tokenize" | "dispose", ... } and
 // { type: "abort", target: id }; the worker answers with messages carrying the same id:
-// "progress", "warning", "loaded", "frame", "result" (addNoise's values), "done" or "error"
+// "progress", "warning", "loaded", "frame", "result" (addNoise's values, tokenize's tokens), "done" or "error"
 // ({ name, message }). "ready" (no
 // id) says the script started. Runs are serialised: a sample waits for the previous run to
 // finish, which the client aborts when its caller leaves the loop, so the next sample() starts
@@ -73,12 +73,15 @@ self.onmessage = async (event) => {
       if (!sampler) throw new Error("addNoise: expected a loaded model, found none");
       const values = sampler.addNoise(msg.x0, msg.shape, msg.timestep, msg.seed);
       post({ id, type: "result", values }, [values.buffer]);
+    } else if (type === "tokenize") {
+      if (!sampler) throw new Error("tokenize: expected a loaded model, found none");
+      post({ id, type: "result", tokens: sampler.tokenize(msg.text) });
     } else if (type === "dispose") {
       if (sampler) sampler.dispose();
       sampler = null;
       post({ id, type: "done" });
     } else {
-      throw new Error(`worker message: expected load, sample, addNoise, abort or dispose, found ${type}`);
+      throw new Error(`worker message: expected load, sample, addNoise, tokenize, abort or dispose, found ${type}`);
     }
   } catch (e) {
     postError(id, e);
