@@ -539,3 +539,72 @@ fn missing_or_unsupported_components_are_named() {
         "{e}"
     );
 }
+
+/// One prompt per image: image i of a batch with prompts [a, b] is the image of a one-image run
+/// of prompt i from the same seed (each image has its own noise stream). The JS-style options
+/// object says the same, and a wrong count or type is refused.
+#[test]
+fn one_prompt_per_image() {
+    let pipe = StableDiffusion::load_dir(
+        &common::fixtures().join("pipelines").join("sd_tiny"),
+        &Device::flex(),
+    )
+    .unwrap();
+    let run = |opts: &TextToImage| {
+        let mut r = pipe.start(opts).unwrap();
+        while !r.is_done() {
+            r.step().unwrap();
+        }
+        to_vec(r.decode())
+    };
+    let json =
+        serde_json::json!({"prompt": ["a red apple", "a green pear"], "steps": 3, "seed": 5});
+    let both = TextToImage::from_json(&json, 1000, || 0, None).unwrap();
+    assert_eq!(both.batch, 2);
+    let pair = run(&both);
+    let single = |p: &str| {
+        run(&TextToImage {
+            prompt: p.into(),
+            steps: 3,
+            seed: 5,
+            ..TextToImage::default()
+        })
+    };
+    let per = pair.len() / 2;
+    assert_eq!(&pair[..per], &single("a red apple")[..]);
+    // The second image has its own noise stream: compare with the second item of a batch of
+    // two equal prompts.
+    let same = run(&TextToImage {
+        prompt: "a green pear".into(),
+        steps: 3,
+        seed: 5,
+        batch: 2,
+        ..TextToImage::default()
+    });
+    assert_eq!(&pair[per..], &same[per..]);
+    for (json, want) in [
+        (
+            serde_json::json!({"prompt": ["a", 3]}),
+            "prompt: expected a string or an array of strings (one per image), found a number",
+        ),
+        (
+            serde_json::json!({"prompt": []}),
+            "prompt: expected a string or an array of strings (one per image), found an array",
+        ),
+    ] {
+        let e = TextToImage::from_json(&json, 1000, || 0, None).unwrap_err();
+        assert_eq!(e.message, want);
+    }
+    let three = TextToImage::from_json(
+        &serde_json::json!({"prompt": ["a", "b", "c"], "batch": 2}),
+        1000,
+        || 0,
+        None,
+    )
+    .unwrap();
+    let e = pipe.start(&three).err().unwrap();
+    assert_eq!(
+        e.message,
+        "prompt: expected one prompt or 2 (the batch size), found 3"
+    );
+}

@@ -51,7 +51,12 @@ pub struct TextToImage {
     pub scheduler: SchedulerKind,
     pub eta: f64,
     pub seed: u64,
-    /// Images per prompt (diffusers' `num_images_per_prompt`).
+    /// One prompt per image instead of `prompt` for all (empty: `prompt`); its length must be
+    /// `batch`.
+    pub prompts: Vec<String>,
+    /// One negative prompt per image instead of `negative_prompt` for all (empty: that one).
+    pub negative_prompts: Vec<String>,
+    /// Images per run (diffusers' `num_images_per_prompt`).
     pub batch: usize,
     /// Image size in pixels (multiples of the VAE's factor); `None`: the U-Net's native size.
     pub height: Option<usize>,
@@ -78,6 +83,8 @@ impl Default for TextToImage {
             scheduler: SchedulerKind::Ddim,
             eta: 0.0,
             seed: 0,
+            prompts: Vec::new(),
+            negative_prompts: Vec::new(),
             batch: 1,
             height: None,
             width: None,
@@ -149,16 +156,29 @@ impl TextToImage {
             random_seed,
         )?;
         let get = |key: &str| obj.get(key).filter(|v| !v.is_null());
-        let text = |key: &str| -> Result<String> {
-            match get(key) {
-                None => Ok(String::new()),
-                Some(Value::String(s)) => Ok(s.clone()),
-                Some(v) => Err(Error::invalid(format!(
-                    "{key}: expected a string, found {}",
+        // A string for every image, or an array of one string per image.
+        let text = |key: &str| -> Result<(String, Vec<String>)> {
+            let bad = |v: &Value| {
+                Error::invalid(format!(
+                    "{key}: expected a string or an array of strings (one per image), found {}",
                     crate::config::json_kind(v)
-                ))),
+                ))
+            };
+            match get(key) {
+                None => Ok((String::new(), Vec::new())),
+                Some(Value::String(s)) => Ok((s.clone(), Vec::new())),
+                Some(Value::Array(items)) if !items.is_empty() => Ok((
+                    String::new(),
+                    items
+                        .iter()
+                        .map(|v| v.as_str().map(str::to_string).ok_or_else(|| bad(v)))
+                        .collect::<Result<_>>()?,
+                )),
+                Some(v) => Err(bad(v)),
             }
         };
+        let (prompt, prompts) = text("prompt")?;
+        let (negative_prompt, negative_prompts) = text("negativePrompt")?;
         let side = |key: &str| -> Result<Option<usize>> {
             get(key)
                 .map(|v| super::int_in(key, v, 1, 1 << 16).map(|x| x as usize))
@@ -179,9 +199,16 @@ impl TextToImage {
                 ..i
             }),
         };
+        // `batch` defaults to the number of prompts given.
+        let batch = match get("batch") {
+            None if !prompts.is_empty() => prompts.len(),
+            _ => shared.batch,
+        };
         Ok(Self {
-            prompt: text("prompt")?,
-            negative_prompt: text("negativePrompt")?,
+            prompt,
+            negative_prompt,
+            prompts,
+            negative_prompts,
             steps: shared.steps,
             guidance_scale: match get("guidanceScale") {
                 Some(_) => shared.guidance_scale,
@@ -190,7 +217,7 @@ impl TextToImage {
             scheduler: shared.scheduler,
             eta: shared.eta,
             seed: shared.seed,
-            batch: shared.batch,
+            batch,
             height: side("height")?,
             width: side("width")?,
             latents: None,
@@ -353,10 +380,29 @@ impl StableDiffusion {
             )));
         }
         let guided = opts.guidance_scale > 1.0;
-        let cond = self.encode_prompt(&opts.prompt)?.repeat_dim(0, b);
-        // [uncond; cond], as diffusers concatenates them, each repeated per image.
+        // One prompt for all images, or one each (diffusers: a list of prompts).
+        let encode_each = |one: &str, each: &[String], name: &str| -> Result<Tensor<3>> {
+            match each.len() {
+                0 => Ok(self.encode_prompt(one)?.repeat_dim(0, b)),
+                n if n == b => Ok(Tensor::cat(
+                    each.iter()
+                        .map(|p| self.encode_prompt(p))
+                        .collect::<Result<Vec<_>>>()?,
+                    0,
+                )),
+                n => Err(Error::invalid(format!(
+                    "{name}: expected one prompt or {b} (the batch size), found {n}"
+                ))),
+            }
+        };
+        let cond = encode_each(&opts.prompt, &opts.prompts, "prompt")?;
+        // [uncond; cond], as diffusers concatenates them.
         let context = if guided {
-            let uncond = self.encode_prompt(&opts.negative_prompt)?.repeat_dim(0, b);
+            let uncond = encode_each(
+                &opts.negative_prompt,
+                &opts.negative_prompts,
+                "negative prompt",
+            )?;
             Tensor::cat(vec![uncond, cond], 0)
         } else {
             cond

@@ -71,7 +71,7 @@ pub fn run_sample(a: &SampleArgs, device: &Device) -> Result<()> {
         width: a.width,
         latents: a.init_noise.as_deref().map(read_npy).transpose()?,
         image: image_input(a, 3)?,
-        posterior_noise: Vec::new(),
+        ..TextToImage::default()
     };
     if let Some(dir) = &a.frames {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;

@@ -216,10 +216,10 @@ export interface SampleOptions {
   signal?: AbortSignal;
   /** x_T as NCHW float32 (batch * channels * height * width values) instead of the seed (pipelines: the initial latents, as diffusers' `latents=`). */
   initNoise?: Float32Array;
-  /** Pipelines: what to generate (default ""). */
-  prompt?: string;
-  /** Pipelines: what to steer away from, the unconditional branch of guidance (default ""). */
-  negativePrompt?: string;
+  /** Pipelines: what to generate (default ""); an array gives one prompt per image (and sets `batch` when that is not given). */
+  prompt?: string | string[];
+  /** Pipelines: what to steer away from, the unconditional branch of guidance (default ""); one for all images, or one each. */
+  negativePrompt?: string | string[];
   /** Pipelines: image size in pixels, multiples of `config.vaeScaleFactor` (default: the native size, or the initImage's). */
   width?: number;
   height?: number;
