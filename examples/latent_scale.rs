@@ -6,7 +6,9 @@
 //!
 //! Peak RSS per phase: `VmHWM` of /proc/self/status, reset before each phase by writing 5 to
 //! /proc/self/clear_refs (Linux), so "step" is the largest RSS while the step ran (weights
-//! included), not the largest since the process started.
+//! included), not the largest since the process started. CPU seconds per phase come from
+//! /proc/self/stat: on a shared host they show the work done, where the wall clock also shows
+//! the waiting. This CPU backend runs on one thread.
 //!
 //!     cargo run --release --example latent_scale --features scale-bench -- FILE [--batch 1]
 //!         [--steps 1] [--no-decode]
@@ -34,15 +36,45 @@ fn rss_mib() -> (f64, f64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
+/// CPU seconds (user + system) this process has used, from /proc/self/stat (clock ticks of
+/// 1/100 s, as Linux reports them to user space).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(f64::NAN))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line; `rest` starts at field 3.
+    (f.get(11).copied().unwrap_or(f64::NAN) + f.get(12).copied().unwrap_or(f64::NAN)) / 100.0
+}
+
 /// Resets `VmHWM` to the current RSS (Linux >= 4.0).
 fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn report(phase: &str, seconds: f64, extra: &str) {
+/// A phase's wall clock and CPU time, from `start`.
+struct Phase {
+    wall: Instant,
+    cpu: f64,
+}
+
+fn start() -> Phase {
+    reset_peak();
+    Phase {
+        wall: Instant::now(),
+        cpu: cpu_seconds(),
+    }
+}
+
+fn report(phase: &str, p: &Phase, extra: &str) {
+    let seconds = p.wall.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - p.cpu;
     let (hwm, rss) = rss_mib();
     println!(
-        "{{\"impl\": \"ours\", \"phase\": \"{phase}\", \"seconds\": {seconds:.3}, \"peak_rss_mib\": {hwm:.1}, \"rss_mib\": {rss:.1}{extra}}}"
+        "{{\"impl\": \"ours\", \"phase\": \"{phase}\", \"seconds\": {seconds:.3}, \"cpu_seconds\": {cpu:.2}, \"peak_rss_mib\": {hwm:.1}, \"rss_mib\": {rss:.1}{extra}}}"
     );
 }
 
@@ -67,14 +99,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = Device::flex();
 
     // 1. load: read the file and build the pipeline (dequantized to f32), as the CLI does.
-    reset_peak();
-    let t = Instant::now();
+    let t = start();
     let bytes = std::fs::read(file)?;
     let pipe = StableDiffusion::load_file(&bytes, &device)?;
-    let load_s = t.elapsed().as_secs_f64();
     report(
         "load",
-        load_s,
+        &t,
         &format!(", \"file_mb\": {:.1}", bytes.len() as f64 / 1e6),
     );
     drop(bytes);
@@ -91,13 +121,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &device,
     );
     for i in 0..steps {
-        reset_peak();
-        let t = Instant::now();
+        let t = start();
         let out = pipe.unet.forward(latents.clone(), &[999.0], &context)?;
         let v = read_back(out)?;
         report(
             "step",
-            t.elapsed().as_secs_f64(),
+            &t,
             &format!(
                 ", \"batch\": {batch}, \"index\": {i}, \"latent\": [{h}, {w}], \"finite\": {}",
                 v.iter().all(|x| x.is_finite())
@@ -109,14 +138,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if decode {
         let z: Tensor<4> =
             Tensor::from_data(TensorData::new(random(c * h * w, 3), [1, c, h, w]), &device);
-        reset_peak();
-        let t = Instant::now();
+        let t = start();
         let image = pipe.vae.decode(z / pipe.vae.config.scaling_factor);
         let dims = image.dims();
         let _ = read_back(image)?;
         report(
             "decode",
-            t.elapsed().as_secs_f64(),
+            &t,
             &format!(", \"image\": [{}, {}]", dims[2], dims[3]),
         );
     }

@@ -51,15 +51,34 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 files = sorted({r["file"] for r in rows})
 med = lambda xs: statistics.median(xs) if xs else float("nan")
-print(f"{'file':<28} {'phase':<7} {'ours s':>9} {'torch s':>9} {'ratio':>6} | {'ours MiB':>9} {'torch MiB':>9} {'ratio':>6} | rounds (ours/torch s)")
+print("medians over rounds; ratio = ours / torch; wall s [CPU s]")
+print(f"{'file':<28} {'phase':<7} {'ours s':>15} {'torch s':>15} {'wall':>6} {'CPU':>6} | {'ours MiB':>9} {'torch MiB':>9} {'ratio':>6} | rounds, wall s ours/torch")
 for f in files:
     for phase in ("load", "step", "decode"):
         o = [r for r in rows if r["file"] == f and r["phase"] == phase and r["impl"] == "ours"]
         t = [r for r in rows if r["file"] == f and r["phase"] == phase and r["impl"] == "torch"]
         if not o or not t:
             continue
-        os_, ts = med([r["seconds"] for r in o]), med([r["seconds"] for r in t])
+        ow, tw = med([r["seconds"] for r in o]), med([r["seconds"] for r in t])
+        oc = med([r["cpu_seconds"] for r in o if "cpu_seconds" in r])
+        tc = med([r["cpu_seconds"] for r in t if "cpu_seconds" in r])
         om, tm = med([r["peak_rss_mib"] for r in o]), med([r["peak_rss_mib"] for r in t])
         pairs = " ".join(f"{a['seconds']:.1f}/{b['seconds']:.1f}" for a, b in zip(o, t))
-        print(f"{f:<28} {phase:<7} {os_:>9.2f} {ts:>9.2f} {os_ / ts:>5.2f}x | {om:>9.0f} {tm:>9.0f} {om / tm:>5.2f}x | {pairs}")
+        print(f"{f:<28} {phase:<7} {ow:>7.1f} [{oc:>5.1f}] {tw:>7.1f} [{tc:>5.1f}] {ow / tw:>5.2f}x {oc / tc:>5.2f}x"
+              f" | {om:>9.0f} {tm:>9.0f} {om / tm:>5.2f}x | {pairs}")
 EOF
+
+# Bytes per component of each file (the safetensors header is the rest).
+python3 - "$@" <<'EOF2'
+import json, os, struct, sys
+for p in sys.argv[1:]:
+    with open(p, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        h = json.loads(f.read(n))
+    comp = {}
+    for k, v in h.items():
+        if k != "__metadata__":
+            comp[k.split(".")[0]] = comp.get(k.split(".")[0], 0) + v["data_offsets"][1] - v["data_offsets"][0]
+    parts = ", ".join(f"{c} {b / 1e6:.1f}" for c, b in sorted(comp.items()))
+    print(f"{os.path.basename(p)}: {os.path.getsize(p) / 1e6:.1f} MB ({parts}, header {(n + 8) / 1e6:.2f})")
+EOF2

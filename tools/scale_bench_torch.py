@@ -7,7 +7,7 @@ Phases, one JSON line each: `load` (U-Net, VAE and text encoder from the folder'
 safetensors, as f32), `step` (one U-Net call on a [B, 4, 64, 64] latent with [B, 77, width]
 text states, timestep 999), `decode` (the VAE decode of one 64x64 latent: a 512x512 image).
 Peak RSS per phase is VmHWM of /proc/self/status, reset before each phase through
-/proc/self/clear_refs, as the Rust side does. With `accelerate` importable, diffusers loads
+/proc/self/clear_refs, as the Rust side does; CPU seconds are the process's (all threads). With `accelerate` importable, diffusers loads
 with low_cpu_mem_usage (no random initialisation first, less memory); without it, it warns and
 initialises every weight before loading (the load phase then takes longer and peaks higher). diffusers' default attention processor
 (scaled_dot_product_attention) runs, under torch.no_grad().
@@ -36,9 +36,15 @@ def reset_peak():
         f.write("5")
 
 
-def report(phase, seconds, **extra):
+def start():
+    reset_peak()
+    return time.perf_counter(), time.process_time()
+
+
+def report(phase, t, **extra):
+    seconds, cpu = time.perf_counter() - t[0], time.process_time() - t[1]
     hwm, rss = rss_mib()
-    print(json.dumps({"impl": "torch", "phase": phase, "seconds": round(seconds, 3),
+    print(json.dumps({"impl": "torch", "phase": phase, "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 2),
                       "peak_rss_mib": round(hwm, 1), "rss_mib": round(rss, 1), **extra}), flush=True)
 
 
@@ -57,12 +63,11 @@ def main():
 
     torch.set_num_threads(a.threads)
     # The load phase starts after the imports (~300 MiB of libraries, a few seconds).
-    reset_peak()
-    t = time.perf_counter()
+    t = start()
     unet = UNet2DConditionModel.from_pretrained(a.dir, subfolder="unet", torch_dtype=torch.float32).eval()
     vae = AutoencoderKL.from_pretrained(a.dir, subfolder="vae", torch_dtype=torch.float32).eval()
     text_encoder = CLIPTextModel.from_pretrained(a.dir, subfolder="text_encoder", torch_dtype=torch.float32).eval()
-    report("load", time.perf_counter() - t, threads=a.threads, torch=torch.__version__,
+    report("load", t, threads=a.threads, torch=torch.__version__,
            low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None)
 
     g = torch.Generator().manual_seed(1)
@@ -71,17 +76,15 @@ def main():
     context = torch.randn((b, 77, width), generator=g)
     with torch.no_grad():
         for i in range(a.steps):
-            reset_peak()
-            t = time.perf_counter()
+            t = start()
             out = unet(latents, 999, encoder_hidden_states=context).sample
-            report("step", time.perf_counter() - t, batch=b, index=i, latent=[64, 64],
+            report("step", t, batch=b, index=i, latent=[64, 64],
                    finite=bool(torch.isfinite(out).all()), threads=a.threads)
         if not a.no_decode:
             z = torch.randn((1, 4, 64, 64), generator=g)
-            reset_peak()
-            t = time.perf_counter()
+            t = start()
             image = vae.decode(z / vae.config.scaling_factor).sample
-            report("decode", time.perf_counter() - t, image=list(image.shape[2:]), threads=a.threads)
+            report("decode", t, image=list(image.shape[2:]), threads=a.threads)
     del text_encoder
 
 
