@@ -110,7 +110,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(bytes);
 
     // 2. one U-Net call per step, batch `batch` (1: SD-Turbo, no guidance; 2: SD 1.5's CFG).
-    let [c, h, w] = pipe.latent_shape()?;
+    let [c, h, w] = pipe.latent_shape(None, None)?;
     let width = pipe.unet.config.cross_attention_dim.at(0);
     let context: Tensor<3> = Tensor::from_data(
         TensorData::new(random(batch * 77 * width, 2), [batch, 77, width]),
