@@ -150,7 +150,7 @@ test("img2img runs the last `strength` of the schedule; a mask of ones repaints 
 
 test("bad prompts, images, masks and strengths are refused with what was expected", async () => {
   const cases = [
-    [{ prompt: 42 }, null, "InvalidArgumentError: prompt: expected a string, found a number"],
+    [{ prompt: 42 }, null, "InvalidArgumentError: prompt: expected a string or an array of strings (one per image), found a number"],
     [{ prompt: "x", strength: 0.5 }, null, "InvalidArgumentError: strength: expected an initImage to go with it, found none"],
     [{ prompt: "x", strength: 1.5 }, { image: "gradient" }, "InvalidArgumentError: strength: expected a number in (0, 1], found 1.5"],
     [{ prompt: "x", width: 15 }, null, "InvalidArgumentError: width: expected a multiple of 2 (the VAE's downscale factor) from 2 to 256, found 15"],
