@@ -13,7 +13,10 @@ use wasm_diffusion::convert::{convert_dir, random_model, ConvertOptions};
 use wasm_diffusion::image::{encode_png, grid_rgba};
 use wasm_diffusion::models::model_file::ModelFile;
 use wasm_diffusion::models::parameter_count;
-use wasm_diffusion::pipelines::pipeline_file::convert_pipeline_dir;
+use wasm_diffusion::pipelines::latent_diffusion::{is_ldm_dir, LatentDiffusion, LDM_PIPELINE};
+use wasm_diffusion::pipelines::pipeline_file::{
+    convert_ldm_pipeline_dir, convert_pipeline_dir, file_pipeline,
+};
 use wasm_diffusion::pipelines::stable_diffusion::{StableDiffusion, TextToImage};
 use wasm_diffusion::pipelines::{default_steps, read_back, SampleOptions, SamplingRun};
 use wasm_diffusion::weights::Quant;
@@ -48,7 +51,8 @@ enum BackendArg {
 enum Command {
     /// Convert a diffusers model folder (config.json + safetensors) into one model file.
     Convert {
-        /// diffusers UNet2DModel folder, or a pipeline folder with unet/ and scheduler/
+        /// diffusers UNet2DModel folder, a pipeline folder with unet/ and scheduler/, or a
+        /// Stable Diffusion or LDMPipeline folder (made into a pipeline file)
         dir: PathBuf,
         #[arg(long, value_enum, default_value = "int8")]
         quant: QuantArg,
@@ -67,7 +71,7 @@ enum Command {
         #[arg(long)]
         verbose: bool,
     },
-    /// Sample a grid of images from a model file.
+    /// Sample a grid of images from a model file, or from an LDM pipeline file or folder.
     Sample(SampleArgs),
     /// Generate an image from a prompt with a diffusers Stable Diffusion pipeline folder
     /// (model_index.json, tokenizer/, text_encoder/, unet/, vae/, scheduler/).
@@ -172,8 +176,11 @@ fn run_convert(
         .map(|s| s.split(',').map(|c| c.trim().to_string()).collect())
         .unwrap_or_default();
     let start = Instant::now();
-    // A Stable Diffusion pipeline folder becomes a pipeline file; anything else a U-Net file.
-    let (bytes, report) = if is_latent_pipeline(dir) {
+    // A Stable Diffusion or LDM pipeline folder becomes a pipeline file; anything else a U-Net
+    // file.
+    let (bytes, report) = if is_ldm_dir(dir) {
+        convert_ldm_pipeline_dir(dir, quant, name.as_deref())?
+    } else if is_latent_pipeline(dir) {
         convert_pipeline_dir(dir, quant, name.as_deref())?
     } else {
         convert_dir(
@@ -363,7 +370,13 @@ fn write_png(path: &Path, values: &[f32], shape: [usize; 4]) -> Result<()> {
 }
 
 fn run_sample(a: SampleArgs) -> Result<()> {
+    if a.file.is_dir() && is_ldm_dir(&a.file) {
+        return run_ldm(a, None);
+    }
     let bytes = std::fs::read(&a.file).map_err(|e| io_err(&a.file, e))?;
+    if file_pipeline(&bytes).as_deref() == Some(LDM_PIPELINE) {
+        return run_ldm(a, Some(bytes));
+    }
     let device = device_for(a.backend)?;
     let t0 = Instant::now();
     let model = load_model(&bytes, &device)?;
@@ -440,6 +453,63 @@ fn run_sample(a: SampleArgs) -> Result<()> {
         sampler.total_steps(),
         sample_s,
         sample_s * 1000.0 / sampler.total_steps() as f64
+    );
+    Ok(())
+}
+
+/// `sample` of an unconditional latent-diffusion pipeline (a pipeline file made by `convert`
+/// from a diffusers `LDMPipeline` folder, given as `bytes`, or the folder itself): denoise the
+/// latents, decode them with the VQ model, write the images.
+fn run_ldm(a: SampleArgs, bytes: Option<Vec<u8>>) -> Result<()> {
+    if a.class.is_some() || a.frames.is_some() {
+        return Err(Error::invalid(
+            "LDM pipeline: expected no --class (it is unconditional) and no --frames, found one",
+        ));
+    }
+    let device = device_for(a.backend)?;
+    let t0 = Instant::now();
+    let pipe = match &bytes {
+        Some(b) => LatentDiffusion::load_file(b, &device)?,
+        None => LatentDiffusion::load_dir(&a.file, &device)?,
+    };
+    let load_s = t0.elapsed().as_secs_f64();
+    let scheduler = SchedulerKind::parse(&a.scheduler)?;
+    let opts = SampleOptions {
+        scheduler,
+        steps: a
+            .steps
+            .unwrap_or_else(|| default_steps(scheduler, pipe.scheduler.num_train_timesteps)),
+        seed: a.seed,
+        eta: a.eta,
+        batch: a.batch,
+        class_labels: None,
+        guidance_scale: a.guidance,
+        init_noise: a.init_noise.as_deref().map(read_npy).transpose()?,
+    };
+    let t1 = Instant::now();
+    let mut run = pipe.start(&opts)?;
+    let bar = ProgressBar::new(run.total_steps() as u64);
+    while !run.is_done() {
+        run.step()?;
+        bar.inc(1);
+    }
+    bar.finish();
+    let image = run.decode();
+    let shape = image.dims();
+    let values = read_back(image)?;
+    write_png(&a.output, &values, shape)?;
+    if let Some(p) = &a.out_npy {
+        write_npy(p, &values, shape)?;
+    }
+    println!(
+        "wrote {} ({}x{}x{}x{}); load {load_s:.2}s, {} steps + decode in {:.2}s",
+        a.output.display(),
+        shape[0],
+        shape[1],
+        shape[2],
+        shape[3],
+        run.total_steps(),
+        t1.elapsed().as_secs_f64()
     );
     Ok(())
 }
