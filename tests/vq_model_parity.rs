@@ -2,7 +2,9 @@
 //! tools/make_latent_fixtures.py --only ldm): the same random weights loaded from diffusers' own
 //! safetensors file give the pre-quantization latents, the codebook indices (exactly: the image
 //! was chosen so that every nearest entry wins by a clear margin), the quantized latents, the
-//! commitment loss and both decodings that diffusers computed, on the CPU backend.
+//! commitment loss and both decodings that diffusers computed, on the CPU backend. Measured
+//! relative errors: encode 5.1e-7, quantized latents 4.5e-8, decode 1.5e-6 (quantized) and
+//! 1.9e-6 (force_not_quantize).
 
 mod common;
 
