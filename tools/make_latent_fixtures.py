@@ -26,12 +26,29 @@ What it makes (under tests/fixtures/autoencoders/ and tests/fixtures/unets_cond/
                                                timesteps, encoder_hidden_states, the output and
                                                block activations (`act.*`)
 
+  vq_tiny/                                     VQModel (latent 3, codebook 64 x 4); io.safetensors:
+                                               an image `x`, its pre-quantization latents `h`
+                                               (encode), their codebook indices, the quantized
+                                               latents `quant`, and `decoded` = decode(h) (which
+                                               quantizes first) and `decoded_unquantized`
+                                               (force_not_quantize); io.json: the margins
+  ../pipelines/ldm_tiny/                       an LDMPipeline folder (UNet2DModel, VQModel, DDIM);
+                                               io.safetensors / io.json: 20 DDIM steps (eta 0)
+                                               from a seeded generator: the initial latents, the
+                                               latents at some steps, the final latents, their
+                                               codebook indices and the image; the change a 1e-6
+                                               perturbation of the initial latents makes
+
 Run from the repository root (needs torch, diffusers, transformers, safetensors):
 
-    python tools/make_latent_fixtures.py
+    python tools/make_latent_fixtures.py [--only SECTION]
 
-Deterministic (fixed seeds, one CPU thread); it rewrites only the folders above.
+SECTION is one of kl, taesd, clip, sd, unet_cond, ldm (VQModel and LDMPipeline); without it,
+every section runs. Deterministic (fixed seeds, one CPU thread); it rewrites only the folders
+of the sections it runs.
 """
+
+import argparse
 
 import json
 import os
@@ -42,7 +59,9 @@ import torch
 torch.set_num_threads(1)
 torch.set_grad_enabled(False)
 
-from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel  # noqa: E402
+from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel, UNet2DModel, VQModel  # noqa: E402
+from diffusers import LDMPipeline  # noqa: E402
+from diffusers.utils.torch_utils import randn_tensor  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
 from diffusers import DDIMScheduler, StableDiffusionPipeline  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
@@ -285,20 +304,201 @@ def make_sd_pipeline(name):
     print(f"{name}: image {image.shape}")
 
 
+def codebook_margins(z, codebook):
+    """For each latent vector of `z` [B, C, H, W]: its nearest codebook entry (in f64) and how
+    clearly it is the nearest: (second-smallest minus smallest squared distance) over the scale
+    |z|^2 + |e|^2 that f32 rounding errors of the distances are relative to. Returns (indices,
+    the smallest margin)."""
+    zf = z.permute(0, 2, 3, 1).reshape(-1, codebook.shape[1]).double()
+    e = codebook.double()
+    d = ((zf[:, None, :] - e[None, :, :]) ** 2).sum(-1)
+    two = d.topk(2, dim=1, largest=False)
+    best = two.indices[:, 0]
+    scale = (zf**2).sum(-1) + (e[best] ** 2).sum(-1)
+    margin = (two.values[:, 1] - two.values[:, 0]) / scale
+    return best, margin.min().item()
+
+
+def rel_err(a, b):
+    """max |a - b| / max |b|: the measure the Rust tests use (tests/common/mod.rs)."""
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+
+
+def make_vq_tiny():
+    """A random-weight VQModel: two levels (16, 32 channels), 3 latent channels quantized
+    against a 64-entry codebook of width 4 (`vq_embed_dim` != `latent_channels`, so both 1x1
+    convolutions change the width). The image is chosen (by seed) so that every latent vector's
+    nearest codebook entry is clear: f32 rounding cannot flip an index."""
+    d = os.path.join(OUT, "vq_tiny")
+    shutil.rmtree(d, ignore_errors=True)
+    vq = VQModel(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        latent_channels=3,
+        num_vq_embeddings=64,
+        norm_num_groups=8,
+        vq_embed_dim=4,
+        sample_size=16,
+        scaling_factor=0.5,
+    ).eval()
+    rerandomise(vq, 41)
+    # The codebook at the spread of the latents it quantizes (diffusers' init is +-1/64).
+    x0 = torch.rand((2, 3, 16, 16), generator=torch.Generator().manual_seed(42)) * 2 - 1
+    spread = vq.encode(x0).latents.std().item()
+    g = torch.Generator().manual_seed(43)
+    vq.quantize.embedding.weight.copy_(torch.randn(vq.quantize.embedding.weight.shape, generator=g) * spread)
+    vq.save_pretrained(d, safe_serialization=True)
+    for seed in range(100, 200):
+        x = torch.rand((2, 3, 16, 16), generator=torch.Generator().manual_seed(seed)) * 2 - 1
+        h = vq.encode(x).latents
+        indices, margin = codebook_margins(h, vq.quantize.embedding.weight)
+        if margin > 1e-3:
+            break
+    quant, commit_loss, (_, _, torch_indices) = vq.quantize(h)
+    assert torch.equal(torch_indices.flatten(), indices), "cdist and f64 distances disagree"
+    dec = vq.decode(h)
+    decoded_unquantized = vq.decode(h, force_not_quantize=True).sample
+    tensors = dict(
+        x=x, h=h, indices=indices.reshape(h.shape[0], h.shape[2], h.shape[3]).float(), quant=quant,
+        commit_loss=commit_loss.reshape(1), decoded=dec.sample, decoded_unquantized=decoded_unquantized,
+    )
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(d, "io.safetensors"))
+    info = {"image_seed": seed, "min_codebook_margin": margin, "distinct_indices": len(set(indices.tolist()))}
+    with open(os.path.join(d, "io.json"), "w") as f:
+        json.dump(info, f, indent=1)
+    print("vq_tiny:", sum(p.numel() for p in vq.parameters()), "parameters", info)
+
+
+LDM_RECORDED_STEPS = (1, 5, 10, 15, 20)
+
+
+def ldm_loop(pipe, latents, steps, record=()):
+    """LDMPipeline.__call__'s loop by hand (eta 0): the latents after each step in `record`,
+    the final latents and their decoding (NCHW, in about [-1, 1], before the clamp)."""
+    sched = pipe.scheduler
+    latents = latents * sched.init_noise_sigma
+    sched.set_timesteps(steps)
+    seen = []
+    for i, t in enumerate(sched.timesteps):
+        eps = pipe.unet(sched.scale_model_input(latents, t), t).sample
+        latents = sched.step(eps, t, latents, eta=0.0).prev_sample
+        if i + 1 in record:
+            seen.append(latents)
+    scaled = latents / pipe.vqvae.config.scaling_factor
+    return seen, latents, pipe.vqvae.decode(scaled).sample
+
+
+def make_ldm_pipeline(name):
+    """A random-weight LDMPipeline folder (UNet2DModel on 3x8x8 latents with an attention level,
+    a two-level VQModel with a 64-entry codebook, the DDIM schedule of CompVis/ldm-celebahq-256)
+    and a 20-step run (eta 0, batch 2) from a seeded generator. The codebook is spread like the
+    final latents it quantizes, and the seed is one where every final latent vector's nearest
+    codebook entry is clear."""
+    d = os.path.join(PIPELINES, name)
+    shutil.rmtree(d, ignore_errors=True)
+    unet = UNet2DModel(
+        sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1, norm_num_groups=4, attention_head_dim=8,
+    ).eval()
+    rerandomise(unet, 51)
+    vqvae = VQModel(
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16), layers_per_block=1, latent_channels=3, num_vq_embeddings=64,
+        norm_num_groups=4, vq_embed_dim=3, sample_size=16, scaling_factor=0.5,
+    ).eval()
+    rerandomise(vqvae, 52)
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000, beta_start=0.0015, beta_end=0.0195, beta_schedule="scaled_linear",
+        clip_sample=False,
+    )
+    pipe = LDMPipeline(vqvae=vqvae, unet=unet, scheduler=scheduler)
+    steps, batch = 20, 2
+    shape = (batch, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    sf = vqvae.config.scaling_factor
+    codebook = vqvae.quantize.embedding.weight
+    for seed in range(200, 300):
+        # What LDMPipeline draws from `generator=torch.Generator().manual_seed(seed)`.
+        latents = randn_tensor(shape, generator=torch.Generator().manual_seed(seed))
+        _, final, _ = ldm_loop(pipe, latents, steps)
+        g = torch.Generator().manual_seed(seed + 1000)
+        codebook.copy_(torch.randn(codebook.shape, generator=g) * (final / sf).std())
+        indices, margin = codebook_margins(final / sf, codebook)
+        if margin > 1e-3:
+            break
+    pipe.save_pretrained(d, safe_serialization=True)
+    image = pipe(batch_size=batch, generator=torch.Generator().manual_seed(seed), eta=0.0,
+                 num_inference_steps=steps, output_type="np").images
+    seen, final, decoded = ldm_loop(pipe, latents, steps, LDM_RECORDED_STEPS)
+    assert torch.equal(torch.from_numpy(image), (decoded / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)), \
+        "the hand loop and LDMPipeline disagree"
+    # How far a 1e-6 change of the initial latents moves diffusers' own result: the scale of
+    # disagreement that f32 rounding alone makes, against which the Rust tolerance is set.
+    bump = 1e-6 * torch.randn(shape, generator=torch.Generator().manual_seed(7))
+    _, final_p, decoded_p = ldm_loop(pipe, latents + bump, steps)
+    indices_p, _ = codebook_margins(final_p / sf, codebook)
+    tensors = {
+        "latents": latents,
+        "latents_at_steps": torch.stack(seen),
+        "final_latents": final,
+        "indices": indices.reshape(batch, shape[2], shape[3]).float(),
+        "decoded": decoded,
+        "image": torch.from_numpy(image),
+    }
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(d, "io.safetensors"))
+    info = {
+        "seed": seed,
+        "batch_size": batch,
+        "num_inference_steps": steps,
+        "eta": 0.0,
+        "recorded_steps": list(LDM_RECORDED_STEPS),
+        "timesteps": [int(t) for t in pipe.scheduler.timesteps],
+        "min_codebook_margin": margin,
+        "distinct_indices": len(set(indices.tolist())),
+        "perturbation": 1e-6,
+        "perturbed_final_latents_rel_change": rel_err(final_p, final),
+        "perturbed_decoded_rel_change": rel_err(decoded_p, decoded),
+        "perturbed_indices_changed": int((indices_p != indices).sum()),
+    }
+    with open(os.path.join(d, "io.json"), "w") as f:
+        json.dump(info, f, indent=1)
+    print(f"{name}:", sum(p.numel() for p in unet.parameters()), "+",
+          sum(p.numel() for p in vqvae.parameters()), "parameters", info)
+
+
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["kl", "taesd", "clip", "sd", "unet_cond", "ldm"])
+    only = parser.parse_args().only
+    run = lambda section: only is None or only == section  # noqa: E731
     os.makedirs(OUT, exist_ok=True)
     os.makedirs(UNETS, exist_ok=True)
     os.makedirs(TEXT, exist_ok=True)
-    make_clip_text("clip_quick_gelu", "quick_gelu")
     os.makedirs(PIPELINES, exist_ok=True)
-    make_sd_pipeline("sd_tiny")
-    make_clip_text("clip_gelu", "gelu")
-    make_kl_tiny()
-    make_tiny_tiny()
-    # SD 1.x's shape: `attention_head_dim` (really the number of heads), 1x1-conv projections.
-    make_unet_cond("sd1_tiny", **SD1_LIKE)
-    # SD 2.x's: linear projections, heads per level, upcast attention.
-    make_unet_cond(
-        "sd2_tiny",
-        **{**SD1_LIKE, "attention_head_dim": (2, 4), "use_linear_projection": True, "upcast_attention": True},
-    )
+    # The order of the sections is the order they always ran in (each seeds its own generators).
+    if run("clip"):
+        make_clip_text("clip_quick_gelu", "quick_gelu")
+    if run("sd"):
+        make_sd_pipeline("sd_tiny")
+    if run("clip"):
+        make_clip_text("clip_gelu", "gelu")
+    if run("kl"):
+        make_kl_tiny()
+    if run("taesd"):
+        make_tiny_tiny()
+    if run("unet_cond"):
+        # SD 1.x's shape: `attention_head_dim` (really the number of heads), 1x1-conv projections.
+        make_unet_cond("sd1_tiny", **SD1_LIKE)
+        # SD 2.x's: linear projections, heads per level, upcast attention.
+        make_unet_cond(
+            "sd2_tiny",
+            **{**SD1_LIKE, "attention_head_dim": (2, 4), "use_linear_projection": True, "upcast_attention": True},
+        )
+    if run("ldm"):
+        make_vq_tiny()
+        make_ldm_pipeline("ldm_tiny")

@@ -1,11 +1,13 @@
 //! Pipelines: a loaded model plus a scheduler, run one step at a time so that the caller (the
 //! CLI, the browser) drives the loop, shows previews and stops when it likes. One file per
-//! diffusers pipeline ([`ddpm`]: pixel space, classes, guidance); this file owns what every
+//! diffusers pipeline ([`ddpm`]: pixel space, classes, guidance; [`stable_diffusion`]:
+//! text-to-image; [`latent_diffusion`]: unconditional latent diffusion); this file owns what every
 //! run shares: the sampling options, their defaults and limits (the CLI and the JS API take
 //! them from here), and what a step reports. Nothing here knows about JS.
 
 pub mod ddpm;
 pub mod img2img;
+pub mod latent_diffusion;
 pub mod pipeline_file;
 pub mod preview;
 pub mod stable_diffusion;

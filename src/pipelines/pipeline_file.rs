@@ -2,7 +2,9 @@
 //! safetensors file with every component's tensors under `{component}.{name}` (`unet.`, `vae.`,
 //! `text_encoder.`), quantized or not like the pixel model file, and in its `__metadata__` the
 //! components' configs and the tokenizer's vocabulary and merges, so one URL is a whole
-//! pipeline. `format_version` 2 marks it: version-1 readers refuse it by name.
+//! pipeline. `format_version` 2 marks it: version-1 readers refuse it by name. The same format
+//! holds an unconditional latent-diffusion pipeline (`LDMPipeline`: `unet.`, `vqvae.`), told
+//! apart by `__metadata__["pipeline"]`.
 //!
 //! Writing reads a diffusers pipeline folder; reading checks every tensor's dtype and shape
 //! against the lists the configs imply before anything is dequantized.
@@ -12,16 +14,20 @@ use std::path::Path;
 
 use burn::tensor::Device;
 
+use super::latent_diffusion::{self, LatentDiffusion, LdmConfigs, LDM_PIPELINE};
 use super::preview::{LatentRgb, Preview};
 use super::stable_diffusion::StableDiffusion;
 use crate::config::shown;
 use crate::convert::{read, weights_file};
 use crate::error::{Error, Result};
 use crate::models::autoencoders::{
-    AutoencoderKL, AutoencoderKLConfig, AutoencoderTiny, AutoencoderTinyConfig,
+    AutoencoderKL, AutoencoderKLConfig, AutoencoderTiny, AutoencoderTinyConfig, VQModel,
+    VQModelConfig,
 };
 use crate::models::model_file::{TensorReport, FORMAT_TAG};
-use crate::models::unets::{UNet2DConditionConfig, UNet2DConditionModel};
+use crate::models::unets::{
+    UNet2DConditionConfig, UNet2DConditionModel, UNet2DConfig, UNet2DModel,
+};
 use crate::schedulers::SchedulerConfig;
 use crate::text::clip::state_dict_prefix;
 use crate::text::{CLIPTextConfig, CLIPTextModel, ClipTokenizer};
@@ -88,8 +94,9 @@ pub fn parameter_shapes(c: &PipelineConfigs) -> Result<Vec<(String, Vec<usize>)>
 }
 
 /// Which tensors stay f32 whatever the quantization: every 1-D tensor, the convolutions that
-/// touch pixels or latents directly (`conv_in`, `conv_out`, the VAE's 1x1 `quant_conv`s) and
-/// the text encoder's position table.
+/// touch pixels or latents directly (`conv_in`, `conv_out`, the VAE's 1x1 `quant_conv`s), the
+/// text encoder's position table and the VQ codebook (rounding it would move the nearest
+/// entries that decoding snaps to).
 fn keeps_f32(name: &str, shape: &[usize]) -> bool {
     shape.len() < 2
         || [
@@ -97,12 +104,13 @@ fn keeps_f32(name: &str, shape: &[usize]) -> bool {
             "conv_out.weight",
             "quant_conv.weight",
             "position_embedding.weight",
+            "quantize.embedding.weight",
         ]
         .iter()
         .any(|s| name.ends_with(s))
 }
 
-fn read_text(path: &Path) -> Result<String> {
+pub(crate) fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| {
         Error::io(format!(
             "{}: expected a readable file, found {e}",
@@ -375,42 +383,15 @@ pub fn convert_pipeline_dir(
         } else {
             ""
         };
-        let mut used = BTreeSet::new();
-        for (full, shape) in expected
-            .iter()
-            .filter(|(n, _)| n.starts_with(&format!("{component}.")))
-        {
-            let local = &full[component.len() + 1..];
-            let stored = if inner.is_empty() {
-                local.to_string()
-            } else {
-                format!("{inner}.{local}")
-            };
-            let view = src.expect(&stored, shape, &format!("the {component} config"))?;
-            if &view.shape != shape {
-                return Err(Error::format(format!(
-                    "{component}: tensor `{stored}`: expected shape {shape:?} (from its config), found {:?}",
-                    view.shape
-                )));
-            }
-            used.insert(stored.clone());
-            let values = view.to_f32(&stored)?;
-            let q = if keeps_f32(full, shape) {
-                Quant::F32
-            } else {
-                quant.of(component)
-            };
-            let packed = quant::pack(full, shape, &values, q);
-            report.push(TensorReport {
-                name: full.clone(),
-                shape: shape.clone(),
-                stored_as: packed.stored_as,
-                bytes: packed.stored.iter().map(|(_, t)| t.data.len()).sum(),
-                error: quant::quant_error(&values, &packed.restored),
-            });
-            out.extend(packed.stored);
-        }
-        src.only(&used, &format!("the {component} config"))?;
+        pack_component(
+            &src,
+            component,
+            inner,
+            &expected,
+            quant.of(component),
+            &mut out,
+            &mut report,
+        )?;
     }
     let mut meta = BTreeMap::new();
     meta.insert("format".into(), FORMAT_TAG.to_string());
@@ -462,6 +443,57 @@ fn fit_latent_rgb(config: &AutoencoderKLConfig, src: &Container<'_>) -> Result<L
     LatentRgb::fit(&vae, 8 * config.downscale_factor(), 6)
 }
 
+/// Packs the tensors of `component` (those of `expected` under `{component}.`, stored in `src`
+/// under `{inner}.{name}`) into `out` as `quant` says, checking each one's shape against its
+/// config and that `src` holds nothing else.
+fn pack_component(
+    src: &Container<'_>,
+    component: &str,
+    inner: &str,
+    expected: &[(String, Vec<usize>)],
+    quant: Quant,
+    out: &mut BTreeMap<String, container::OwnedTensor>,
+    report: &mut Vec<TensorReport>,
+) -> Result<()> {
+    let mut used = BTreeSet::new();
+    for (full, shape) in expected
+        .iter()
+        .filter(|(n, _)| n.starts_with(&format!("{component}.")))
+    {
+        let local = &full[component.len() + 1..];
+        let stored = if inner.is_empty() {
+            local.to_string()
+        } else {
+            format!("{inner}.{local}")
+        };
+        let view = src.expect(&stored, shape, &format!("the {component} config"))?;
+        if &view.shape != shape {
+            return Err(Error::format(format!(
+                "{component}: tensor `{stored}`: expected shape {shape:?} (from its config), found {:?}",
+                view.shape
+            )));
+        }
+        used.insert(stored.clone());
+        let values = view.to_f32(&stored)?;
+        let q = if keeps_f32(full, shape) {
+            Quant::F32
+        } else {
+            quant
+        };
+        let packed = quant::pack(full, shape, &values, q);
+        report.push(TensorReport {
+            name: full.clone(),
+            shape: shape.clone(),
+            stored_as: packed.stored_as,
+            bytes: packed.stored.iter().map(|(_, t)| t.data.len()).sum(),
+            error: quant::quant_error(&values, &packed.restored),
+        });
+        out.extend(packed.stored);
+    }
+    src.only(&used, &format!("the {component} config"))?;
+    Ok(())
+}
+
 /// A config as the metadata holds it (the configs are plain data: serializing cannot fail).
 fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
@@ -471,14 +503,52 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 pub fn read_file_configs(
     container: &Container<'_>,
 ) -> Result<(PipelineConfigs, PipelineQuant, Option<String>)> {
+    let quants = read_header(container, STABLE_DIFFUSION)?;
     let m = &container.metadata;
-    let need = |k: &str| {
-        m.get(k).ok_or_else(|| {
-            Error::format(format!(
-                "metadata: expected key `{k}`, found none (not a {FORMAT_TAG} pipeline file)"
-            ))
+    let need = |k: &str| need_key(m, k);
+    let preview_vae = m
+        .get("preview_vae_config")
+        .map(|t| AutoencoderTinyConfig::from_json(t))
+        .transpose()?;
+    let latent_rgb = m
+        .get("latent_rgb")
+        .map(|t| {
+            serde_json::from_str::<LatentRgb>(t).map_err(|e| {
+                Error::format(format!(
+                    "metadata `latent_rgb`: expected {{\"weight\": [[..]; 3], \"bias\": [..; 3], \"fit_rms\": ..}}, found {e}"
+                ))
+            })
         })
+        .transpose()?;
+    let configs = PipelineConfigs {
+        unet: UNet2DConditionConfig::from_json(need("unet_config")?)?,
+        vae: AutoencoderKLConfig::from_json(need("vae_config")?)?,
+        text_encoder: CLIPTextConfig::from_json(need("text_encoder_config")?)?,
+        scheduler: SchedulerConfig::from_json(need("scheduler_config")?)?,
+        vocab_json: need("tokenizer_vocab")?.clone(),
+        merges_txt: need("tokenizer_merges")?.clone(),
+        pad_token: m.get("tokenizer_pad_token").cloned(),
+        preview_vae,
+        latent_rgb,
     };
+    check_compatible(&configs)?;
+    Ok((configs, quants, m.get("name").cloned()))
+}
+
+/// Metadata key `k`, or an error that names it.
+fn need_key<'m>(m: &'m BTreeMap<String, String>, k: &str) -> Result<&'m String> {
+    m.get(k).ok_or_else(|| {
+        Error::format(format!(
+            "metadata: expected key `{k}`, found none (not a {FORMAT_TAG} pipeline file)"
+        ))
+    })
+}
+
+/// Checks a pipeline file's format tag, version and `pipeline` (`expected`); returns each
+/// component's storage (`{component}_quantization`, else the file's `quantization`).
+fn read_header(container: &Container<'_>, expected: &str) -> Result<PipelineQuant> {
+    let m = &container.metadata;
+    let need = |k: &str| need_key(m, k);
     let tag = need("format")?;
     if tag != FORMAT_TAG {
         return Err(Error::format(format!(
@@ -494,9 +564,9 @@ pub fn read_file_configs(
         )));
     }
     let pipeline = need("pipeline")?;
-    if pipeline != STABLE_DIFFUSION {
+    if pipeline != expected {
         return Err(Error::unsupported(format!(
-            "metadata `pipeline`: expected `{STABLE_DIFFUSION}`, found `{}`",
+            "metadata `pipeline`: expected `{expected}`, found `{}`",
             shown(pipeline)
         )));
     }
@@ -537,33 +607,7 @@ pub fn read_file_configs(
             "metadata `int4_group_size`: expected {INT4_GROUP}"
         )));
     }
-    let preview_vae = m
-        .get("preview_vae_config")
-        .map(|t| AutoencoderTinyConfig::from_json(t))
-        .transpose()?;
-    let latent_rgb = m
-        .get("latent_rgb")
-        .map(|t| {
-            serde_json::from_str::<LatentRgb>(t).map_err(|e| {
-                Error::format(format!(
-                    "metadata `latent_rgb`: expected {{\"weight\": [[..]; 3], \"bias\": [..; 3], \"fit_rms\": ..}}, found {e}"
-                ))
-            })
-        })
-        .transpose()?;
-    let configs = PipelineConfigs {
-        unet: UNet2DConditionConfig::from_json(need("unet_config")?)?,
-        vae: AutoencoderKLConfig::from_json(need("vae_config")?)?,
-        text_encoder: CLIPTextConfig::from_json(need("text_encoder_config")?)?,
-        scheduler: SchedulerConfig::from_json(need("scheduler_config")?)?,
-        vocab_json: need("tokenizer_vocab")?.clone(),
-        merges_txt: need("tokenizer_merges")?.clone(),
-        pad_token: m.get("tokenizer_pad_token").cloned(),
-        preview_vae,
-        latent_rgb,
-    };
-    check_compatible(&configs)?;
-    Ok((configs, quants, m.get("name").cloned()))
+    Ok(quants)
 }
 
 impl StableDiffusion {
@@ -618,6 +662,128 @@ impl StableDiffusion {
             vae,
             scheduler: c.scheduler,
             preview,
+        })
+    }
+}
+
+// LDMPipeline files: the same format (version 2) with `pipeline = "LDMPipeline"`, tensors
+// `unet.` (a UNet2DModel) and `vqvae.` (a VQModel), configs `unet_config`, `vqvae_config`,
+// `scheduler_config`.
+
+/// Every parameter of an LDM pipeline, `(component.name, shape)`, in load order.
+pub fn ldm_parameter_shapes(c: &LdmConfigs) -> Result<Vec<(String, Vec<usize>)>> {
+    let device = Device::flex();
+    let mut rec = ShapeRecorder::default();
+    UNet2DModel::load(
+        &c.unet,
+        &mut Prefixed {
+            inner: &mut rec,
+            prefix: "unet".into(),
+        },
+        &device,
+    )?;
+    VQModel::load(
+        &c.vqvae,
+        &mut Prefixed {
+            inner: &mut rec,
+            prefix: "vqvae".into(),
+        },
+        &device,
+    )?;
+    Ok(rec.entries)
+}
+
+/// Converts a diffusers `LDMPipeline` folder into one file, quantizing the large weights as
+/// `quant` says (the codebook stays f32). Returns the bytes and a per-tensor report.
+pub fn convert_ldm_pipeline_dir(
+    dir: &Path,
+    quant: Quant,
+    name: Option<&str>,
+) -> Result<(Vec<u8>, Vec<TensorReport>)> {
+    let configs = latent_diffusion::read_configs(dir)?;
+    let expected = ldm_parameter_shapes(&configs)?;
+    let mut out = BTreeMap::new();
+    let mut report = Vec::new();
+    for component in ["unet", "vqvae"] {
+        let bytes = read_weights(&dir.join(component), "diffusion_pytorch_model")?;
+        let src = Container::parse(&bytes)?;
+        pack_component(&src, component, "", &expected, quant, &mut out, &mut report)?;
+    }
+    let mut meta = BTreeMap::new();
+    meta.insert("format".into(), FORMAT_TAG.to_string());
+    meta.insert("format_version".into(), PIPELINE_FORMAT_VERSION.to_string());
+    meta.insert("pipeline".into(), LDM_PIPELINE.to_string());
+    meta.insert("quantization".into(), quant.name().to_string());
+    if quant == Quant::Int4 {
+        meta.insert("int4_group_size".into(), INT4_GROUP.to_string());
+    }
+    meta.insert("unet_config".into(), configs.unet.to_json());
+    meta.insert("vqvae_config".into(), configs.vqvae.to_json());
+    meta.insert("scheduler_config".into(), configs.scheduler.to_json());
+    if let Some(n) = name {
+        meta.insert("name".into(), n.to_string());
+    }
+    Ok((container::serialize(&out, meta)?, report))
+}
+
+/// Reads an LDM pipeline file's metadata (format, version, quantization, configs).
+pub fn read_ldm_file_configs(
+    container: &Container<'_>,
+) -> Result<(LdmConfigs, Quant, Option<String>)> {
+    let quant = read_header(container, LDM_PIPELINE)?.unet;
+    let m = &container.metadata;
+    let configs = LdmConfigs {
+        unet: UNet2DConfig::from_json(need_key(m, "unet_config")?)?,
+        vqvae: VQModelConfig::from_json(need_key(m, "vqvae_config")?)?,
+        scheduler: SchedulerConfig::from_json(need_key(m, "scheduler_config")?)?,
+    };
+    configs.check_compatible()?;
+    Ok((configs, quant, m.get("name").cloned()))
+}
+
+/// The `pipeline` a file's metadata names (`StableDiffusionPipeline`, `LDMPipeline`), if it is
+/// a pipeline file; `None` for anything else (a U-Net model file, a file that does not parse).
+pub fn file_pipeline(bytes: &[u8]) -> Option<String> {
+    let container = Container::parse(bytes).ok()?;
+    let m = &container.metadata;
+    if m.get("format_version")?.parse::<u32>().ok()? != PIPELINE_FORMAT_VERSION {
+        return None;
+    }
+    m.get("pipeline").cloned()
+}
+
+impl LatentDiffusion {
+    /// An LDM pipeline file's bytes -> the pipeline on `device`: the metadata and every
+    /// tensor's dtype and shape are checked before anything is dequantized.
+    pub fn load_file(bytes: &[u8], device: &Device) -> Result<Self> {
+        let container = Container::parse(bytes)?;
+        let (c, _, _) = read_ldm_file_configs(&container)?;
+        let expected = ldm_parameter_shapes(&c)?;
+        quant::check_stored(&container, &expected, "the pipeline's configs")?;
+        let mut src = StoredSource {
+            container: &container,
+            device: device.clone(),
+        };
+        let unet = UNet2DModel::load(
+            &c.unet,
+            &mut Prefixed {
+                inner: &mut src,
+                prefix: "unet".into(),
+            },
+            device,
+        )?;
+        let vqvae = VQModel::load(
+            &c.vqvae,
+            &mut Prefixed {
+                inner: &mut src,
+                prefix: "vqvae".into(),
+            },
+            device,
+        )?;
+        Ok(Self {
+            unet: std::sync::Arc::new(unet),
+            vqvae,
+            scheduler: c.scheduler,
         })
     }
 }

@@ -18,16 +18,38 @@ use wasm_diffusion::{Error, Result, SchedulerKind};
 
 use crate::{io_err, read_npy, write_npy, write_png, SampleArgs};
 
-/// Whether `path` holds a latent pipeline: a diffusers pipeline folder (`model_index.json`) or a
-/// pipeline file (its metadata names a `pipeline`). Unreadable paths are left to the loaders,
+/// The pipeline `path` holds: the `_class_name` of a diffusers pipeline folder's
+/// `model_index.json`, or the `pipeline` a pipeline file's metadata names (read from its header
+/// alone). `None` for a U-Net model file or folder; unreadable paths are left to the loaders,
 /// which say what they expected.
-pub fn is_pipeline(path: &Path) -> bool {
+pub fn pipeline_of(path: &Path) -> Option<String> {
     if path.is_dir() {
-        return path.join("model_index.json").is_file();
+        let text = std::fs::read_to_string(path.join("model_index.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        return Some(
+            v.get("_class_name")?
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
     }
-    std::fs::read(path).is_ok_and(|bytes| {
-        Container::parse(&bytes).is_ok_and(|c| c.metadata.contains_key("pipeline"))
-    })
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).ok()?;
+    let len = u64::from_le_bytes(len);
+    if len > 100_000_000 {
+        return None;
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    Some(
+        v.get("__metadata__")?
+            .get("pipeline")?
+            .as_str()?
+            .to_string(),
+    )
 }
 
 /// Loads a pipeline file or a diffusers pipeline folder.

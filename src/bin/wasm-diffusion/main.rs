@@ -16,8 +16,9 @@ use wasm_diffusion::convert::{convert_dir, random_model, ConvertOptions};
 use wasm_diffusion::image::{encode_png, grid_rgba};
 use wasm_diffusion::models::model_file::ModelFile;
 use wasm_diffusion::models::parameter_count;
+use wasm_diffusion::pipelines::latent_diffusion::{is_ldm_dir, LatentDiffusion, LDM_PIPELINE};
 use wasm_diffusion::pipelines::pipeline_file::{
-    convert_pipeline_dir, PipelineConvertOptions, PipelineQuant,
+    convert_ldm_pipeline_dir, convert_pipeline_dir, PipelineConvertOptions, PipelineQuant,
 };
 use wasm_diffusion::pipelines::{default_steps, read_back, SampleOptions, SamplingRun};
 use wasm_diffusion::weights::Quant;
@@ -186,8 +187,21 @@ fn run_convert(a: ConvertArgs) -> Result<()> {
         .map(|s| s.split(',').map(|c| c.trim().to_string()).collect())
         .unwrap_or_default();
     let start = Instant::now();
-    // A Stable Diffusion pipeline folder becomes a pipeline file; anything else a U-Net file.
-    let (bytes, report) = if is_latent_pipeline(&a.dir) {
+    // A Stable Diffusion or LDM pipeline folder becomes a pipeline file; anything else a U-Net
+    // file.
+    let sd_only = a.unet_quant.is_some()
+        || a.text_encoder_quant.is_some()
+        || a.vae_quant.is_some()
+        || a.preview_vae.is_some();
+    let (bytes, report) = if is_ldm_dir(&a.dir) {
+        if sd_only {
+            return Err(Error::invalid(format!(
+                "{}: expected a Stable Diffusion pipeline folder for --unet-quant, --text-encoder-quant, --vae-quant or --preview-vae, found an LDM pipeline folder",
+                a.dir.display()
+            )));
+        }
+        convert_ldm_pipeline_dir(&a.dir, quant, a.name.as_deref())?
+    } else if is_latent_pipeline(&a.dir) {
         let d = PipelineQuant::defaults(quant);
         let vae = a.vae_quant.map_or(d.vae, quant_of);
         let quants = PipelineQuant {
@@ -366,10 +380,12 @@ fn write_png(path: &Path, values: &[f32], shape: [usize; 4]) -> Result<()> {
 }
 
 fn run_sample(a: SampleArgs) -> Result<()> {
-    let device = device_for(a.backend)?;
-    if latent::is_pipeline(&a.file) {
-        return latent::run_sample(&a, &device);
+    match latent::pipeline_of(&a.file).as_deref() {
+        Some(LDM_PIPELINE) => return run_ldm(a),
+        Some(_) => return latent::run_sample(&a, &device_for(a.backend)?),
+        None => {}
     }
+    let device = device_for(a.backend)?;
     for (flag, given) in [
         ("--prompt", a.prompt.is_some()),
         ("--negative-prompt", !a.negative_prompt.is_empty()),
@@ -465,6 +481,83 @@ fn run_sample(a: SampleArgs) -> Result<()> {
     Ok(())
 }
 
+/// `sample` of an unconditional latent-diffusion pipeline (a pipeline file made by `convert`
+/// from a diffusers `LDMPipeline` folder, given as `bytes`, or the folder itself): denoise the
+/// latents, decode them with the VQ model, write the images.
+fn run_ldm(a: SampleArgs) -> Result<()> {
+    if a.class.is_some() || a.frames.is_some() {
+        return Err(Error::invalid(
+            "LDM pipeline: expected no --class (it is unconditional) and no --frames, found one",
+        ));
+    }
+    for (flag, given) in [
+        ("--prompt", a.prompt.is_some()),
+        ("--negative-prompt", !a.negative_prompt.is_empty()),
+        ("--height", a.height.is_some()),
+        ("--width", a.width.is_some()),
+        ("--out-latents", a.out_latents.is_some()),
+        ("--init-image", a.init_image.is_some()),
+        ("--mask", a.mask.is_some()),
+        ("--strength", a.strength.is_some()),
+    ] {
+        if given {
+            return Err(Error::invalid(format!(
+                "{flag}: expected a text-to-image pipeline, found an unconditional LDM pipeline ({})",
+                a.file.display()
+            )));
+        }
+    }
+    let device = device_for(a.backend)?;
+    let t0 = Instant::now();
+    let pipe = if a.file.is_dir() {
+        LatentDiffusion::load_dir(&a.file, &device)?
+    } else {
+        let bytes = std::fs::read(&a.file).map_err(|e| io_err(&a.file, e))?;
+        LatentDiffusion::load_file(&bytes, &device)?
+    };
+    let load_s = t0.elapsed().as_secs_f64();
+    let scheduler = SchedulerKind::parse(&a.scheduler)?;
+    let opts = SampleOptions {
+        scheduler,
+        steps: a
+            .steps
+            .unwrap_or_else(|| default_steps(scheduler, pipe.scheduler.num_train_timesteps)),
+        seed: a.seed,
+        eta: a.eta,
+        batch: a.batch,
+        class_labels: None,
+        guidance_scale: a.guidance.unwrap_or(1.0),
+        init_noise: a.init_noise.as_deref().map(read_npy).transpose()?,
+        image: None,
+    };
+    let t1 = Instant::now();
+    let mut run = pipe.start(&opts)?;
+    let bar = ProgressBar::new(run.total_steps() as u64);
+    while !run.is_done() {
+        run.step()?;
+        bar.inc(1);
+    }
+    bar.finish();
+    let image = run.decode();
+    let shape = image.dims();
+    let values = read_back(image)?;
+    write_png(&a.output, &values, shape)?;
+    if let Some(p) = &a.out_npy {
+        write_npy(p, &values, shape)?;
+    }
+    println!(
+        "wrote {} ({}x{}x{}x{}); load {load_s:.2}s, {} steps + decode in {:.2}s",
+        a.output.display(),
+        shape[0],
+        shape[1],
+        shape[2],
+        shape[3],
+        run.total_steps(),
+        t1.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn read_npy(path: &Path) -> Result<Vec<f32>> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
     let npy = npyz::NpyFile::new(&bytes[..])
@@ -504,8 +597,10 @@ fn write_npy(path: &Path, values: &[f32], shape: [usize; 4]) -> Result<()> {
 
 fn run_info(path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
-    if latent::is_pipeline(path) {
-        return latent::run_info(path, &bytes);
+    match latent::pipeline_of(path).as_deref() {
+        Some(LDM_PIPELINE) => {}
+        Some(_) => return latent::run_info(path, &bytes),
+        None => {}
     }
     let file = ModelFile::parse(&bytes)?;
     let expected = wasm_diffusion::models::parameter_shapes(&file.meta.unet)?;

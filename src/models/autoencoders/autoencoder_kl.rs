@@ -174,7 +174,7 @@ impl AutoencoderKL {
             }
         };
         Ok(Self {
-            encoder: Encoder::load(src, "encoder", &shape, config.in_channels, l)?,
+            encoder: Encoder::load(src, "encoder", &shape, config.in_channels, l, true)?,
             decoder: Decoder::load(src, "decoder", &shape, l, config.out_channels)?,
             quant_conv: one_by_one(src, "quant_conv", 2 * l, config.use_quant_conv)?,
             post_quant_conv: one_by_one(src, "post_quant_conv", l, config.use_post_quant_conv)?,

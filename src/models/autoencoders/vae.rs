@@ -1,10 +1,11 @@
-//! The encoder, the decoder and the latent distribution of the variational autoencoders:
-//! diffusers `models/autoencoders/vae.py` (`Encoder`, `Decoder`, `DiagonalGaussianDistribution`).
+//! The encoder, the decoder, the latent distribution and the codebook of the autoencoders:
+//! diffusers `models/autoencoders/vae.py` (`Encoder`, `Decoder`, `DiagonalGaussianDistribution`,
+//! `VectorQuantizer`).
 //! Their blocks are the U-Net's: `DownEncoderBlock2D` is [`DownBlock2D`] without a time embedding
 //! (and its skip states unused), the mid block is [`UNetMidBlock2D`] with one attention head,
 //! [`UpDecoderBlock2D`] upsamples without skip connections.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor};
 
 use crate::error::Result;
 use crate::models::layers::{Conv2d, Conv2dConfig, GroupNorm};
@@ -52,8 +53,9 @@ impl VaeShape {
     }
 }
 
-/// `Encoder(double_z=True)`: image `[B, in, H, W]` -> the moments (mean and log-variance) of
-/// the latent distribution, `[B, 2 latent, H / f, W / f]` with `f = 2^(levels - 1)`.
+/// `Encoder`: image `[B, in, H, W]` -> `[B, latent, H / f, W / f]` with `f = 2^(levels - 1)`;
+/// with `double_z` (`AutoencoderKL`) twice the channels: the moments (mean and log-variance) of
+/// the latent distribution. `VQModel`'s encoder has `double_z=False`.
 #[derive(Debug, Clone)]
 pub struct Encoder {
     pub conv_in: Conv2d,
@@ -70,6 +72,7 @@ impl Encoder {
         shape: &VaeShape,
         in_channels: usize,
         latent_channels: usize,
+        double_z: bool,
     ) -> Result<Self> {
         let ch = &shape.block_out_channels;
         let n = ch.len();
@@ -114,7 +117,7 @@ impl Encoder {
             conv_out: Conv2d::load(
                 src,
                 &format!("{prefix}.conv_out"),
-                Conv2dConfig::same(ch[n - 1], 2 * latent_channels, 3),
+                Conv2dConfig::same(ch[n - 1], (1 + usize::from(double_z)) * latent_channels, 3),
             )?,
         })
     }
@@ -228,5 +231,113 @@ impl DiagonalGaussianDistribution {
     /// `mean + std * noise` with standard-normal `noise` of the mean's shape.
     pub fn sample(&self, noise: Tensor<4>) -> Tensor<4> {
         self.mean.clone() + (self.logvar.clone() * 0.5).exp() * noise
+    }
+}
+
+/// Largest distance matrix (rows x codebook entries) that [`VectorQuantizer::nearest`] builds at
+/// once: 4M f32 (16 MB); larger inputs go through in slices of rows.
+const MAX_DISTANCES: usize = 1 << 22;
+
+/// What [`VectorQuantizer::forward`] returns (diffusers' `(z_q, loss, (_, _, indices))`).
+#[derive(Debug, Clone)]
+pub struct Quantized {
+    /// `[B, dim, H, W]`: every vector replaced by its nearest codebook entry.
+    pub quant: Tensor<4>,
+    /// The commitment loss `[1]`: `(1 + beta) mean((z_q - z)^2)`.
+    pub loss: Tensor<1>,
+    /// `[B, H, W]`: the codebook index of every vector.
+    pub indices: Tensor<3, Int>,
+}
+
+/// `VectorQuantizer` (van den Oord et al. 2017, "Neural Discrete Representation Learning",
+/// eq. 1): each latent vector becomes its nearest entry of a learned codebook. As diffusers'
+/// `VQModel` builds it: no index remapping (`remap=None`), `beta = 0.25`, `legacy=True`.
+/// `legacy` only chooses which of the loss's two terms carries `beta`; the terms are equal in
+/// value (they differ in what is detached for the gradient), so inference needs nothing of it.
+#[derive(Debug, Clone)]
+pub struct VectorQuantizer {
+    /// `embedding.weight`: `[num_vq_embeddings, vq_embed_dim]`.
+    pub embedding: Tensor<2>,
+    pub beta: f64,
+}
+
+impl VectorQuantizer {
+    pub fn load(
+        src: &mut impl TensorSource,
+        prefix: &str,
+        num_embeddings: usize,
+        dim: usize,
+    ) -> Result<Self> {
+        Ok(Self {
+            embedding: src.get(&format!("{prefix}.embedding.weight"), [num_embeddings, dim])?,
+            beta: 0.25,
+        })
+    }
+
+    /// `[B, dim, H, W]` -> the nearest codebook entries, the commitment loss and the indices.
+    pub fn forward(&self, z: Tensor<4>) -> Quantized {
+        let [b, c, h, w] = z.dims();
+        // 1. (B, H, W, C), flattened to one vector per row
+        let flat = z.clone().permute([0, 2, 3, 1]).reshape([b * h * w, c]);
+        // 2. the nearest entry of each
+        let indices = self.nearest(flat);
+        let z_q = self
+            .embedding
+            .clone()
+            .select(0, indices.clone())
+            .reshape([b, h, w, c])
+            .permute([0, 3, 1, 2]);
+        // 3. the loss, and z_q as diffusers' straight-through estimator computes it:
+        //    `z + (z_q - z)`, which differs from z_q by rounding.
+        let diff = z_q - z.clone();
+        let loss = diff.clone().powi_scalar(2).mean() * (1.0 + self.beta);
+        Quantized {
+            quant: z + diff,
+            loss,
+            indices: indices.reshape([b, h, w]),
+        }
+    }
+
+    /// The codebook index nearest to each row of `flat` `[N, dim]`. The squared distances are
+    /// `|z|^2 - 2 z.e + |e|^2`, the product form torch's `cdist` takes for inputs of this size;
+    /// a near tie can resolve either way under rounding, in diffusers as here.
+    pub fn nearest(&self, flat: Tensor<2>) -> Tensor<1, Int> {
+        let [n, _] = flat.dims();
+        let [k, _] = self.embedding.dims();
+        let e_sq = self
+            .embedding
+            .clone()
+            .powi_scalar(2)
+            .sum_dim(1)
+            .reshape([1, k]);
+        let e_t = self.embedding.clone().transpose();
+        if n == 0 {
+            return Tensor::zeros([0], &flat.device());
+        }
+        let rows = (MAX_DISTANCES / k.max(1)).max(1);
+        let parts: Vec<Tensor<1, Int>> = (0..n)
+            .step_by(rows)
+            .map(|start| {
+                let len = rows.min(n - start);
+                let z = flat.clone().narrow(0, start, len);
+                let z_sq = z.clone().powi_scalar(2).sum_dim(1);
+                let d = z_sq.expand([len, k]) - z.matmul(e_t.clone()) * 2.0
+                    + e_sq.clone().expand([len, k]);
+                d.argmin(1).reshape([len])
+            })
+            .collect();
+        Tensor::cat(parts, 0)
+    }
+
+    /// The codebook entries of `indices` `[B, H, W]`, as `[B, dim, H, W]` (diffusers'
+    /// `get_codebook_entry` with `shape = (B, H, W, dim)`).
+    pub fn get_codebook_entry(&self, indices: Tensor<3, Int>) -> Tensor<4> {
+        let [b, h, w] = indices.dims();
+        let [_, c] = self.embedding.dims();
+        self.embedding
+            .clone()
+            .select(0, indices.reshape([b * h * w]))
+            .reshape([b, h, w, c])
+            .permute([0, 3, 1, 2])
     }
 }
