@@ -176,7 +176,9 @@ fn the_pipeline_file_samples_as_the_folder_does() {
 
 #[test]
 fn pipeline_files_are_told_apart() {
-    use wasm_diffusion::pipelines::pipeline_file::{convert_pipeline_dir, file_pipeline};
+    use wasm_diffusion::pipelines::pipeline_file::{
+        convert_pipeline_dir, file_pipeline, PipelineQuant,
+    };
     use wasm_diffusion::pipelines::stable_diffusion::StableDiffusion;
     let device = Device::flex();
     let (ldm, _) = convert_ldm_pipeline_dir(&dir(), Quant::Int8, None).unwrap();
@@ -189,7 +191,12 @@ fn pipeline_files_are_told_apart() {
         "unsupported: metadata `pipeline`: expected `StableDiffusionPipeline`, found `LDMPipeline`"
     );
     let sd_dir = common::fixtures().join("pipelines").join("sd_tiny");
-    let (sd, _) = convert_pipeline_dir(&sd_dir, Quant::Int8, None).unwrap();
+    let (sd, _) = convert_pipeline_dir(
+        &sd_dir,
+        PipelineQuant::defaults(Quant::Int8),
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(
         file_pipeline(&sd).as_deref(),
         Some("StableDiffusionPipeline")
