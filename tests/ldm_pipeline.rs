@@ -408,6 +408,23 @@ fn cli_converts_and_samples_an_ldm_pipeline() {
         file.as_os_str(),
     ]);
     assert!(text.contains("vqvae.") || text.contains("unet."), "{text}");
+    let info = run(&["info".as_ref(), file.as_os_str()]);
+    for want in ["LDMPipeline", "unet ", "vqvae ", "int8", "codebook entries"] {
+        assert!(info.contains(want), "{want}: {info}");
+    }
+    let e = std::process::Command::new(bin)
+        .args(["sample".as_ref(), file.as_os_str()])
+        .args(["--prompt", "a cat", "-o"])
+        .arg(tmp.join("x.png"))
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&e.stderr);
+    assert!(
+        e.contains(
+            "--prompt: expected a text-to-image pipeline, found an unconditional LDM pipeline"
+        ),
+        "{e}"
+    );
     let png = tmp.join("grid.png");
     let npy = tmp.join("image.npy");
     let text = run(&[

@@ -211,6 +211,74 @@ pub fn run_tokenize(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// The parameters and stored bytes of each `(component, storage)` of a pipeline file.
+fn component_table(
+    container: &Container<'_>,
+    shapes: &[(String, Vec<usize>)],
+    components: &[(&str, &str)],
+) {
+    println!(
+        "{:<14} {:>14} {:>8} {:>12}",
+        "component", "parameters", "stored", "MB"
+    );
+    for (component, quant) in components {
+        let prefix = format!("{component}.");
+        let params: usize = shapes
+            .iter()
+            .filter(|(n, _)| n.starts_with(&prefix))
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum();
+        if params == 0 {
+            continue;
+        }
+        let stored: usize = container
+            .tensors
+            .iter()
+            .filter(|(n, _)| n.starts_with(&prefix))
+            .map(|(_, t)| t.data.len())
+            .sum();
+        println!(
+            "{component:<14} {params:>14} {quant:>8} {:>12.2}",
+            stored as f64 / 1e6
+        );
+    }
+}
+
+/// `info` on an LDM pipeline file: its U-Net and VQ autoencoder.
+pub fn run_info_ldm(path: &Path, bytes: &[u8]) -> Result<()> {
+    use wasm_diffusion::pipelines::pipeline_file::{ldm_parameter_shapes, read_ldm_file_configs};
+    let container = Container::parse(bytes)?;
+    let (c, quant, name) = read_ldm_file_configs(&container)?;
+    println!(
+        "file:           {} ({:.2} MB)",
+        path.display(),
+        bytes.len() as f64 / 1e6
+    );
+    if let Some(n) = name {
+        println!("name:           {n}");
+    }
+    println!("pipeline:       LDMPipeline (unconditional latent diffusion)");
+    let shapes = ldm_parameter_shapes(&c)?;
+    component_table(
+        &container,
+        &shapes,
+        &[("unet", quant.name()), ("vqvae", quant.name())],
+    );
+    println!(
+        "unet:           {:?} channels, sample size {:?}, {} latent channels",
+        c.unet.block_out_channels,
+        c.unet.sample_hw(),
+        c.unet.in_channels
+    );
+    println!(
+        "vqvae:          {:?} channels, {} codebook entries of {} (codebook kept f32)",
+        c.vqvae.block_out_channels,
+        c.vqvae.num_vq_embeddings,
+        c.vqvae.embed_dim()
+    );
+    Ok(())
+}
+
 /// `info` on a pipeline file: each component with its parameters, storage and size.
 pub fn run_info(path: &Path, bytes: &[u8]) -> Result<()> {
     let container = Container::parse(bytes)?;
@@ -231,37 +299,16 @@ pub fn run_info(path: &Path, bytes: &[u8]) -> Result<()> {
             .map_or("", String::as_str)
     );
     let shapes = wasm_diffusion::pipelines::pipeline_file::parameter_shapes(&c)?;
-    println!(
-        "{:<14} {:>14} {:>8} {:>12}",
-        "component", "parameters", "stored", "MB"
+    component_table(
+        &container,
+        &shapes,
+        &[
+            ("unet", quants.unet.name()),
+            ("text_encoder", quants.text_encoder.name()),
+            ("vae", quants.vae.name()),
+            ("preview_vae", quants.preview_vae.name()),
+        ],
     );
-    for (component, quant) in [
-        ("unet", quants.unet),
-        ("text_encoder", quants.text_encoder),
-        ("vae", quants.vae),
-        ("preview_vae", quants.preview_vae),
-    ] {
-        let prefix = format!("{component}.");
-        let params: usize = shapes
-            .iter()
-            .filter(|(n, _)| n.starts_with(&prefix))
-            .map(|(_, s)| s.iter().product::<usize>())
-            .sum();
-        if params == 0 {
-            continue;
-        }
-        let stored: usize = container
-            .tensors
-            .iter()
-            .filter(|(n, _)| n.starts_with(&prefix))
-            .map(|(_, t)| t.data.len())
-            .sum();
-        println!(
-            "{component:<14} {params:>14} {:>8} {:>12.2}",
-            quant.name(),
-            stored as f64 / 1e6
-        );
-    }
     describe(&c);
     Ok(())
 }

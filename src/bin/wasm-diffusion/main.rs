@@ -598,7 +598,7 @@ fn write_npy(path: &Path, values: &[f32], shape: [usize; 4]) -> Result<()> {
 fn run_info(path: &Path) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
     match latent::pipeline_of(path).as_deref() {
-        Some(LDM_PIPELINE) => {}
+        Some(LDM_PIPELINE) => return latent::run_info_ldm(path, &bytes),
         Some(_) => return latent::run_info(path, &bytes),
         None => {}
     }
