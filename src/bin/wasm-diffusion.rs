@@ -239,7 +239,8 @@ struct SampleArgs {
     file: PathBuf,
     #[arg(long, default_value = "ddim")]
     scheduler: String,
-    /// Denoising steps (default: ddpm every training timestep, ddim 50, dpm++ 20)
+    /// Denoising steps (default: ddpm every training timestep, ddim, euler, euler-a 50, dpm++ 20,
+    /// lcm 4, cm 1)
     #[arg(long)]
     steps: Option<usize>,
     #[arg(long, default_value_t = 0)]
@@ -276,11 +277,14 @@ struct Txt2imgArgs {
     prompt: String,
     #[arg(long, default_value = "")]
     negative_prompt: String,
+    /// ddpm, ddim, dpm++, euler, euler-a, lcm or cm (whatever class the model's scheduler
+    /// config names: it gives the noise schedule)
     #[arg(long, default_value = "ddim")]
     scheduler: String,
-    /// Denoising steps
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
+    /// Denoising steps (default: ddim, euler, euler-a 50, dpm++ 20, lcm 4, cm 1; ddpm every
+    /// training timestep)
+    #[arg(long)]
+    steps: Option<usize>,
     #[arg(long, default_value_t = 7.5)]
     guidance: f64,
     #[arg(long, default_value_t = 0)]
@@ -301,12 +305,15 @@ fn run_txt2img(a: Txt2imgArgs) -> Result<()> {
         StableDiffusion::load_file(&bytes, &device)?
     };
     let load_s = t0.elapsed().as_secs_f64();
+    let scheduler = SchedulerKind::parse(&a.scheduler)?;
     let opts = TextToImage {
         prompt: a.prompt,
         negative_prompt: a.negative_prompt,
-        steps: a.steps,
+        steps: a
+            .steps
+            .unwrap_or_else(|| default_steps(scheduler, pipe.scheduler.num_train_timesteps)),
         guidance_scale: a.guidance,
-        scheduler: SchedulerKind::parse(&a.scheduler)?,
+        scheduler,
         seed: a.seed,
         ..TextToImage::default()
     };

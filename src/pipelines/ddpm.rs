@@ -104,7 +104,9 @@ impl SamplingRun {
             Some(v) => checked_init_noise(v, shape)?,
             None => noise.sample(per_item),
         };
-        let x = Tensor::from_data(TensorData::new(x_t, shape), unet.device());
+        // x_T at the scheduler's initial noise level (1 but for the sigma-space schedulers).
+        let x = Tensor::from_data(TensorData::new(x_t, shape), unet.device())
+            * scheduler.init_noise_sigma();
         Ok(Self {
             unet,
             scheduler,
@@ -127,7 +129,8 @@ impl SamplingRun {
         self.step >= self.total_steps()
     }
 
-    pub fn timesteps(&self) -> &[usize] {
+    /// The model timesteps of the run's steps.
+    pub fn timesteps(&self) -> &[f64] {
         self.scheduler.timesteps()
     }
 
@@ -173,32 +176,34 @@ impl SamplingRun {
                 "step: all {total} steps are already done"
             )));
         }
-        let t = self.scheduler.timesteps()[self.step];
+        let i = self.step;
+        let t = self.scheduler.timesteps()[i];
         let b = self.shape[0];
+        let x_in = self.scheduler.scale_model_input(self.x.clone(), i)?;
         let model_output = if self.guidance != 1.0 {
             // Both branches in one call: [x; x] with [labels; null].
             let null = self.null_class.expect("checked in new()");
             let mut labels = self.labels.clone();
             labels.extend(std::iter::repeat_n(null, b));
-            let input = Tensor::cat(vec![self.x.clone(), self.x.clone()], 0);
+            let input = Tensor::cat(vec![x_in.clone(), x_in], 0);
             let out = self.unet.forward(input, &[t as f32], Some(&labels))?;
             let cond = out.clone().narrow(0, 0, b);
             let uncond = out.narrow(0, b, b);
             uncond.clone() + (cond - uncond) * self.guidance
         } else {
             let labels = (!self.labels.is_empty()).then_some(self.labels.as_slice());
-            self.unet.forward(self.x.clone(), &[t as f32], labels)?
+            self.unet.forward(x_in, &[t as f32], labels)?
         };
         let noise = step_noise(
             &*self.scheduler,
-            t,
+            i,
             &mut self.noise,
             self.shape,
             self.unet.device(),
         );
         let out = self
             .scheduler
-            .step(model_output, t, self.x.clone(), noise)?;
+            .step(model_output, i, self.x.clone(), noise)?;
         self.x = out.prev_sample;
         self.x0 = Some(out.pred_original_sample);
         self.step += 1;

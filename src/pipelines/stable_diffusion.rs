@@ -41,7 +41,8 @@ pub struct TextToImage {
     pub scheduler: SchedulerKind,
     pub eta: f64,
     pub seed: u64,
-    /// The initial latents (`[1, latent, h, w]` values) instead of the seed's.
+    /// The initial latents (`[1, latent, h, w]` values, standard normal) instead of the seed's;
+    /// either is scaled by the scheduler's `init_noise_sigma`, as in diffusers' `prepare_latents`.
     pub latents: Option<Vec<f32>>,
 }
 
@@ -150,11 +151,12 @@ impl StableDiffusion {
         };
         Ok(TextToImageRun {
             pipe: self,
-            scheduler,
             noise,
             context,
             guidance: if guided { opts.guidance_scale } else { 1.0 },
-            latents: Tensor::from_data(TensorData::new(x, [1, c, h, w]), &device),
+            latents: Tensor::from_data(TensorData::new(x, [1, c, h, w]), &device)
+                * scheduler.init_noise_sigma(),
+            scheduler,
             step: 0,
         })
     }
@@ -193,22 +195,25 @@ impl TextToImageRun<'_> {
                 "step: all {total} steps are already done"
             )));
         }
-        let t = self.scheduler.timesteps()[self.step];
+        let i = self.step;
+        let t = self.scheduler.timesteps()[i];
         let unet = &self.pipe.unet;
+        // The U-Net's input at this step's noise level (diffusers' `scale_model_input`).
+        let input = self.scheduler.scale_model_input(self.latents.clone(), i)?;
         let out = if self.guidance != 1.0 {
-            let input = Tensor::cat(vec![self.latents.clone(), self.latents.clone()], 0);
+            let input = Tensor::cat(vec![input.clone(), input], 0);
             let both = unet.forward(input, &[t as f32], &self.context)?;
             let uncond = both.clone().narrow(0, 0, 1);
             let cond = both.narrow(0, 1, 1);
             uncond.clone() + (cond - uncond) * self.guidance
         } else {
-            unet.forward(self.latents.clone(), &[t as f32], &self.context)?
+            unet.forward(input, &[t as f32], &self.context)?
         };
         let shape = self.latents.dims();
-        let noise = step_noise(&*self.scheduler, t, &mut self.noise, shape, unet.device());
+        let noise = step_noise(&*self.scheduler, i, &mut self.noise, shape, unet.device());
         self.latents = self
             .scheduler
-            .step(out, t, self.latents.clone(), noise)?
+            .step(out, i, self.latents.clone(), noise)?
             .prev_sample;
         self.step += 1;
         Ok(StepInfo {
