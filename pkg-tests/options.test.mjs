@@ -56,9 +56,9 @@ test("config.sampling states what sample() accepts, and its defaults apply", asy
     return out;
   });
   assert.deepEqual(r.sampling, {
-    schedulers: ["ddpm", "ddim", "dpm++"],
+    schedulers: ["ddpm", "ddim", "dpm++", "euler", "euler-a", "lcm", "cm"],
     defaultScheduler: "ddim",
-    defaultSteps: { ddpm: 500, ddim: 50, "dpm++": 20 },
+    defaultSteps: { ddpm: 500, ddim: 50, "dpm++": 20, euler: 50, "euler-a": 50, lcm: 4, cm: 1 },
     maxSteps: 500,
     maxBatch: 64,
     maxGuidanceScale: 100,
@@ -77,7 +77,7 @@ test("bad options are refused by the core, naming the option", async () => {
       steps: { steps: 501 },
       nan: { guidanceScale: NaN },
       seed: { seed: 1.5 },
-      scheduler: { scheduler: "euler" },
+      scheduler: { scheduler: "heun" },
       labels: { classLabels: [1] },
       notObject: 5,
     })) out[k] = await settle(s.sample(o).next());
@@ -90,7 +90,7 @@ test("bad options are refused by the core, naming the option", async () => {
   assert.deepEqual(r.steps, invalid("steps: expected an integer from 1 to 500, found 501"));
   assert.deepEqual(r.nan, invalid("guidanceScale: expected a finite number, found NaN"));
   assert.deepEqual(r.seed, invalid("seed: expected an integer from 0 to 9007199254740991, found 1.5"));
-  assert.deepEqual(r.scheduler, invalid("scheduler: expected `ddpm`, `ddim` or `dpm++`, found `euler`"));
+  assert.deepEqual(r.scheduler, invalid("scheduler: expected `ddpm`, `ddim`, `dpm++`, `euler`, `euler-a`, `lcm` or `cm`, found `heun`"));
   assert.deepEqual(r.labels, invalid("class labels: this model is unconditional, expected none, found some"));
   assert.deepEqual(r.notObject, { name: "TypeError", message: "sample options: expected an object, found number" });
   assert.equal(r.foreign, "ok");

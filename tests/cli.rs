@@ -63,7 +63,15 @@ fn convert_info_sample_with_every_scheduler() {
         info.contains("quantization:   int8") && info.contains("null class Some(4)"),
         "{info}"
     );
-    for (sched, steps) in [("ddpm", "6"), ("ddim", "5"), ("dpm++", "5")] {
+    for (sched, steps) in [
+        ("ddpm", "6"),
+        ("ddim", "5"),
+        ("dpm++", "5"),
+        ("euler", "3"),
+        ("euler-a", "3"),
+        ("lcm", "2"),
+        ("cm", "2"),
+    ] {
         let png = tmp(&format!("grid-{sched}.png"));
         let frames = tmp(&format!("frames-{sched}"));
         let text = run(bin()

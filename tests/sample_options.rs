@@ -37,6 +37,11 @@ fn absent_and_null_keys_take_the_crates_defaults() {
         ("ddim", 30, 30),
         ("dpm++", 1000, 20),
         ("dpm++", 10, 10),
+        ("euler", 1000, 50),
+        ("euler-a", 1000, 50),
+        ("lcm", 1000, 4),
+        ("cm", 40, 1),
+        ("EulerDiscreteScheduler", 1000, 50),
     ] {
         let o = parse(json!({ "scheduler": name }), t).unwrap();
         assert_eq!(o.steps, want, "{name} on {t} training timesteps");
@@ -67,12 +72,12 @@ fn given_values_are_kept() {
 fn bad_values_name_the_key_the_expected_and_the_found() {
     let cases = [
         (
-            json!({"scheduler": "euler"}),
-            "scheduler: expected `ddpm`, `ddim` or `dpm++`, found `euler`",
+            json!({"scheduler": "heun"}),
+            "scheduler: expected `ddpm`, `ddim`, `dpm++`, `euler`, `euler-a`, `lcm` or `cm`, found `heun`",
         ),
         (
             json!({"scheduler": 3}),
-            "scheduler: expected `ddpm`, `ddim` or `dpm++`, found 3",
+            "scheduler: expected `ddpm`, `ddim`, `dpm++`, `euler`, `euler-a`, `lcm` or `cm`, found 3",
         ),
         (
             json!({"steps": 0}),

@@ -70,7 +70,7 @@ fn check_case(f: &Value, c: &Value, config: &SchedulerConfig) -> Result<String, 
     let mut s = schedulers::build(kind, config, n, eta)
         .map_err(|e| format!("build({kind:?}, {n} steps, eta {eta}) failed: {e}{hint}"))?;
     let want_ts = usizes(&c["timesteps"]);
-    let ours_ts = s.timesteps().to_vec();
+    let ours_ts: Vec<usize> = s.timesteps().iter().map(|&t| t as usize).collect();
 
     let shape: [usize; 4] = usizes(&f["x_T_shape"]).try_into().unwrap();
     let numel = shape.iter().product();
@@ -79,10 +79,10 @@ fn check_case(f: &Value, c: &Value, config: &SchedulerConfig) -> Result<String, 
         let tf = t as f32;
         let model_output = (x.clone() * tf) / (tf + 1.0);
         let nz = s
-            .needs_noise(t)
+            .needs_noise(k)
             .then(|| to_tensor(shape, noise(k, numel), &device));
         x = s
-            .step(model_output, t, x, nz)
+            .step(model_output, k, x, nz)
             .map_err(|e| format!("step {k} (t={t}) failed: {e}{hint}"))?
             .prev_sample;
     }

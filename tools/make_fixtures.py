@@ -11,6 +11,7 @@ What it makes (everything under tests/fixtures/, see tests/fixtures/README.md):
   unets/attn/ddim_pipeline.json                      metadata for the above
   schedulers.json                                    beta tables, timestep schedules, DDPM/DDIM/DPM++ loops
   scheduler_absent_keys.json                         configs that omit keys, run with each scheduler
+  schedulers_euler.json                              Euler, Euler ancestral, LCM, CM: tables and loops
   VERSIONS.json                                      torch / diffusers / safetensors / numpy versions
 
 U-Net names: plain, attn, classcond, flip, ddpm_cifar_like_tiny.
@@ -19,10 +20,12 @@ How to run (from the repository root; needs torch, diffusers, safetensors, numpy
 
     python tools/make_fixtures.py                      # everything
     python tools/make_fixtures.py --only absent-keys   # scheduler_absent_keys.json alone
+    python tools/make_fixtures.py --only euler-family  # schedulers_euler.json alone
 
 The script is deterministic (fixed torch seeds, one CPU thread) and idempotent: it deletes
 tests/fixtures/unets/ and rewrites schedulers.json, scheduler_absent_keys.json and VERSIONS.json
-on every full run. `--only absent-keys` rewrites scheduler_absent_keys.json and nothing else.
+on every full run. `--only absent-keys` rewrites scheduler_absent_keys.json and nothing else; `--only
+euler-family` schedulers_euler.json.
 tests/fixtures/README.md is maintained by hand and is not touched.
 """
 
@@ -44,16 +47,23 @@ torch.set_grad_enabled(False)
 import diffusers  # noqa: E402
 import safetensors  # noqa: E402
 from diffusers import (  # noqa: E402
+    CMStochasticIterativeScheduler,
     DDIMPipeline,
     DDIMScheduler,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    LCMScheduler,
     UNet2DModel,
 )
 from safetensors.torch import save_file  # noqa: E402
 
 import diffusers.pipelines.ddim.pipeline_ddim as pipeline_ddim_mod  # noqa: E402
+import diffusers.schedulers.scheduling_consistency_models as scheduling_cm_mod  # noqa: E402
 import diffusers.schedulers.scheduling_ddpm as scheduling_ddpm_mod  # noqa: E402
+import diffusers.schedulers.scheduling_euler_ancestral_discrete as scheduling_euler_ancestral_mod  # noqa: E402
+import diffusers.schedulers.scheduling_lcm as scheduling_lcm_mod  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "tests", "fixtures")
@@ -804,20 +814,250 @@ def make_absent_keys_json():
 
 
 # ----------------------------------------------------------------------------------------------
+# 5. The Euler family: Euler, Euler ancestral, LCM, consistency models (schedulers_euler.json)
+# ----------------------------------------------------------------------------------------------
+
+# Sigma-space schedulers: the loop runs as diffusers' pipelines do: x = x_T * init_noise_sigma,
+# then per step model_input = scale_model_input(x, t), model_output = dummy_model(model_input, t),
+# x = step(model_output, t, x). Fractional timesteps (Karras sigmas, CM) enter the dummy model as
+# float32(t). Noise that step() draws is replaced by noise_for_step(k) (k = step index).
+EULER_X_T_SHAPE = (1, 3, 2, 2)
+SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000}
+# stabilityai/sd-turbo's scheduler_config.json as published (also tests/fixtures/configs/sd-turbo-scheduler.json).
+SD_TURBO_CONFIG = {
+    "_class_name": "EulerDiscreteScheduler",
+    "_diffusers_version": "0.24.0.dev0",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "interpolation_type": "linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "set_alpha_to_one": False,
+    "sigma_max": None,
+    "sigma_min": None,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "timestep_spacing": "trailing",
+    "timestep_type": "discrete",
+    "trained_betas": None,
+    "use_karras_sigmas": False,
+}
+
+
+def euler_family_noise(module):
+    """Context: `module.randn_tensor` returns noise_for_step(state['k']); yields the state."""
+
+    class Patch:
+        def __enter__(self):
+            self.state = {"k": None, "calls": 0}
+            self.orig = module.randn_tensor
+
+            def fake_randn(shape, generator=None, device=None, dtype=None, layout=None):
+                self.state["calls"] += 1
+                return noise_for_step(self.state["k"], tuple(shape)).to(dtype or torch.float32)
+
+            module.randn_tensor = fake_randn
+            return self.state
+
+        def __exit__(self, *exc):
+            module.randn_tensor = self.orig
+
+    return Patch()
+
+
+def f64_reference(cls, cfg, n):
+    """timesteps, sigmas and init_noise_sigma of `cls(**cfg)` computed from float64 alphas_cumprod
+    (diffusers' own code, with its f32 table swapped for numpy's f64 one): the same formulas as
+    diffusers, without its float32 cumulative product, so a port in f64 agrees to rounding."""
+    s = cls.from_config(cfg)
+    c = s.config
+    b = betas_f64(c.beta_schedule, c.num_train_timesteps, c.beta_start, c.beta_end)
+    s.alphas_cumprod = torch.from_numpy(np.cumprod(1.0 - b))
+    s.set_timesteps(n)
+    sig = s.sigmas.to(torch.float64).numpy()
+    m = float(sig.max())
+    init = m if c.timestep_spacing in ("linspace", "trailing") else math.sqrt(m * m + 1.0)
+    return {"timesteps": flat(s.timesteps), "sigmas": [float(v) for v in sig], "init_noise_sigma": init}
+
+
+def euler_family_loop(name, cls, cfg, n, x_T, module=None):
+    """A whole loop of `cls.from_config(cfg)` (keys of other schedulers ignored, as a pipeline's
+    config is read) with `n` steps, recorded at every step."""
+    s = cls.from_config(cfg)
+    s.set_timesteps(n)
+    init = float(s.init_noise_sigma)
+    x = x_T * s.init_noise_sigma
+    steps = []
+    patch = euler_family_noise(module) if module is not None else None
+    state = patch.__enter__() if patch is not None else {"k": None}
+    try:
+        for k, t in enumerate(s.timesteps):
+            state["k"] = k
+            model_input = s.scale_model_input(x, t)
+            tf = torch.tensor(float(t), dtype=torch.float32)
+            eps = model_input * tf / (tf + 1)
+            res = s.step(eps, t, x)
+            x = res.prev_sample
+            x0 = getattr(res, "pred_original_sample", None)
+            if x0 is None:
+                x0 = getattr(res, "denoised", None)
+            steps.append(
+                {
+                    "k": k,
+                    "t": float(t),
+                    "scaled_model_input": flat(model_input),
+                    "prev_sample": flat(x),
+                    "pred_original_sample": None if x0 is None else flat(x0),
+                }
+            )
+    finally:
+        if patch is not None:
+            calls = state["calls"]
+            patch.__exit__(None, None, None)
+    rec = {
+        "name": name,
+        "scheduler": cls.__name__,
+        "config": to_jsonable(cfg),
+        "full_config": config_dict(s.config),
+        "num_inference_steps": n,
+        "timesteps": flat(s.timesteps),
+        "sigmas": flat(s.sigmas) if hasattr(s, "sigmas") else None,
+        "init_noise_sigma": init,
+        "noise_calls": calls if patch is not None else 0,
+        "x_T": flat(x_T),
+        "steps": steps,
+        "final_sample": flat(x),
+    }
+    if cls in (EulerDiscreteScheduler, EulerAncestralDiscreteScheduler):
+        rec["f64"] = f64_reference(cls, cfg, n)
+    return rec
+
+
+def img2img_loop(name, cls, cfg, n, t_start, x0, module=None):
+    """diffusers' img2img start on `cls.from_config(cfg)` with `n` steps: the run denoises
+    timesteps[t_start:] after set_begin_index(t_start) (where the scheduler has it), from
+    add_noise(x0, noise_for_step(99), timesteps[t_start]); step k's noise is noise_for_step(k),
+    k the index into the full schedule."""
+    s = cls.from_config(cfg)
+    s.set_timesteps(n)
+    ts = s.timesteps[t_start:]
+    if hasattr(s, "set_begin_index"):
+        s.set_begin_index(t_start)
+    x = s.add_noise(x0, noise_for_step(99, tuple(x0.shape)), ts[:1])
+    x_start = flat(x)
+    steps = []
+    patch = euler_family_noise(module) if module is not None else None
+    state = patch.__enter__() if patch is not None else {"k": None}
+    try:
+        for j, t in enumerate(ts):
+            k = t_start + j
+            state["k"] = k
+            model_input = s.scale_model_input(x, t)
+            tf = torch.tensor(float(t), dtype=torch.float32)
+            eps = model_input * tf / (tf + 1)
+            if cls is DDIMScheduler:
+                res = s.step(eps, t, x, eta=0.0)
+            else:
+                res = s.step(eps, t, x)
+            x = res.prev_sample
+            steps.append({"k": k, "t": float(t), "prev_sample": flat(x)})
+    finally:
+        if patch is not None:
+            patch.__exit__(None, None, None)
+    return {
+        "name": name,
+        "scheduler": cls.__name__,
+        "full_config": config_dict(s.config),
+        "num_inference_steps": n,
+        "begin_index": t_start,
+        "timesteps": flat(torch.as_tensor(s.timesteps, dtype=torch.float64)),
+        "x0": flat(x0),
+        "x_start": x_start,
+        "steps": steps,
+        "final_sample": flat(x),
+    }
+
+
+def make_euler_json():
+    x_T = torch.randn(EULER_X_T_SHAPE, generator=torch.Generator().manual_seed(7), dtype=torch.float32)
+    E, EA = EulerDiscreteScheduler, EulerAncestralDiscreteScheduler
+    ea_mod = scheduling_euler_ancestral_mod
+    runs = []
+    sd = dict(SD_BETAS, prediction_type="epsilon")
+    for spacing, off in [("linspace", 0), ("leading", 1), ("trailing", 1)]:
+        runs.append(euler_family_loop(f"euler_{spacing}_10", E, dict(sd, timestep_spacing=spacing, steps_offset=off), 10, x_T))
+    runs.append(euler_family_loop("euler_trailing_v_4", E, dict(sd, timestep_spacing="trailing", prediction_type="v_prediction"), 4, x_T))
+    runs.append(euler_family_loop("euler_leading_sample_10", E, dict(sd, timestep_spacing="leading", prediction_type="sample"), 10, x_T))
+    runs.append(euler_family_loop("euler_linear_betas_7", E, {"num_train_timesteps": 1000}, 7, x_T))
+    turbo = dict(SD_TURBO_CONFIG)
+    for n in [1, 4]:
+        runs.append(euler_family_loop(f"sd_turbo_{n}", E, turbo, n, x_T))
+    runs.append(euler_family_loop("euler_karras_10", E, dict(sd, use_karras_sigmas=True), 10, x_T))
+    runs.append(euler_family_loop("euler_karras_leading_25", E, dict(sd, use_karras_sigmas=True, timestep_spacing="leading", steps_offset=1), 25, x_T))
+    runs.append(euler_family_loop("euler_karras_minmax_8", E, dict(sd, use_karras_sigmas=True, sigma_min=0.1, sigma_max=10.0), 8, x_T))
+    runs.append(euler_family_loop("euler_final_sigma_min_10", E, dict(sd, final_sigmas_type="sigma_min"), 10, x_T))
+    runs.append(euler_family_loop("euler_a_linspace_10", EA, dict(sd, timestep_spacing="linspace"), 10, x_T, ea_mod))
+    runs.append(euler_family_loop("euler_a_trailing_4", EA, dict(sd, timestep_spacing="trailing"), 4, x_T, ea_mod))
+    runs.append(euler_family_loop("euler_a_leading_v_10", EA, dict(sd, timestep_spacing="leading", steps_offset=1, prediction_type="v_prediction"), 10, x_T, ea_mod))
+    lcm = {}
+    for n in [1, 4, 8]:
+        runs.append(euler_family_loop(f"lcm_{n}", LCMScheduler, lcm, n, x_T, scheduling_lcm_mod))
+    runs.append(euler_family_loop("lcm_v_orig20_4", LCMScheduler, {"prediction_type": "v_prediction", "original_inference_steps": 20, "timestep_scaling": 5.0}, 4, x_T, scheduling_lcm_mod))
+    cm_mod = scheduling_cm_mod
+    for n in [1, 2, 3]:
+        runs.append(euler_family_loop(f"cm_{n}", CMStochasticIterativeScheduler, {}, n, x_T, cm_mod))
+    runs.append(euler_family_loop("cm_noclip_2", CMStochasticIterativeScheduler, {"clip_denoised": False, "sigma_data": 0.7, "rho": 5.0, "s_noise": 0.9}, 2, x_T, cm_mod))
+    runs.append(euler_family_loop("cm_t1000_4", CMStochasticIterativeScheduler, {"num_train_timesteps": 1000, "sigma_min": 0.01, "sigma_max": 40.0}, 4, x_T, cm_mod))
+    x0 = x_T * 0.5
+    sd_ddim = dict(SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    img2img = [
+        img2img_loop("img2img_euler_10_from_4", E, sd, 10, 4, x0),
+        img2img_loop("img2img_euler_karras_10_from_3", E, dict(sd, use_karras_sigmas=True), 10, 3, x0),
+        img2img_loop("img2img_euler_a_10_from_5", EA, sd, 10, 5, x0, ea_mod),
+        img2img_loop("img2img_lcm_4_from_1", LCMScheduler, {}, 4, 1, x0, scheduling_lcm_mod),
+        img2img_loop("img2img_cm_3_from_1", CMStochasticIterativeScheduler, {}, 3, 1, x0, cm_mod),
+        img2img_loop("img2img_dpm_10_from_3", DPMSolverMultistepScheduler, sd, 10, 3, x0),
+        img2img_loop("img2img_ddim_10_from_3", DDIMScheduler, sd_ddim, 10, 3, x0),
+        img2img_loop("img2img_ddpm_10_from_6", DDPMScheduler, dict(SD_BETAS, clip_sample=False), 10, 6, x0, scheduling_ddpm_mod),
+    ]
+    doc = {
+        "description": "Golden numbers from diffusers' Euler-family schedulers; see tests/fixtures/README.md",
+        "dummy_model": "model_output = (model_input * tf) / (tf + 1) elementwise in float32, tf = float32(t), "
+        "model_input = scale_model_input(x, t); x starts at x_T * init_noise_sigma",
+        "noise_formula": NOISE_FORMULA,
+        "x_T_shape": list(EULER_X_T_SHAPE),
+        "x_T_origin": "torch.randn((1,3,2,2), generator=torch.Generator().manual_seed(7)), float32",
+        "runs": runs,
+        "img2img": img2img,
+    }
+    path = os.path.join(FIX, "schedulers_euler.json")
+    with open(path, "w") as f:
+        json.dump(doc, f, separators=(",", ":"))
+        f.write("\n")
+    print(f"[euler family] {len(runs)} runs, {os.path.getsize(path)} bytes")
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def main():
     parser = argparse.ArgumentParser(description="Generate the golden test fixtures from diffusers.")
     parser.add_argument(
         "--only",
-        choices=["absent-keys", "consistency-unet"],
-        help="write only this part (absent-keys: scheduler_absent_keys.json; consistency-unet: "
-        "tests/fixtures/unets/consistency_tiny); default: everything",
+        choices=["absent-keys", "euler-family", "consistency-unet"],
+        help="write only this part (absent-keys: scheduler_absent_keys.json; euler-family: "
+        "schedulers_euler.json; consistency-unet: tests/fixtures/unets/consistency_tiny); "
+        "default: everything",
     )
     args = parser.parse_args()
     os.makedirs(FIX, exist_ok=True)
     if args.only == "absent-keys":
         make_absent_keys_json()
+        return
+    if args.only == "euler-family":
+        make_euler_json()
         return
     if args.only == "consistency-unet":
         make_unets(only=["consistency_tiny"])
@@ -841,6 +1081,7 @@ def main():
     make_unets()
     make_schedulers_json()
     make_absent_keys_json()
+    make_euler_json()
     print("done:", versions)
 
 

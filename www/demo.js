@@ -2,7 +2,7 @@
 // It uses the built npm package (pkg/) exactly as an app would. Sampling runs in a Web Worker
 // (SamplerWorker), so the page stays responsive while a CPU step takes a second or more.
 //
-// Query parameters: ?backend=auto|cpu|webgpu, ?steps=N, ?guidance=G, ?scheduler=ddim|dpm++|ddpm
+// Query parameters: ?backend=auto|cpu|webgpu, ?steps=N, ?guidance=G, ?scheduler=ddim|dpm++|ddpm|euler|euler-a
 // preset the controls; ?model=PATH loads another model file of this site (same origin only).
 
 const $ = (id) => document.getElementById(id);

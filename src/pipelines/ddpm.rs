@@ -16,7 +16,7 @@ use crate::noise::BatchNoise;
 use crate::pipelines::img2img::start_index;
 use crate::pipelines::{step_noise, SampleOptions, StepInfo, MAX_BATCH, MAX_GUIDANCE};
 use crate::schedulers::SchedulerConfig;
-use crate::schedulers::{self, BetaTable, Scheduler};
+use crate::schedulers::{self, Scheduler};
 
 /// One sampling run in progress.
 pub struct SamplingRun {
@@ -30,8 +30,6 @@ pub struct SamplingRun {
     shape: [usize; 4],
     x: Tensor<4>,
     x0: Option<Tensor<4>>,
-    /// The training schedule (the forward process that noises the init image).
-    table: BetaTable,
     /// Inpainting: what the mask keeps of the image.
     blend: Option<MaskBlend>,
     /// The first scheduled step this run takes (from an image: `strength`).
@@ -124,8 +122,7 @@ impl SamplingRun {
             }
             None => 0,
         };
-        scheduler.set_begin_index(first);
-        let table = BetaTable::new(scheduler_config)?;
+        scheduler.set_begin_index(first)?;
 
         // 3. x_T: the caller's, or drawn from the seed; from an image, the image noised to the
         //    first timestep run (SDEdit)
@@ -142,9 +139,11 @@ impl SamplingRun {
         });
         let x = match (&opts.image, &image) {
             (Some(i), Some(x0)) if i.strength < 1.0 => {
-                table.add_noise(x0.clone(), eps.clone(), scheduler.timesteps()[first])?
+                scheduler.add_noise(x0.clone(), eps.clone(), first)?
             }
-            _ => eps.clone(),
+            // From noise: x_T at the scheduler's initial noise level (1 but for the
+            // sigma-space schedulers).
+            _ => eps.clone() * scheduler.init_noise_sigma(),
         };
         let blend = match (&opts.image, image) {
             (Some(i), Some(image)) => i.binary_mask().map(|m| MaskBlend {
@@ -165,7 +164,6 @@ impl SamplingRun {
             shape,
             x,
             x0: None,
-            table,
             blend,
             first,
             step: first,
@@ -181,7 +179,8 @@ impl SamplingRun {
         self.step >= self.scheduler.timesteps().len()
     }
 
-    pub fn timesteps(&self) -> &[usize] {
+    /// The model timesteps of the run's steps.
+    pub fn timesteps(&self) -> &[f64] {
         self.scheduler.timesteps()
     }
 
@@ -227,40 +226,41 @@ impl SamplingRun {
                 "step: all {total} steps are already done"
             )));
         }
-        let t = self.scheduler.timesteps()[self.step];
+        let i = self.step;
+        let t = self.scheduler.timesteps()[i];
         let b = self.shape[0];
+        let x_in = self.scheduler.scale_model_input(self.x.clone(), i)?;
         let model_output = if self.guidance != 1.0 {
             // Both branches in one call: [x; x] with [labels; null].
             let null = self.null_class.expect("checked in new()");
             let mut labels = self.labels.clone();
             labels.extend(std::iter::repeat_n(null, b));
-            let input = Tensor::cat(vec![self.x.clone(), self.x.clone()], 0);
+            let input = Tensor::cat(vec![x_in.clone(), x_in], 0);
             let out = self.unet.forward(input, &[t as f32], Some(&labels))?;
             let cond = out.clone().narrow(0, 0, b);
             let uncond = out.narrow(0, b, b);
             uncond.clone() + (cond - uncond) * self.guidance
         } else {
             let labels = (!self.labels.is_empty()).then_some(self.labels.as_slice());
-            self.unet.forward(self.x.clone(), &[t as f32], labels)?
+            self.unet.forward(x_in, &[t as f32], labels)?
         };
         let noise = step_noise(
             &*self.scheduler,
-            t,
+            i,
             &mut self.noise,
             self.shape,
             self.unet.device(),
         );
         let out = self
             .scheduler
-            .step(model_output, t, self.x.clone(), noise)?;
+            .step(model_output, i, self.x.clone(), noise)?;
         self.x = out.prev_sample;
         if let Some(blend) = &self.blend {
-            let kept = match self.scheduler.timesteps().get(self.step + 1) {
-                Some(&next) => {
-                    self.table
-                        .add_noise(blend.image.clone(), blend.noise.clone(), next)?
-                }
-                None => blend.image.clone(),
+            let kept = if i + 1 < self.scheduler.timesteps().len() {
+                self.scheduler
+                    .add_noise(blend.image.clone(), blend.noise.clone(), i + 1)?
+            } else {
+                blend.image.clone()
             };
             let keep = blend.mask.clone().neg() + 1.0;
             self.x = kept * keep + self.x.clone() * blend.mask.clone();

@@ -21,7 +21,7 @@ use crate::memory::MemoryBudget;
 use crate::models::autoencoders::{VQModel, VQModelConfig};
 use crate::models::unets::{UNet2DConfig, UNet2DModel};
 use crate::pipelines::{SampleOptions, SamplingRun, StepInfo};
-use crate::schedulers::{SchedulerConfig, SchedulerKind};
+use crate::schedulers::SchedulerConfig;
 use crate::weights::{Container, ContainerSource, ShapeRecorder};
 
 /// diffusers' class name of this pipeline (`model_index.json`, the pipeline file's metadata).
@@ -169,7 +169,9 @@ impl LatentDiffusion {
         } else {
             0
         };
-        let mut run = SamplingRun::with_config(
+        // The run starts at the scheduler's `init_noise_sigma`, as diffusers' `latents =
+        // latents * self.scheduler.init_noise_sigma`.
+        let run = SamplingRun::with_config(
             self.unet.clone(),
             &self.scheduler,
             None,
@@ -177,11 +179,6 @@ impl LatentDiffusion {
             &budget,
             resident,
         )?;
-        // diffusers: `latents = latents * self.scheduler.init_noise_sigma`.
-        let sigma = init_noise_sigma(opts.scheduler);
-        if sigma != 1.0 {
-            run.set_current(run.current() * sigma)?;
-        }
         Ok(LdmRun { pipe: self, run })
     }
 
@@ -205,15 +202,6 @@ impl LatentDiffusion {
     }
 }
 
-/// The standard deviation of the initial noise the scheduler expects (diffusers'
-/// `scheduler.init_noise_sigma`): 1 for every scheduler this crate has (DDPM, DDIM,
-/// DPM-Solver++); Karras-sigma schedulers (Euler) would need more.
-fn init_noise_sigma(kind: SchedulerKind) -> f64 {
-    match kind {
-        SchedulerKind::Ddpm | SchedulerKind::Ddim | SchedulerKind::DpmSolverMultistep => 1.0,
-    }
-}
-
 /// One LDM run in progress.
 pub struct LdmRun<'a> {
     pipe: &'a LatentDiffusion,
@@ -229,7 +217,7 @@ impl LdmRun<'_> {
         self.run.is_done()
     }
 
-    pub fn timesteps(&self) -> &[usize] {
+    pub fn timesteps(&self) -> &[f64] {
         self.run.timesteps()
     }
 

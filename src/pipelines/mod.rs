@@ -69,24 +69,32 @@ impl Default for SampleOptions {
 }
 
 /// What one [`SamplingRun::step`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepInfo {
     /// 1-based index of the step just taken.
     pub step: usize,
     pub total_steps: usize,
-    pub timestep: usize,
+    /// The model timestep of that step: a training timestep, or a fractional one for Euler
+    /// with Karras sigmas or `linspace` spacing and for consistency models.
+    pub timestep: f64,
     pub last: bool,
 }
 
-/// Steps a run takes when the caller names none: DDPM visits every training timestep (as
-/// diffusers' `DDPMPipeline` does), DDIM 50 (`DDIMPipeline`'s default), DPM-Solver++ 20 (its
-/// second order needs far fewer), each at most the model's `num_train_timesteps`.
+/// Steps a run takes when the caller names none, each at most the model's
+/// `num_train_timesteps`: DDPM visits every training timestep (as diffusers' `DDPMPipeline`
+/// does); DDIM, Euler and Euler ancestral 50 (`DDIMPipeline`'s and `StableDiffusionPipeline`'s
+/// default); DPM-Solver++ 20 (its second order needs far fewer); LCM 4
+/// (`LatentConsistencyModelPipeline`'s default, the low end of the 4-8 its paper uses); a
+/// consistency model 1 (`ConsistencyModelPipeline`'s default: one step is the whole sampler).
 pub fn default_steps(scheduler: SchedulerKind, num_train_timesteps: usize) -> usize {
-    match scheduler {
+    let steps = match scheduler {
         SchedulerKind::Ddpm => num_train_timesteps,
-        SchedulerKind::Ddim => 50.min(num_train_timesteps),
-        SchedulerKind::DpmSolverMultistep => 20.min(num_train_timesteps),
-    }
+        SchedulerKind::Ddim | SchedulerKind::Euler | SchedulerKind::EulerAncestral => 50,
+        SchedulerKind::DpmSolverMultistep => 20,
+        SchedulerKind::Lcm => 4,
+        SchedulerKind::ConsistencyModel => 1,
+    };
+    steps.min(num_train_timesteps)
 }
 
 /// Largest seed: every integer up to it is exact in a JS number.
@@ -223,16 +231,17 @@ fn class_indices(v: &Value) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// The noise a scheduler step at `t` consumes (DDPM; DDIM with eta > 0), drawn from the run's
-/// seeded stream for a sample of `shape`; `None` when the step takes none.
+/// The noise scheduler step `i` consumes (DDPM; DDIM with eta > 0; Euler ancestral, LCM,
+/// consistency models), drawn from the run's seeded stream for a sample of `shape`; `None` when
+/// the step takes none.
 pub(crate) fn step_noise(
     scheduler: &dyn crate::schedulers::Scheduler,
-    t: usize,
+    step_index: usize,
     noise: &mut crate::noise::BatchNoise,
     shape: [usize; 4],
     device: &burn::tensor::Device,
 ) -> Option<Tensor<4>> {
-    scheduler.needs_noise(t).then(|| {
+    scheduler.needs_noise(step_index).then(|| {
         let [_, c, h, w] = shape;
         let v = noise.sample(c * h * w);
         Tensor::from_data(burn::tensor::TensorData::new(v, shape), device)

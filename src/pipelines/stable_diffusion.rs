@@ -19,7 +19,7 @@ use crate::models::unets::UNet2DConditionModel;
 use crate::noise::{BatchNoise, NoiseStream};
 use crate::pipelines::img2img::{resize_nearest, start_index, ImageInput};
 use crate::pipelines::{step_noise, StepInfo, MAX_BATCH, MAX_GUIDANCE};
-use crate::schedulers::{self, BetaTable, Scheduler, SchedulerConfig, SchedulerKind};
+use crate::schedulers::{self, Scheduler, SchedulerConfig, SchedulerKind};
 use crate::text::clip::state_dict_prefix;
 use crate::text::{CLIPTextModel, ClipTokenizer, MAX_LENGTH};
 use crate::weights::{Container, ContainerSource};
@@ -326,7 +326,6 @@ impl StableDiffusion {
         Ok(TextToImageRun {
             pipe,
             scheduler: prepared.scheduler,
-            table: prepared.table,
             noise: prepared.noise,
             context: prepared.context,
             guidance: prepared.guidance,
@@ -414,8 +413,7 @@ impl StableDiffusion {
             Some(i) => start_index(scheduler.timesteps().len(), i.strength)?,
             None => 0,
         };
-        scheduler.set_begin_index(first);
-        let table = BetaTable::new(&self.scheduler)?;
+        scheduler.set_begin_index(first)?;
 
         // The VAE posterior samples (image, then masked image) take the given draws in order,
         // else their own seeded stream, one sample shared by the batch as in diffusers.
@@ -473,9 +471,10 @@ impl StableDiffusion {
         let latents = match (&opts.image, &image_latents) {
             // Starting part-way: the image's latents noised to the first timestep run.
             (Some(i), Some(x0)) if i.strength < 1.0 => {
-                table.add_noise(x0.clone(), eps.clone(), scheduler.timesteps()[first])?
+                scheduler.add_noise(x0.clone(), eps.clone(), first)?
             }
-            _ => eps.clone(),
+            // From noise: at the scheduler's initial noise level (`init_noise_sigma`).
+            _ => eps.clone() * scheduler.init_noise_sigma(),
         };
 
         let inpaint = match (&opts.image, mask) {
@@ -503,7 +502,6 @@ impl StableDiffusion {
         };
         Ok(Prepared {
             scheduler,
-            table,
             noise,
             context,
             guidance: if guided { opts.guidance_scale } else { 1.0 },
@@ -517,7 +515,6 @@ impl StableDiffusion {
 /// A run's state before its first step.
 struct Prepared {
     scheduler: Box<dyn Scheduler>,
-    table: BetaTable,
     noise: BatchNoise,
     context: Tensor<3>,
     guidance: f64,
@@ -547,8 +544,6 @@ pub struct TextToImageRun<P: Deref<Target = StableDiffusion>> {
     guidance: f64,
     latents: Tensor<4>,
     inpaint: Option<Inpainting>,
-    /// The training schedule (the forward process that noises the image latents).
-    table: BetaTable,
     /// The latest prediction of the clean latents.
     x0: Option<Tensor<4>>,
     /// The first scheduled step this run takes (img2img, inpainting: `strength`).
@@ -586,16 +581,17 @@ impl<P: Deref<Target = StableDiffusion>> TextToImageRun<P> {
                 "step: all {total} steps are already done"
             )));
         }
-        let timesteps = self.scheduler.timesteps();
-        let t = timesteps[self.step];
-        let next_t = timesteps.get(self.step + 1).copied();
+        let i = self.step;
+        let t = self.scheduler.timesteps()[i];
         let unet = &self.pipe.unet;
         let b = self.latents.dims()[0];
         let guided = self.guidance != 1.0;
+        // The U-Net's input at this step's noise level (diffusers' `scale_model_input`).
+        let scaled = self.scheduler.scale_model_input(self.latents.clone(), i)?;
         let mut input = if guided {
-            Tensor::cat(vec![self.latents.clone(), self.latents.clone()], 0)
+            Tensor::cat(vec![scaled.clone(), scaled], 0)
         } else {
-            self.latents.clone()
+            scaled
         };
         if let Some(Inpainting {
             mask,
@@ -623,8 +619,8 @@ impl<P: Deref<Target = StableDiffusion>> TextToImageRun<P> {
             unet.forward(input, &[t as f32], &self.context)?
         };
         let shape = self.latents.dims();
-        let noise = step_noise(&*self.scheduler, t, &mut self.noise, shape, unet.device());
-        let out = self.scheduler.step(out, t, self.latents.clone(), noise)?;
+        let noise = step_noise(&*self.scheduler, i, &mut self.noise, shape, unet.device());
+        let out = self.scheduler.step(out, i, self.latents.clone(), noise)?;
         self.latents = out.prev_sample;
         if let Some(Inpainting {
             mask,
@@ -635,9 +631,11 @@ impl<P: Deref<Target = StableDiffusion>> TextToImageRun<P> {
         {
             // Keep the unmasked region: the image's latents at the next timestep (clean after
             // the last step).
-            let kept = match next_t {
-                Some(nt) => self.table.add_noise(image.clone(), noise.clone(), nt)?,
-                None => image.clone(),
+            let kept = if i + 1 < self.scheduler.timesteps().len() {
+                self.scheduler
+                    .add_noise(image.clone(), noise.clone(), i + 1)?
+            } else {
+                image.clone()
             };
             let keep = mask.clone().neg() + 1.0;
             self.latents = kept * keep + self.latents.clone() * mask.clone();

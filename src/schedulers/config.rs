@@ -1,10 +1,14 @@
 //! The config of the schedulers, read from diffusers' `scheduler_config.json`: the training
 //! noise schedule and every scheduler's options, typed (enums with diffusers' names).
 //!
-//! One struct serves the three schedulers, as one file serves them in diffusers. Keys whose
-//! default differs between diffusers' schedulers (`timestep_spacing`: `leading` for DDPM and
-//! DDIM, `linspace` for DPM-Solver++) are `Option`s: absent from the file, they take the default
-//! of the scheduler that runs, as diffusers' `from_config` does, not of the one the file names.
+//! One struct serves every scheduler, as one file serves them in diffusers. Keys whose default
+//! differs between diffusers' schedulers (`timestep_spacing`: `leading` for DDPM, DDIM and LCM,
+//! `linspace` for DPM-Solver++ and the Euler schedulers; `sigma_min` / `sigma_max`: taken from
+//! the beta table by Euler, 0.002 / 80 for consistency models) are `Option`s: absent from the
+//! file, they take the default of the scheduler that runs, as diffusers' `from_config` does, not
+//! of the one the file names. Other keys have one default (DDPM's where diffusers' schedulers
+//! disagree: LCM's and CM's own defaults for the beta table, `clip_sample` and
+//! `num_train_timesteps` apply only when the file says so; their published configs all do).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -13,16 +17,35 @@ use crate::config::{config_enum, from_fields, json_kind, known_keys, parse_confi
 use crate::error::{Error, Result};
 
 config_enum! {
-    /// A sampler of this crate; its names are the ones the CLI and the JS API take.
+    /// A sampler of this crate; its names are the ones the CLI and the JS API take (diffusers'
+    /// class names are accepted too). The scheduler is chosen at run time: a model's
+    /// `scheduler_config.json` gives the noise schedule whatever class it names (e.g.
+    /// `PNDMScheduler`, which most Stable Diffusion checkpoints name, and which is not one of these).
     pub enum SchedulerKind {
-        Ddpm = "ddpm",
-        Ddim = "ddim",
-        DpmSolverMultistep = "dpm++" | "dpmsolver++" | "dpm",
+        Ddpm = "ddpm" | "DDPMScheduler",
+        Ddim = "ddim" | "DDIMScheduler",
+        DpmSolverMultistep = "dpm++" | "dpmsolver++" | "dpm" | "DPMSolverMultistepScheduler",
+        Euler = "euler" | "EulerDiscreteScheduler",
+        EulerAncestral = "euler-a" | "euler_a" | "EulerAncestralDiscreteScheduler",
+        Lcm = "lcm" | "LCMScheduler",
+        ConsistencyModel = "cm" | "CMStochasticIterativeScheduler",
     }
 }
 
 impl SchedulerKind {
-    /// The scheduler a user names (`ddpm`, `ddim`, `dpm++`).
+    /// Every kind, in the order of [`SchedulerKind::NAMES`].
+    pub const ALL: [SchedulerKind; 7] = [
+        SchedulerKind::Ddpm,
+        SchedulerKind::Ddim,
+        SchedulerKind::DpmSolverMultistep,
+        SchedulerKind::Euler,
+        SchedulerKind::EulerAncestral,
+        SchedulerKind::Lcm,
+        SchedulerKind::ConsistencyModel,
+    ];
+
+    /// The scheduler a user names (`ddpm`, `ddim`, `dpm++`, `euler`, `euler-a`, `lcm`, `cm`, or
+    /// diffusers' class name).
     pub fn parse(name: &str) -> Result<Self> {
         Self::from_name(name).ok_or_else(|| {
             Error::invalid(format!(
@@ -93,7 +116,26 @@ config_enum! {
 }
 
 config_enum! {
-    /// DPM-Solver's `final_sigmas_type`: the sigma after the last step.
+    /// Euler's `interpolation_type`: how sigmas between training timesteps are found.
+    pub enum InterpolationType {
+        /// `np.interp` of the training sigmas at the (fractional) timesteps.
+        Linear = "linear",
+        /// Log-linear from the last to the first training sigma (not implemented).
+        LogLinear = "log_linear",
+    }
+}
+
+config_enum! {
+    /// Euler's `timestep_type`: what the U-Net is given as the timestep.
+    pub enum TimestepType {
+        Discrete = "discrete",
+        /// 0.25 ln(sigma) with v-prediction (not implemented).
+        Continuous = "continuous",
+    }
+}
+
+config_enum! {
+    /// DPM-Solver's and Euler's `final_sigmas_type`: the sigma after the last step.
     pub enum FinalSigmasType {
         Zero = "zero",
         SigmaMin = "sigma_min",
@@ -136,6 +178,28 @@ pub struct SchedulerConfig {
     pub final_sigmas_type: FinalSigmasType,
     pub lambda_min_clipped: f64,
     pub variance_type_dpm: Option<String>,
+    /// Euler: how sigmas are interpolated between training timesteps.
+    pub interpolation_type: InterpolationType,
+    /// Euler: the timestep the U-Net is given.
+    pub timestep_type: TimestepType,
+    /// Euler with Karras sigmas: the smallest sigma (`None`: the last interpolated one);
+    /// consistency models: the sigma of clean data (`None`: 0.002).
+    pub sigma_min: Option<f64>,
+    /// Euler with Karras sigmas: the largest sigma (`None`: the first interpolated one);
+    /// consistency models: the sigma of pure noise (`None`: 80).
+    pub sigma_max: Option<f64>,
+    /// Consistency models: the standard deviation of the data (EDM's sigma_data).
+    pub sigma_data: f64,
+    /// Consistency models: the exponent of the Karras sigma ramp.
+    pub rho: f64,
+    /// Consistency models: the scale of the noise added between steps.
+    pub s_noise: f64,
+    /// Consistency models: whether the denoised sample is clamped to [-1, 1].
+    pub clip_denoised: bool,
+    /// LCM: the number of steps of the schedule the model was distilled on.
+    pub original_inference_steps: usize,
+    /// LCM: the factor on the timestep in the boundary-condition scalings c_skip, c_out.
+    pub timestep_scaling: f64,
 }
 
 impl Default for SchedulerConfig {
@@ -168,6 +232,16 @@ impl Default for SchedulerConfig {
             final_sigmas_type: FinalSigmasType::Zero,
             lambda_min_clipped: f64::NEG_INFINITY,
             variance_type_dpm: None,
+            interpolation_type: InterpolationType::Linear,
+            timestep_type: TimestepType::Discrete,
+            sigma_min: None,
+            sigma_max: None,
+            sigma_data: 0.5,
+            rho: 7.0,
+            s_noise: 1.0,
+            clip_denoised: true,
+            original_inference_steps: 50,
+            timestep_scaling: 10.0,
         }
     }
 }
@@ -285,6 +359,49 @@ impl SchedulerConfig {
                 "steps_offset: expected less than num_train_timesteps = {t}, found {}",
                 self.steps_offset
             )));
+        }
+        self.validate_sigma_options()
+    }
+
+    /// The options of the Euler schedulers, LCM and consistency models. Cross-field limits that
+    /// depend on the scheduler that runs (`original_inference_steps` <= `num_train_timesteps`)
+    /// are checked when that scheduler is built.
+    fn validate_sigma_options(&self) -> Result<()> {
+        let positive = |name: &str, x: f64| {
+            if x.is_finite() && x > 0.0 {
+                Ok(())
+            } else {
+                Err(Error::config(format!(
+                    "{name}: expected a finite number > 0, found {x}"
+                )))
+            }
+        };
+        if let Some(x) = self.sigma_min {
+            positive("sigma_min", x)?;
+        }
+        if let Some(x) = self.sigma_max {
+            positive("sigma_max", x)?;
+        }
+        if let (Some(lo), Some(hi)) = (self.sigma_min, self.sigma_max) {
+            if lo >= hi {
+                return Err(Error::config(format!(
+                    "sigma_min/sigma_max: expected sigma_min < sigma_max, found {lo} and {hi}"
+                )));
+            }
+        }
+        positive("sigma_data", self.sigma_data)?;
+        positive("rho", self.rho)?;
+        positive("timestep_scaling", self.timestep_scaling)?;
+        if !(self.s_noise.is_finite() && self.s_noise >= 0.0) {
+            return Err(Error::config(format!(
+                "s_noise: expected a finite number >= 0, found {}",
+                self.s_noise
+            )));
+        }
+        if self.original_inference_steps == 0 {
+            return Err(Error::config(
+                "original_inference_steps: expected at least 1, found 0",
+            ));
         }
         Ok(())
     }

@@ -1,8 +1,11 @@
 //! Noise schedulers, one file per diffusers scheduler, over f64 tables on the CPU.
 //! The per-step update runs on the sample's device as a few tensor ops.
 //!
-//! API as in diffusers: build from a [`SchedulerConfig`] and a number of inference steps,
-//! read [`Scheduler::timesteps`], call [`Scheduler::step`] once per timestep in order.
+//! API as in diffusers: build from a [`SchedulerConfig`] and a number of inference steps, start
+//! from noise times [`Scheduler::init_noise_sigma`], then for each step index `i` in order give
+//! the model [`Scheduler::scale_model_input`]`(x, i)` at [`Scheduler::timesteps`]`[i]` and call
+//! [`Scheduler::step`] with its output. Steps are addressed by index, as diffusers' `step_index`
+//! (two steps may share a timestep value; a sigma-space timestep is fractional).
 //!
 //! One self-contained file per scheduler, as in diffusers (their `Scheduler` impls repeat the
 //! same signatures on purpose); what they share is here, written once: the beta tables and the
@@ -10,50 +13,99 @@
 //! ([`predicted_x0`]) and the schedule checks ([`build`]).
 
 pub mod config;
+pub mod scheduling_consistency_models;
 pub mod scheduling_ddim;
 pub mod scheduling_ddpm;
 pub mod scheduling_dpmsolver_multistep;
+pub mod scheduling_euler_ancestral_discrete;
+pub mod scheduling_euler_discrete;
+pub mod scheduling_lcm;
 
 use burn::tensor::Tensor;
 
 use crate::error::{Error, Result};
 
 pub use config::{
-    BetaSchedule, PredictionType, SchedulerConfig, SchedulerKind, TimestepSpacing, VarianceType,
+    BetaSchedule, InterpolationType, PredictionType, SchedulerConfig, SchedulerKind,
+    TimestepSpacing, TimestepType, VarianceType,
 };
 
+pub use scheduling_consistency_models::CMStochasticIterativeScheduler;
 pub use scheduling_ddim::DdimScheduler;
 pub use scheduling_ddpm::DdpmScheduler;
 pub use scheduling_dpmsolver_multistep::DpmSolverMultistepScheduler;
+pub use scheduling_euler_ancestral_discrete::EulerAncestralDiscreteScheduler;
+pub use scheduling_euler_discrete::EulerDiscreteScheduler;
+pub use scheduling_lcm::LcmScheduler;
 
 /// Result of one denoising step.
 #[derive(Debug, Clone)]
 pub struct SchedulerOutput {
     /// x_{t-1}: the sample to feed to the next step.
     pub prev_sample: Tensor<4>,
-    /// The model's current estimate of the clean image x_0 (a free preview).
+    /// The model's current estimate of the clean image x_0 (a free preview; LCM's and
+    /// consistency models' `denoised`).
     pub pred_original_sample: Tensor<4>,
 }
 
-/// A sampler's per-step rule.
+/// A sampler's per-step rule. Steps are addressed by their index `i` into
+/// [`timesteps`](Scheduler::timesteps) (diffusers' `step_index`).
 pub trait Scheduler {
-    /// The timesteps to visit, in order (descending).
-    fn timesteps(&self) -> &[usize];
-    /// Whether `step` at `timestep` consumes a noise tensor (DDPM for t > 0, DDIM with eta > 0).
-    fn needs_noise(&self, timestep: usize) -> bool;
-    /// One reverse step from `sample` (x_t) given the model output at `timestep`. `noise` must
-    /// be given (same shape as `sample`, standard normal) when [`Scheduler::needs_noise`] says so.
+    /// The model timestep of each step, in order (diffusers' `scheduler.timesteps`): training
+    /// timesteps for DDPM, DDIM, DPM-Solver++ and LCM; fractional ones for Euler with Karras
+    /// sigmas or `linspace` spacing and for consistency models (what the U-Net is given, as f32).
+    fn timesteps(&self) -> &[f64];
+
+    /// The noise levels of a sigma-space scheduler (x = x_0 + sigma noise; Euler, Euler
+    /// ancestral, consistency models): one per step and the one after the last step. `None` for
+    /// the schedulers that work on `alphas_cumprod`.
+    fn sigmas(&self) -> Option<&[f64]> {
+        None
+    }
+
+    /// The standard deviation of the initial noise: a run starts from `noise * init_noise_sigma`
+    /// (1 for the variance-preserving schedulers).
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+
+    /// The model's input at step `i` (diffusers' `scale_model_input`): `sample` itself, or
+    /// `sample` scaled to unit variance by the sigma-space schedulers.
+    fn scale_model_input(&self, sample: Tensor<4>, step_index: usize) -> Result<Tensor<4>> {
+        timestep_at(self.timesteps(), step_index)?;
+        Ok(sample)
+    }
+
+    /// Whether [`step`](Scheduler::step) at step `i` consumes a noise tensor (DDPM for t > 0,
+    /// DDIM with eta > 0, Euler ancestral, LCM and consistency models before their last step).
+    fn needs_noise(&self, step_index: usize) -> bool;
+
+    /// One reverse step from `sample` (x_t) given the model output at step `i`. `noise` must be
+    /// given (same shape as `sample`, standard normal) when [`Scheduler::needs_noise`] says so.
     fn step(
         &mut self,
         model_output: Tensor<4>,
-        timestep: usize,
+        step_index: usize,
         sample: Tensor<4>,
         noise: Option<Tensor<4>>,
     ) -> Result<SchedulerOutput>;
-    /// Makes the next [`step`](Scheduler::step) the schedule's step `index` (diffusers'
-    /// `set_begin_index`: img2img and inpainting start part-way). Multistep solvers restart
-    /// their history; one-step rules need nothing.
-    fn set_begin_index(&mut self, _index: usize) {}
+
+    /// The forward process: `original` (x_0) noised with `noise` to the noise level of step `i`,
+    /// the sample a run that starts at step `i` takes (img2img).
+    fn add_noise(
+        &self,
+        original: Tensor<4>,
+        noise: Tensor<4>,
+        step_index: usize,
+    ) -> Result<Tensor<4>>;
+
+    /// The step a run starts at (0 unless [`set_begin_index`](Scheduler::set_begin_index)).
+    fn begin_index(&self) -> usize;
+
+    /// Starts the run at step `i` (diffusers' `set_begin_index`; img2img denoises
+    /// `timesteps[i..]` from [`add_noise`](Scheduler::add_noise)`(x0, noise, i)`). Multistep
+    /// schedulers forget their history and take step `i` next.
+    fn set_begin_index(&mut self, begin_index: usize) -> Result<()>;
 }
 
 impl SchedulerKind {
@@ -63,6 +115,11 @@ impl SchedulerKind {
             SchedulerKind::Ddpm => scheduling_ddpm::DEFAULT_SPACING,
             SchedulerKind::Ddim => scheduling_ddim::DEFAULT_SPACING,
             SchedulerKind::DpmSolverMultistep => scheduling_dpmsolver_multistep::DEFAULT_SPACING,
+            SchedulerKind::Euler => scheduling_euler_discrete::DEFAULT_SPACING,
+            SchedulerKind::EulerAncestral => scheduling_euler_ancestral_discrete::DEFAULT_SPACING,
+            SchedulerKind::Lcm => scheduling_lcm::DEFAULT_SPACING,
+            // Consistency models space their own Karras ramp (`leading`-like, no option).
+            SchedulerKind::ConsistencyModel => TimestepSpacing::Leading,
         }
     }
 }
@@ -77,30 +134,82 @@ pub fn build(
     eta: f64,
 ) -> Result<Box<dyn Scheduler>> {
     let scheduler = build_unchecked(kind, config, num_inference_steps, eta)?;
-    check_schedule(
-        kind,
-        config,
-        num_inference_steps,
-        eta,
-        scheduler.timesteps(),
-    )?;
+    check_schedule(kind, config, num_inference_steps, eta, &*scheduler)?;
     Ok(scheduler)
 }
 
 fn build_unchecked(
     kind: SchedulerKind,
     config: &SchedulerConfig,
-    num_inference_steps: usize,
+    n: usize,
     eta: f64,
 ) -> Result<Box<dyn Scheduler>> {
     Ok(match kind {
-        SchedulerKind::Ddpm => Box::new(DdpmScheduler::new(config, num_inference_steps)?),
-        SchedulerKind::Ddim => Box::new(DdimScheduler::new(config, num_inference_steps, eta)?),
-        SchedulerKind::DpmSolverMultistep => Box::new(DpmSolverMultistepScheduler::new(
-            config,
-            num_inference_steps,
-        )?),
+        SchedulerKind::Ddpm => Box::new(DdpmScheduler::new(config, n)?),
+        SchedulerKind::Ddim => Box::new(DdimScheduler::new(config, n, eta)?),
+        SchedulerKind::DpmSolverMultistep => Box::new(DpmSolverMultistepScheduler::new(config, n)?),
+        SchedulerKind::Euler => Box::new(EulerDiscreteScheduler::new(config, n)?),
+        SchedulerKind::EulerAncestral => Box::new(EulerAncestralDiscreteScheduler::new(config, n)?),
+        SchedulerKind::Lcm => Box::new(LcmScheduler::new(config, n)?),
+        SchedulerKind::ConsistencyModel => {
+            Box::new(CMStochasticIterativeScheduler::new(config, n)?)
+        }
     })
+}
+
+/// The timestep of step `i`, or an error naming the range.
+pub(crate) fn timestep_at(ts: &[f64], i: usize) -> Result<f64> {
+    ts.get(i).copied().ok_or_else(|| {
+        Error::invalid(format!(
+            "step index: expected 0 to {} (the run's {} steps), found {i}",
+            ts.len().saturating_sub(1),
+            ts.len()
+        ))
+    })
+}
+
+/// Checks a begin index for [`Scheduler::set_begin_index`].
+pub(crate) fn check_begin_index(ts: &[f64], i: usize) -> Result<usize> {
+    timestep_at(ts, i).map(|_| i)
+}
+
+/// The noise a step needs, or an error naming the scheduler and step.
+pub(crate) fn required_noise(noise: Option<Tensor<4>>, name: &str, i: usize) -> Result<Tensor<4>> {
+    noise.ok_or_else(|| {
+        Error::invalid(format!(
+            "{name} step {i}: expected a noise tensor, found none"
+        ))
+    })
+}
+
+/// The sigmas of a sigma-space schedule: finite, > 0 at every visited step (the updates divide
+/// by them), >= 0 after the last; `non_increasing` where the update takes a square root of
+/// their differences (Euler ancestral).
+pub(crate) fn check_sigmas(name: &str, sigmas: &[f64], non_increasing: bool) -> Result<()> {
+    let n = sigmas.len().saturating_sub(1);
+    for (i, &s) in sigmas.iter().enumerate() {
+        let ok = s.is_finite() && (s > 0.0 || (i == n && s == 0.0));
+        if !ok {
+            return Err(Error::config(format!(
+                "scheduler `{name}`: expected finite sigmas > 0, found {s} at step {i} of {n} (the beta schedule's alphas_cumprod underflows f32 there)"
+            )));
+        }
+    }
+    if non_increasing {
+        if let Some(i) = (1..sigmas.len()).find(|&i| sigmas[i] > sigmas[i - 1]) {
+            return Err(Error::config(format!(
+                "scheduler `{name}`: expected sigmas that never grow, found {} after {} at step {i}",
+                sigmas[i],
+                sigmas[i - 1]
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Rounds to f32, as diffusers stores its sigma and timestep tables.
+pub(crate) fn f32_round(x: f64) -> f64 {
+    x as f32 as f64
 }
 
 /// The first timestep of `ts` that is not strictly below its predecessor.
@@ -109,31 +218,44 @@ fn repeated_timestep(ts: &[usize]) -> Option<usize> {
 }
 
 /// Refuses a schedule that would give no frame or NaN: an empty one (DPM-Solver++'s
-/// `lambda_min_clipped` can clip every timestep), one that visits a timestep twice (DPM-Solver++
-/// then divides by a zero step in lambda: `leading` spacing with many steps), or one whose
-/// training schedule has equal or zero `alphas_cumprod` at two visited timesteps (betas too
-/// small to change an f32, or a product that underflows).
+/// `lambda_min_clipped` can clip every timestep) or one with a non-finite timestep. Sigma-space
+/// schedulers check their sigmas when built ([`check_sigmas`]); for the others also one that
+/// visits a timestep twice (DPM-Solver++ then divides by a zero step in lambda: `leading`
+/// spacing with many steps), or one whose training schedule has equal or zero `alphas_cumprod`
+/// at two visited timesteps (betas too small to change an f32, or a product that underflows).
 fn check_schedule(
     kind: SchedulerKind,
     config: &SchedulerConfig,
     n: usize,
     eta: f64,
-    ts: &[usize],
+    scheduler: &dyn Scheduler,
 ) -> Result<()> {
     let name = kind.name();
     let t = config.num_train_timesteps;
+    let ts = scheduler.timesteps();
     if ts.is_empty() {
         return Err(Error::config(format!(
             "scheduler `{name}`: expected at least one timestep, found none: lambda_min_clipped = {} clips all {t} training timesteps (use a lower lambda_min_clipped)",
             config.lambda_min_clipped
         )));
     }
-    if let Some(rep) = repeated_timestep(ts) {
+    if let Some(bad) = ts.iter().find(|x| !x.is_finite()) {
+        return Err(Error::config(format!(
+            "scheduler `{name}`: expected finite timesteps, found {bad}"
+        )));
+    }
+    if scheduler.sigmas().is_some() {
+        return Ok(());
+    }
+    // The alphas_cumprod schedulers visit training timesteps (integers below t).
+    let ts: Vec<usize> = ts.iter().map(|&x| x as usize).collect();
+    if let Some(rep) = repeated_timestep(&ts) {
         // The largest step count that still gives distinct timesteps, by bisection (the
         // schedules only get denser with more steps).
         let ok = |m: usize| {
             build_unchecked(kind, config, m, eta).is_ok_and(|s| {
-                !s.timesteps().is_empty() && repeated_timestep(s.timesteps()).is_none()
+                let ts: Vec<usize> = s.timesteps().iter().map(|&x| x as usize).collect();
+                !ts.is_empty() && repeated_timestep(&ts).is_none()
             })
         };
         let usable = if ok(1) {
@@ -355,7 +477,7 @@ fn to_valid_timesteps(ts: Vec<i64>, t: usize) -> Result<Vec<usize>> {
 }
 
 /// `np.linspace(start, end, n)`.
-fn linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
+pub(crate) fn linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
     if n == 1 {
         return vec![start];
     }

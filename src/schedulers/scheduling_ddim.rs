@@ -4,8 +4,8 @@
 use burn::tensor::Tensor;
 
 use super::{
-    predicted_x0, spaced_timesteps, BetaTable, PredictionType, Scheduler, SchedulerConfig,
-    SchedulerOutput, TimestepSpacing,
+    check_begin_index, predicted_x0, required_noise, spaced_timesteps, timestep_at, BetaTable,
+    PredictionType, Scheduler, SchedulerConfig, SchedulerOutput, TimestepSpacing,
 };
 use crate::error::{Error, Result};
 
@@ -16,12 +16,15 @@ pub const DEFAULT_SPACING: TimestepSpacing = TimestepSpacing::Leading;
 pub struct DdimScheduler {
     pub table: BetaTable,
     timesteps: Vec<usize>,
+    /// `timesteps` as the model is given them.
+    model_timesteps: Vec<f64>,
     prediction: PredictionType,
     clip_sample: Option<f64>,
     /// alpha_cumprod used after the last step (1, or alphas_cumprod[0]).
     final_alpha_cumprod: f64,
     step_ratio: usize,
     eta: f64,
+    begin_index: usize,
 }
 
 impl DdimScheduler {
@@ -37,14 +40,17 @@ impl DdimScheduler {
         } else {
             table.alphas_cumprod[0]
         };
+        let timesteps = spaced_timesteps(config, DEFAULT_SPACING, num_inference_steps)?;
         Ok(Self {
             table,
-            timesteps: spaced_timesteps(config, DEFAULT_SPACING, num_inference_steps)?,
+            model_timesteps: timesteps.iter().map(|&t| t as f64).collect(),
+            timesteps,
             prediction: config.prediction_type,
             clip_sample: config.clip_range(),
             final_alpha_cumprod,
             step_ratio: config.num_train_timesteps / num_inference_steps,
             eta,
+            begin_index: 0,
         })
     }
 
@@ -64,27 +70,23 @@ impl DdimScheduler {
 }
 
 impl Scheduler for DdimScheduler {
-    fn timesteps(&self) -> &[usize] {
-        &self.timesteps
+    fn timesteps(&self) -> &[f64] {
+        &self.model_timesteps
     }
 
-    fn needs_noise(&self, _timestep: usize) -> bool {
+    fn needs_noise(&self, _step_index: usize) -> bool {
         self.eta > 0.0
     }
 
     fn step(
         &mut self,
         model_output: Tensor<4>,
-        t: usize,
+        step_index: usize,
         sample: Tensor<4>,
         noise: Option<Tensor<4>>,
     ) -> Result<SchedulerOutput> {
-        if t >= self.table.alphas_cumprod.len() {
-            return Err(Error::invalid(format!(
-                "timestep: expected 0 to {}, found {t}",
-                self.table.alphas_cumprod.len() - 1
-            )));
-        }
+        timestep_at(&self.model_timesteps, step_index)?;
+        let t = self.timesteps[step_index];
         // 1-2. alphas of t and of the previous timestep t - T/n
         let a_t = self.table.alphas_cumprod[t];
         let a_prev = self.alpha_prev(t);
@@ -113,17 +115,32 @@ impl Scheduler for DdimScheduler {
         // 7. x_{t-1} without the random noise, then the noise
         let mut prev = x0.clone() * a_prev.sqrt() + direction;
         if self.eta > 0.0 {
-            let noise = noise.ok_or_else(|| {
-                Error::invalid(format!(
-                    "DDIM step with eta = {}: expected a noise tensor, found none",
-                    self.eta
-                ))
-            })?;
+            let noise = required_noise(noise, "DDIM (eta > 0)", step_index)?;
             prev = prev + noise * std_dev;
         }
         Ok(SchedulerOutput {
             prev_sample: prev,
             pred_original_sample: x0,
         })
+    }
+
+    fn add_noise(
+        &self,
+        original: Tensor<4>,
+        noise: Tensor<4>,
+        step_index: usize,
+    ) -> Result<Tensor<4>> {
+        timestep_at(&self.model_timesteps, step_index)?;
+        self.table
+            .add_noise(original, noise, self.timesteps[step_index])
+    }
+
+    fn begin_index(&self) -> usize {
+        self.begin_index
+    }
+
+    fn set_begin_index(&mut self, begin_index: usize) -> Result<()> {
+        self.begin_index = check_begin_index(&self.model_timesteps, begin_index)?;
+        Ok(())
     }
 }

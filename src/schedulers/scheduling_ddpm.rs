@@ -3,10 +3,10 @@
 use burn::tensor::Tensor;
 
 use super::{
-    predicted_x0, spaced_timesteps, BetaTable, PredictionType, Scheduler, SchedulerConfig,
-    SchedulerOutput, TimestepSpacing, VarianceType,
+    check_begin_index, predicted_x0, required_noise, spaced_timesteps, timestep_at, BetaTable,
+    PredictionType, Scheduler, SchedulerConfig, SchedulerOutput, TimestepSpacing, VarianceType,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// diffusers' `DDPMScheduler` default `timestep_spacing`.
 pub const DEFAULT_SPACING: TimestepSpacing = TimestepSpacing::Leading;
@@ -15,19 +15,25 @@ pub const DEFAULT_SPACING: TimestepSpacing = TimestepSpacing::Leading;
 pub struct DdpmScheduler {
     pub table: BetaTable,
     timesteps: Vec<usize>,
+    /// `timesteps` as the model is given them.
+    model_timesteps: Vec<f64>,
     prediction: PredictionType,
     variance_type: VarianceType,
     clip_sample: Option<f64>,
+    begin_index: usize,
 }
 
 impl DdpmScheduler {
     pub fn new(config: &SchedulerConfig, num_inference_steps: usize) -> Result<Self> {
+        let timesteps = spaced_timesteps(config, DEFAULT_SPACING, num_inference_steps)?;
         Ok(Self {
             table: BetaTable::new(config)?,
-            timesteps: spaced_timesteps(config, DEFAULT_SPACING, num_inference_steps)?,
+            model_timesteps: timesteps.iter().map(|&t| t as f64).collect(),
+            timesteps,
             prediction: config.prediction_type,
             variance_type: config.variance_type,
             clip_sample: config.clip_range(),
+            begin_index: 0,
         })
     }
 
@@ -70,26 +76,23 @@ impl DdpmScheduler {
 }
 
 impl Scheduler for DdpmScheduler {
-    fn timesteps(&self) -> &[usize] {
-        &self.timesteps
+    fn timesteps(&self) -> &[f64] {
+        &self.model_timesteps
     }
 
-    fn needs_noise(&self, timestep: usize) -> bool {
-        timestep > 0
+    fn needs_noise(&self, step_index: usize) -> bool {
+        self.timesteps.get(step_index).is_some_and(|&t| t > 0)
     }
 
     fn step(
         &mut self,
         model_output: Tensor<4>,
-        t: usize,
+        step_index: usize,
         sample: Tensor<4>,
         noise: Option<Tensor<4>>,
     ) -> Result<SchedulerOutput> {
-        if !self.timesteps.contains(&t) {
-            return Err(Error::invalid(format!(
-                "timestep: expected one of this run's timesteps, found {t}"
-            )));
-        }
+        timestep_at(&self.model_timesteps, step_index)?;
+        let t = self.timesteps[step_index];
         // 1. alphas and betas
         let a_t = self.table.alphas_cumprod[t];
         let a_prev = self.alpha_prev(t);
@@ -119,16 +122,32 @@ impl Scheduler for DdpmScheduler {
 
         // 6. add noise
         if t > 0 {
-            let noise = noise.ok_or_else(|| {
-                Error::invalid(format!(
-                    "DDPM step at t = {t}: expected a noise tensor, found none"
-                ))
-            })?;
+            let noise = required_noise(noise, "DDPM", step_index)?;
             prev = prev + noise * self.noise_std(t);
         }
         Ok(SchedulerOutput {
             prev_sample: prev,
             pred_original_sample: x0,
         })
+    }
+
+    fn add_noise(
+        &self,
+        original: Tensor<4>,
+        noise: Tensor<4>,
+        step_index: usize,
+    ) -> Result<Tensor<4>> {
+        timestep_at(&self.model_timesteps, step_index)?;
+        self.table
+            .add_noise(original, noise, self.timesteps[step_index])
+    }
+
+    fn begin_index(&self) -> usize {
+        self.begin_index
+    }
+
+    fn set_begin_index(&mut self, begin_index: usize) -> Result<()> {
+        self.begin_index = check_begin_index(&self.model_timesteps, begin_index)?;
+        Ok(())
     }
 }

@@ -7,8 +7,8 @@ use burn::tensor::Tensor;
 
 use super::config::{FinalSigmasType, SolverType};
 use super::{
-    check_steps, predicted_x0, spaced, BetaTable, PredictionType, Scheduler, SchedulerConfig,
-    SchedulerOutput, TimestepSpacing,
+    check_begin_index, check_steps, predicted_x0, spaced, timestep_at, BetaTable, PredictionType,
+    Scheduler, SchedulerConfig, SchedulerOutput, TimestepSpacing,
 };
 use crate::error::{Error, Result};
 
@@ -18,7 +18,8 @@ pub const DEFAULT_SPACING: TimestepSpacing = TimestepSpacing::Linspace;
 #[derive(Debug, Clone)]
 pub struct DpmSolverMultistepScheduler {
     pub table: BetaTable,
-    timesteps: Vec<usize>,
+    /// The training timesteps visited, as the model is given them.
+    timesteps: Vec<f64>,
     /// sigma = sqrt((1 - a) / a) at each timestep, then the final sigma; rounded to f32 as in
     /// diffusers.
     pub sigmas: Vec<f64>,
@@ -28,9 +29,11 @@ pub struct DpmSolverMultistepScheduler {
     lower_order_final: bool,
     euler_at_final: bool,
     final_zero: bool,
-    /// The last `solver_order` data predictions, newest last.
+    /// The last `solver_order` data predictions since the run began, newest last.
     model_outputs: Vec<Tensor<4>>,
+    /// The step to take next.
     step_index: usize,
+    begin_index: usize,
 }
 
 fn refuse(flag: bool, name: &str) -> Result<()> {
@@ -93,7 +96,7 @@ impl DpmSolverMultistepScheduler {
         });
         Ok(Self {
             table,
-            timesteps,
+            timesteps: timesteps.iter().map(|&t| t as f64).collect(),
             sigmas,
             prediction: config.prediction_type,
             solver_order: config.solver_order,
@@ -103,6 +106,7 @@ impl DpmSolverMultistepScheduler {
             final_zero,
             model_outputs: Vec::new(),
             step_index: 0,
+            begin_index: 0,
         })
     }
 
@@ -119,33 +123,28 @@ impl DpmSolverMultistepScheduler {
 }
 
 impl Scheduler for DpmSolverMultistepScheduler {
-    fn timesteps(&self) -> &[usize] {
+    fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }
 
-    fn set_begin_index(&mut self, index: usize) {
-        self.step_index = index;
-        self.model_outputs.clear();
-    }
-
-    fn needs_noise(&self, _timestep: usize) -> bool {
+    fn needs_noise(&self, _step_index: usize) -> bool {
         false
     }
 
     fn step(
         &mut self,
         model_output: Tensor<4>,
-        t: usize,
+        step_index: usize,
         sample: Tensor<4>,
         _noise: Option<Tensor<4>>,
     ) -> Result<SchedulerOutput> {
         let i = self.step_index;
-        if self.timesteps.get(i) != Some(&t) {
+        if step_index != i {
             return Err(Error::invalid(format!(
-                "DPM-Solver++ step {i}: expected timestep {:?}, found {t} (steps must be taken in order)",
-                self.timesteps.get(i)
+                "DPM-Solver++ step index: expected {i}, found {step_index} (steps must be taken in order)"
             )));
         }
+        timestep_at(&self.timesteps, i)?;
         let n = self.timesteps.len();
         let last = i == n - 1;
         let lower_order_final =
@@ -172,7 +171,9 @@ impl Scheduler for DpmSolverMultistepScheduler {
             sigma_t / sigma_s0
         };
 
-        let first_order = self.solver_order == 1 || i == 0 || lower_order_final;
+        // The first step since the run began has no history: diffusers' `lower_order_nums < 1`.
+        let first_order =
+            self.solver_order == 1 || self.model_outputs.len() < 2 || lower_order_final;
         let prev = if first_order {
             // DPM-Solver++(1), i.e. DDIM in lambda time.
             sample * ratio - x0 * (alpha_t * phi)
@@ -198,5 +199,29 @@ impl Scheduler for DpmSolverMultistepScheduler {
             prev_sample: prev,
             pred_original_sample: x0,
         })
+    }
+
+    /// `alpha_t x_0 + sigma_t noise` at step `i`'s sigma (diffusers' `add_noise`).
+    fn add_noise(
+        &self,
+        original: Tensor<4>,
+        noise: Tensor<4>,
+        step_index: usize,
+    ) -> Result<Tensor<4>> {
+        timestep_at(&self.timesteps, step_index)?;
+        let (alpha_t, sigma_t) = Self::alpha_sigma(self.sigmas[step_index]);
+        Ok(original * alpha_t + noise * sigma_t)
+    }
+
+    fn begin_index(&self) -> usize {
+        self.begin_index
+    }
+
+    /// Starts at step `i` with a fresh history (its first step is first order).
+    fn set_begin_index(&mut self, begin_index: usize) -> Result<()> {
+        self.begin_index = check_begin_index(&self.timesteps, begin_index)?;
+        self.step_index = begin_index;
+        self.model_outputs.clear();
+        Ok(())
     }
 }

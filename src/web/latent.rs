@@ -144,11 +144,6 @@ impl PipelineEngine {
         }
         let pipe = StableDiffusion::load_file(&bytes, &device).map_err(err)?;
         let t = configs.scheduler.num_train_timesteps;
-        let kinds = [
-            SchedulerKind::Ddpm,
-            SchedulerKind::Ddim,
-            SchedulerKind::DpmSolverMultistep,
-        ];
         let components = [
             ("unet", quants.unet),
             ("textEncoder", quants.text_encoder),
@@ -202,7 +197,7 @@ impl PipelineEngine {
             sampling: SamplingView {
                 schedulers: SchedulerKind::NAMES,
                 default_scheduler: TextToImage::default().scheduler.name(),
-                default_steps: kinds
+                default_steps: SchedulerKind::ALL
                     .iter()
                     .map(|&k| (k.name(), default_steps(k, t)))
                     .collect(),
@@ -357,7 +352,7 @@ impl LatentRun {
         let view = StepView {
             step: s.step,
             total_steps: s.total_steps,
-            timestep: s.timestep as f64,
+            timestep: s.timestep,
             last: s.last,
         };
         view.serialize(&serde_wasm_bindgen::Serializer::json_compatible())

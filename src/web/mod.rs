@@ -375,15 +375,10 @@ impl Engine {
             num_classes: m.meta.unet.num_class_embeds,
             sampling: {
                 let t = m.meta.scheduler.num_train_timesteps;
-                let kinds = [
-                    SchedulerKind::Ddpm,
-                    SchedulerKind::Ddim,
-                    SchedulerKind::DpmSolverMultistep,
-                ];
                 SamplingView {
                     schedulers: SchedulerKind::NAMES,
                     default_scheduler: SampleOptions::default().scheduler.name(),
-                    default_steps: kinds
+                    default_steps: SchedulerKind::ALL
                         .iter()
                         .map(|&k| (k.name(), default_steps(k, t)))
                         .collect(),
@@ -494,7 +489,8 @@ pub struct Run {
 struct StepView {
     step: usize,
     total_steps: usize,
-    timestep: usize,
+    /// Fractional for Euler with Karras sigmas or `linspace` spacing and consistency models.
+    timestep: f64,
     last: bool,
 }
 

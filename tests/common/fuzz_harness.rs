@@ -183,16 +183,16 @@ pub fn scheduler_config(text: &str) {
 fn walk(s: &mut dyn schedulers::Scheduler, num_train_timesteps: usize) {
     let device = Device::flex();
     let mut x = Tensor::<4>::ones([1, 1, 1, 1], &device);
-    for t in s.timesteps().to_vec() {
+    for (i, t) in s.timesteps().to_vec().into_iter().enumerate() {
         assert!(
-            t < num_train_timesteps,
+            t >= 0.0 && t < num_train_timesteps as f64,
             "scheduler visits timestep {t}, outside 0..{num_train_timesteps}"
         );
         let eps = Tensor::<4>::ones([1, 1, 1, 1], &device) * 0.5;
         let noise = s
-            .needs_noise(t)
+            .needs_noise(i)
             .then(|| Tensor::<4>::ones([1, 1, 1, 1], &device) * -0.25);
-        match s.step(eps, t, x.clone(), noise) {
+        match s.step(eps, i, x.clone(), noise) {
             Ok(out) => x = out.prev_sample,
             Err(_) => return,
         }

@@ -313,9 +313,12 @@ struct SampleArgs {
     /// Inpainting: a PNG of the init image's size, white (>= 0.5) where to repaint
     #[arg(long)]
     mask: Option<PathBuf>,
+    /// ddpm, ddim, dpm++, euler, euler-a, lcm or cm (the model's scheduler config gives the noise
+    /// schedule, whatever class it names)
     #[arg(long, default_value = "ddim")]
     scheduler: String,
-    /// Denoising steps (default: ddpm every training timestep, ddim 50, dpm++ 20)
+    /// Denoising steps (default: ddpm every training timestep, ddim, euler, euler-a 50, dpm++ 20,
+    /// lcm 4, cm 1)
     #[arg(long)]
     steps: Option<usize>,
     #[arg(long, default_value_t = 0)]

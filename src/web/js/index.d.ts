@@ -56,8 +56,8 @@ export interface LoadOptions {
   memoryBudget?: number;
 }
 
-/** A scheduler of this package (the names the CLI takes too). */
-export type SchedulerName = "ddpm" | "ddim" | "dpm++";
+/** A scheduler of this package (the names the CLI takes too; diffusers' class names, e.g. "EulerDiscreteScheduler", are accepted as well). */
+export type SchedulerName = "ddpm" | "ddim" | "dpm++" | "euler" | "euler-a" | "lcm" | "cm";
 
 /** diffusers UNet2DModel config (field names and value names as in config.json). */
 export interface UNet2DConfig {
@@ -103,7 +103,7 @@ export interface SchedulerConfig {
   clip_sample_range: number;
   prediction_type: "epsilon" | "sample" | "v_prediction";
   thresholding: boolean;
-  /** null: not in the model's file; each scheduler then uses its own default (ddpm, ddim: "leading"; dpm++: "linspace"). */
+  /** null: not in the model's file; each scheduler then uses its own default (ddpm, ddim, lcm: "leading"; dpm++, euler, euler-a: "linspace"). */
   timestep_spacing: "leading" | "trailing" | "linspace" | null;
   steps_offset: number;
   rescale_betas_zero_snr: boolean;
@@ -121,6 +121,18 @@ export interface SchedulerConfig {
   final_sigmas_type: "zero" | "sigma_min";
   lambda_min_clipped: number | null;
   variance_type_dpm: null;
+  interpolation_type: "linear" | "log_linear";
+  timestep_type: "discrete" | "continuous";
+  /** null: not in the model's file; euler then takes it from the beta table, cm uses 0.002. */
+  sigma_min: number | null;
+  /** null: not in the model's file; euler then takes it from the beta table, cm uses 80. */
+  sigma_max: number | null;
+  sigma_data: number;
+  rho: number;
+  s_noise: number;
+  clip_denoised: boolean;
+  original_inference_steps: number;
+  timestep_scaling: number;
 }
 
 export interface ModelConfig {
@@ -194,7 +206,7 @@ export interface SamplingInfo {
 }
 
 export interface SampleOptions {
-  /** Number of denoising steps, 1 to the model's num_train_timesteps (default: `config.sampling.defaultSteps`: ddpm every training timestep, ddim 50, dpm++ 20). */
+  /** Number of denoising steps, 1 to the model's num_train_timesteps (default: `config.sampling.defaultSteps`: ddpm every training timestep, ddim, euler, euler-a 50, dpm++ 20, lcm 4, cm 1). */
   steps?: number;
   /** Default "ddim". */
   scheduler?: SchedulerName;
@@ -245,7 +257,7 @@ export interface Frame {
   /** 1-based step just taken. */
   step: number;
   totalSteps: number;
-  /** Diffusion timestep of that step (999 ... 0; fractional for some schedulers). */
+  /** Model timestep of that step (999 ... 0); fractional for euler with Karras sigmas or linspace spacing, and for cm (whose timesteps are 250 ln(sigma), e.g. 1095.5). */
   timestep: number;
   /** True for the last frame, which shows the finished images. */
   final: boolean;
