@@ -282,7 +282,7 @@ fn bad_sampling_options_are_clear_errors() {
 }
 
 /// Runs `opts` on `m` to the end; the final sample.
-fn final_sample(m: &LoadedModel, opts: &SampleOptions) -> (Vec<f32>, Vec<usize>) {
+fn final_sample(m: &LoadedModel, opts: &SampleOptions) -> (Vec<f32>, Vec<f64>) {
     let mut run = SamplingRun::new(m, opts).unwrap();
     let mut timesteps = Vec::new();
     while !run.is_done() {

@@ -53,11 +53,11 @@ fn ldm_pipeline_matches_diffusers() {
     let (io, meta) = io();
     let (_, latents) = read_tensor(&io, "latents");
     let mut run = pipe.start(&diffusers_options(&meta, latents)).unwrap();
-    let want_ts: Vec<usize> = meta["timesteps"]
+    let want_ts: Vec<f64> = meta["timesteps"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| t.as_u64().unwrap() as usize)
+        .map(|t| t.as_f64().unwrap())
         .collect();
     assert_eq!(run.timesteps(), &want_ts[..]);
 
