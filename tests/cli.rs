@@ -502,3 +502,32 @@ fn sample_starts_from_an_image_with_or_without_a_mask() {
     );
     assert!(e.contains("init image: expected 3 channels of 8x8"), "{e}");
 }
+
+/// Every scheduler samples a PNG from a Stable Diffusion pipeline file (with guidance, as the
+/// pipeline defaults) and from an LDM pipeline file.
+#[test]
+fn latent_pipelines_sample_with_every_scheduler() {
+    let fixtures = common::fixtures().join("pipelines");
+    for (name, folder, extra) in [
+        ("sd", "sd_tiny", &["--prompt", "a red apple"][..]),
+        ("ldm", "ldm_tiny", &[][..]),
+    ] {
+        let file = tmp(&format!("{name}-every.int8.safetensors"));
+        run(bin()
+            .arg("convert")
+            .arg(fixtures.join(folder))
+            .args(["--quant", "int8", "-o"])
+            .arg(&file));
+        for sched in ["ddpm", "ddim", "dpm++", "euler", "euler-a", "lcm", "cm"] {
+            let png = tmp(&format!("{name}-{sched}.png"));
+            let text = run(bin()
+                .arg("sample")
+                .arg(&file)
+                .args(extra)
+                .args(["--scheduler", sched, "--steps", "2", "--seed", "1", "-o"])
+                .arg(&png));
+            assert!(text.contains("2 steps"), "{name} {sched}: {text}");
+            assert!(png_size(&png).0 >= 16, "{name} {sched}");
+        }
+    }
+}
