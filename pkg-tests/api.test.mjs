@@ -184,7 +184,7 @@ test("bad sources reject with clear messages", async () => {
       truncated: await settle(wd.Sampler.load("/m/truncated.safetensors", { backend: "cpu" })),
       notModel: await settle(wd.Sampler.load("/m/not-a-model.safetensors", { backend: "cpu" })),
       badBackend: await settle(wd.Sampler.load(bytes, { backend: "webgl" })),
-      badOption: await loaded((s) => settle(s.sample({ scheduler: "euler" }).next())),
+      badOption: await loaded((s) => settle(s.sample({ scheduler: "heun" }).next())),
       disposed: await settle(wd.Sampler.load(bytes, { backend: "cpu" }).then((s) => { s.dispose(); return s.sample({}).next(); })),
       badClass: await loaded((s) => settle(s.sample({ classLabels: [9] }).next())),
       busy: await loaded(async (s) => {
@@ -207,7 +207,7 @@ test("bad sources reject with clear messages", async () => {
   assert.equal(r.notModel.name, "FormatError");
   assert.ok(r.notModel.message.startsWith(`${u("/m/not-a-model.safetensors")}: `), r.notModel.message);
   assert.deepEqual(r.badBackend, { name: "InvalidArgumentError", message: 'backend: expected "auto", "webgpu" or "cpu", found "webgl"' });
-  assert.deepEqual(r.badOption, { name: "InvalidArgumentError", message: 'scheduler: expected `ddpm`, `ddim` or `dpm++`, found `euler`' });
+  assert.deepEqual(r.badOption, { name: "InvalidArgumentError", message: 'scheduler: expected `ddpm`, `ddim`, `dpm++`, `euler`, `euler-a`, `lcm` or `cm`, found `heun`' });
   assert.deepEqual(r.disposed, { name: "DisposedError", message: "this Sampler was disposed: expected a loaded model, found none" });
   assert.equal(r.badClass.name, "InvalidArgumentError");
   assert.match(r.badClass.message, /class label: expected 0 to 4, found 9/);
