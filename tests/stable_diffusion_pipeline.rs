@@ -608,3 +608,96 @@ fn one_prompt_per_image() {
         "prompt: expected one prompt or 2 (the batch size), found 3"
     );
 }
+
+/// The latent run's memory estimate against what the scale benchmark measured for SD-Turbo's
+/// shapes on the CPU (BENCHMARKS.md, "Latent diffusion at scale": +64 MiB for a 512x512 U-Net
+/// step at batch 1, +770 MiB for the decode): within a factor of 3 of each, never below half.
+/// At WebGPU's default 128 MiB binding limit a 512x512 decode does not fit (its 256-channel
+/// 512x512 tensor is 256 MiB), which a browser run is told up front.
+#[test]
+fn latent_run_estimate_follows_the_measured_peaks() {
+    use wasm_diffusion::models::autoencoders::AutoencoderKLConfig;
+    use wasm_diffusion::models::unets::UNet2DConditionConfig;
+    use wasm_diffusion::pipelines::stable_diffusion::estimate_latent_run;
+    let read =
+        |n: &str| std::fs::read_to_string(common::fixtures().join("configs").join(n)).unwrap();
+    let unet = UNet2DConditionConfig::from_json(&read("sd-turbo-unet.json")).unwrap();
+    let vae = AutoencoderKLConfig::from_json(&read("sd-turbo-vae.json")).unwrap();
+    let e = estimate_latent_run(&unet, &vae, 1, false, [64, 64]);
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    eprintln!(
+        "sd-turbo 512x512: U-Net {:.0} MiB, decode {:.0} MiB, largest {:.0} MiB",
+        mib(e.unet),
+        mib(e.decode),
+        mib(e.largest_buffer)
+    );
+    for (est, measured) in [(mib(e.unet), 64.0), (mib(e.decode), 770.0)] {
+        assert!(
+            est >= measured / 2.0 && est <= measured * 3.0,
+            "{est} MiB vs {measured} MiB measured"
+        );
+    }
+    assert!(e.largest_buffer > 128 << 20);
+    // Guidance doubles the U-Net's batch, not the decode's.
+    let g = estimate_latent_run(&unet, &vae, 1, true, [64, 64]);
+    assert!(g.unet > e.unet && g.decode == e.decode);
+}
+
+/// A run that does not fit its budget is refused when it starts, naming the estimate, the
+/// budget and a batch that fits; weights alone over the budget are refused at once.
+#[test]
+fn runs_over_the_memory_budget_are_refused_up_front() {
+    use wasm_diffusion::memory::MemoryBudget;
+    let dir = common::fixtures().join("pipelines").join("sd_tiny");
+    let pipe = StableDiffusion::load_dir(&dir, &Device::flex()).unwrap();
+    let resident = pipe.resident_bytes;
+    assert_eq!(resident, 4 * pipe.parameters);
+    let one = pipe.estimate_run(1, true, [8, 8]).total();
+    let four = pipe.estimate_run(4, true, [8, 8]).total();
+    assert!(four > one);
+    let budget = MemoryBudget {
+        total: resident + (one + four) / 2,
+        largest_buffer: u64::MAX,
+        what: "a test budget",
+        weights_inside: true,
+    };
+    let pipe = pipe.with_budget(budget).unwrap();
+    let opts = |batch| TextToImage {
+        prompt: "a red apple".into(),
+        steps: 1,
+        batch,
+        ..TextToImage::default()
+    };
+    assert!(pipe.start(&opts(1)).is_ok());
+    let e = pipe.start(&opts(4)).err().unwrap();
+    assert_eq!(e.kind, wasm_diffusion::ErrorKind::MemoryLimit);
+    assert!(
+        e.message.contains("(a test budget)") && e.message.contains("use a batch of at most"),
+        "{}",
+        e.message
+    );
+    // No tensor may exceed the buffer limit (WebGPU's binding size).
+    let tight = MemoryBudget {
+        largest_buffer: 1024,
+        ..budget
+    };
+    let pipe = pipe.with_budget(tight).unwrap();
+    let e = pipe.start(&opts(1)).err().unwrap();
+    assert!(
+        e.message.contains("no tensor over 1 KiB") && e.message.contains("use a smaller image"),
+        "{}",
+        e.message
+    );
+    // Weights alone over the budget.
+    let tiny = MemoryBudget {
+        total: resident / 2,
+        ..budget
+    };
+    let e = pipe.with_budget(tiny).err().unwrap();
+    assert!(
+        e.message
+            .contains("this pipeline's weights: expected at most"),
+        "{}",
+        e.message
+    );
+}

@@ -20,6 +20,7 @@ use super::stable_diffusion::StableDiffusion;
 use crate::config::shown;
 use crate::convert::{read, weights_file};
 use crate::error::{Error, Result};
+use crate::memory::MemoryBudget;
 use crate::models::autoencoders::{
     AutoencoderKL, AutoencoderKLConfig, AutoencoderTiny, AutoencoderTinyConfig, VQModel,
     VQModelConfig,
@@ -655,14 +656,21 @@ impl StableDiffusion {
             }
             (None, None) => None,
         };
-        Ok(Self {
+        Self {
             tokenizer,
             text_encoder,
             unet,
             vae,
             scheduler: c.scheduler,
             preview,
-        })
+            budget: MemoryBudget::NATIVE,
+            resident_bytes: 0,
+            parameters: expected
+                .iter()
+                .map(|(_, s)| s.iter().product::<usize>() as u64)
+                .sum(),
+        }
+        .with_budget(MemoryBudget::NATIVE)
     }
 }
 

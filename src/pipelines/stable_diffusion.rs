@@ -14,6 +14,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::pipeline_file::{read_configs, read_weights};
 use super::preview::Preview;
 use crate::error::{Error, Result};
+use crate::memory::{fmt_bytes, MemoryBudget};
 use crate::models::autoencoders::AutoencoderKL;
 use crate::models::unets::UNet2DConditionModel;
 use crate::noise::{BatchNoise, NoiseStream};
@@ -38,6 +39,13 @@ pub struct StableDiffusion {
     pub scheduler: SchedulerConfig,
     /// How runs preview their latents (none: only the full VAE decode).
     pub preview: Option<Preview>,
+    /// What a run may use ([`LatentRunEstimate`] is checked against it when a run starts):
+    /// the native budget unless the loader says otherwise (the browser's heap or adapter).
+    pub budget: MemoryBudget,
+    /// Bytes of weights held inside the budget's memory (f32 on the CPU; 0 on a GPU).
+    pub resident_bytes: u64,
+    /// Parameters of every component.
+    pub parameters: u64,
 }
 
 /// What to generate. `Default`: 50 DDIM steps, guidance 7.5, an empty negative prompt, one
@@ -255,14 +263,22 @@ impl StableDiffusion {
             device: device.clone(),
         };
         let vae = AutoencoderKL::load(&c.vae, &mut src, device)?;
-        Ok(Self {
+        let parameters = super::pipeline_file::parameter_shapes(&c)?
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>() as u64)
+            .sum();
+        Self {
             tokenizer,
             text_encoder,
             unet,
             vae,
             scheduler: c.scheduler,
             preview: None,
-        })
+            budget: MemoryBudget::NATIVE,
+            resident_bytes: 0,
+            parameters,
+        }
+        .with_budget(MemoryBudget::NATIVE)
     }
 
     /// The text states of `prompt` (`[1, 77, hidden]`), as diffusers' `encode_prompt`: padded
@@ -379,6 +395,7 @@ impl StableDiffusion {
             )));
         }
         let guided = opts.guidance_scale > 1.0;
+        self.check_run(b, guided, [h, w])?;
         // One prompt for all images, or one each (diffusers: a list of prompts).
         let encode_each = |one: &str, each: &[String], name: &str| -> Result<Tensor<3>> {
             match each.len() {
@@ -667,5 +684,143 @@ impl<P: Deref<Target = StableDiffusion>> TextToImageRun<P> {
     /// The current latents decoded by the autoencoder: the images `[B, 3, H, W]` in [-1, 1].
     pub fn decode(&self) -> Tensor<4> {
         self.pipe.decode_latents(self.latents.clone())
+    }
+}
+
+/// The estimated peak of a latent run beyond the weights, in bytes: the larger of one guided
+/// U-Net call and the VAE decode of the batch, and the largest single tensor either makes.
+/// Follows the data flow of `unet_2d_condition.rs` (skip states, the widest resnet's working
+/// tensors, the transformer's q/k/v and its GEGLU feed-forward, attention scores chunked to
+/// [`MAX_SCORE_ELEMS`](crate::memory::MAX_SCORE_ELEMS)) and of the decoder (each level's
+/// resnet tensors at its resolution, after the 2x upsample). With SD-Turbo's shapes (512x512,
+/// batch 1) it gives 144 MiB for the step and 768 MiB for the decode, against 64 and 770 MiB
+/// measured on the CPU (BENCHMARKS.md, "Latent diffusion at scale"): the step errs on the safe
+/// side (it counts every transformer buffer alive at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatentRunEstimate {
+    pub unet: u64,
+    pub decode: u64,
+    pub largest_buffer: u64,
+}
+
+impl LatentRunEstimate {
+    pub fn total(&self) -> u64 {
+        self.unet.max(self.decode)
+    }
+}
+
+impl StableDiffusion {
+    /// The pipeline checked against `budget` from now on (its weights counted as resident when
+    /// they live in the budget's memory). Refuses weights that alone exceed it.
+    pub fn with_budget(mut self, budget: MemoryBudget) -> Result<Self> {
+        let params = self.parameters;
+        self.resident_bytes = if budget.weights_inside { 4 * params } else { 0 };
+        if self.resident_bytes > budget.total {
+            return Err(Error::memory(format!(
+                "this pipeline's weights: expected at most {} ({}), found {} ({params} parameters as f32)",
+                fmt_bytes(budget.total),
+                budget.what,
+                fmt_bytes(self.resident_bytes)
+            )));
+        }
+        self.budget = budget;
+        Ok(self)
+    }
+
+    /// Refuses a run whose [`LatentRunEstimate`] does not fit beside the weights, naming the
+    /// estimate, the budget and a batch that would fit.
+    fn check_run(&self, batch: usize, guided: bool, hw: [usize; 2]) -> Result<()> {
+        let b = &self.budget;
+        let fits = |e: &LatentRunEstimate| {
+            self.resident_bytes.saturating_add(e.total()) <= b.total
+                && e.largest_buffer <= b.largest_buffer
+        };
+        let est = self.estimate_run(batch, guided, hw);
+        if fits(&est) {
+            return Ok(());
+        }
+        let f = self.vae.config.downscale_factor();
+        let smaller = (1..batch)
+            .rev()
+            .find(|&k| fits(&self.estimate_run(k, guided, hw)));
+        let advice = match smaller {
+            Some(k) => format!("use a batch of at most {k}"),
+            None => "use a smaller image".to_string(),
+        };
+        Err(Error::memory(format!(
+            "a {}x{} run of {batch} image(s): expected at most {} of activations beside {} of weights and no tensor over {} ({}), found an estimated {} (largest tensor {}); {advice}",
+            hw[0] * f,
+            hw[1] * f,
+            fmt_bytes(b.total.saturating_sub(self.resident_bytes)),
+            fmt_bytes(self.resident_bytes),
+            fmt_bytes(b.largest_buffer),
+            b.what,
+            fmt_bytes(est.total()),
+            fmt_bytes(est.largest_buffer)
+        )))
+    }
+
+    /// [`LatentRunEstimate`] for `batch` images of `[h, w]` latents.
+    pub fn estimate_run(&self, batch: usize, guided: bool, hw: [usize; 2]) -> LatentRunEstimate {
+        estimate_latent_run(&self.unet.config, &self.vae.config, batch, guided, hw)
+    }
+}
+
+/// [`LatentRunEstimate`] of a pipeline with these U-Net and VAE configs, for `batch` images of
+/// `[h, w]` latents (`guided`: both branches of classifier-free guidance in one U-Net call).
+pub fn estimate_latent_run(
+    u: &crate::models::unets::UNet2DConditionConfig,
+    v: &crate::models::autoencoders::AutoencoderKLConfig,
+    batch: usize,
+    guided: bool,
+    [h, w]: [usize; 2],
+) -> LatentRunEstimate {
+    {
+        let ub = (batch * if guided { 2 } else { 1 }) as u64;
+        let (mut hh, mut ww) = (h as u64, w as u64);
+        let (mut skips, mut working, mut largest) = (0u64, 0u64, 0u64);
+        let n = u.block_out_channels.len();
+        for (i, &c) in u.block_out_channels.iter().enumerate() {
+            let (c, area) = (c as u64, hh * ww);
+            skips += c * area * (u.layers_per_block as u64 + 1);
+            // resnet: input (with the concatenated skip), norm, conv1, conv2, shortcut
+            working = working.max(7 * c * area);
+            // transformer: tokens, q, k, v, out, the GEGLU projection (8c) and its product (4c)
+            let heads = u.heads(i).max(1) as u64;
+            let scores = (ub * heads * area * area).min(crate::memory::MAX_SCORE_ELEMS as u64);
+            working = working.max(17 * c * area + scores / ub.max(1));
+            largest = largest.max(8 * c * area);
+            if i + 1 < n {
+                hh = hh.div_ceil(2);
+                ww = ww.div_ceil(2);
+            }
+        }
+        let unet = 4 * ub * (skips + working);
+        // The decoder runs its levels widest-last; each resnet holds ~5 tensors of its level.
+        let f = v.downscale_factor() as u64;
+        let b = batch as u64;
+        let (mut decode, mut decode_largest) = (0u64, 0u64);
+        let rev: Vec<u64> = v
+            .block_out_channels
+            .iter()
+            .rev()
+            .map(|&c| c as u64)
+            .collect();
+        let mut scale = f;
+        for (i, &c) in rev.iter().enumerate() {
+            let area = (h as u64 * w as u64 * f * f) / (scale * scale);
+            // The level's input arrives upsampled from the level before it.
+            let c_in = if i == 0 { c } else { rev[i - 1] };
+            decode = decode.max(b * (c_in + 4 * c) * area);
+            decode_largest = decode_largest.max(b * c_in.max(c) * area);
+            if i + 1 < rev.len() {
+                scale /= 2;
+            }
+        }
+        LatentRunEstimate {
+            unet,
+            decode: 4 * decode,
+            largest_buffer: 4 * (ub * largest).max(decode_largest),
+        }
     }
 }

@@ -142,7 +142,14 @@ impl PipelineEngine {
                 }
             ))));
         }
-        let pipe = StableDiffusion::load_file(&bytes, &device).map_err(err)?;
+        // Runs are checked against what is left of the budget beside other engines' weights.
+        let mut run_budget = budget;
+        if run_budget.weights_inside {
+            run_budget.total = run_budget.total.saturating_sub(others);
+        }
+        let pipe = StableDiffusion::load_file(&bytes, &device)
+            .and_then(|p| p.with_budget(run_budget))
+            .map_err(err)?;
         let t = configs.scheduler.num_train_timesteps;
         let components = [
             ("unet", quants.unet),
