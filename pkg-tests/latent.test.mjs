@@ -205,3 +205,18 @@ test("WebGPU (SwiftShader) and CPU agree on a latent run; SamplerWorker runs it 
   assert.deepEqual(viaWorker.px, cpu.pixels);
   assert.equal(viaWorker.ids.length, 3);
 });
+
+test("a latent run over the memoryBudget is refused up front with the batch that fits", async () => {
+  const r = await page.evaluate(async () => {
+    const s = await wd.Sampler.load("/m/sd.f32.safetensors", { backend: "cpu", memoryBudget: 4 << 20 });
+    try {
+      for await (const f of s.sample({ prompt: "x", steps: 1, batch: 64 })) void f;
+      return "ran";
+    } catch (e) {
+      return `${e.name}: ${e.message}`;
+    } finally {
+      s.dispose();
+    }
+  });
+  assert.match(r, /^MemoryLimitError: a 16x16 run of 64 image\(s\): expected at most .* \(the memoryBudget option\).*use a batch of at most \d+$/);
+});
