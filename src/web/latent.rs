@@ -11,8 +11,8 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
 use super::{
-    budget_for, err, init_backend, initialised_device, js_error, js_error_named,
-    read_frame_promise, run_options, Limits, GPU_GENERATION, RESIDENT,
+    budget_for, err, init_backend, initialised_device, js_error, js_error_named, parse_limits,
+    read_frame_promise, release, run_options, GPU_GENERATION, RESIDENT,
 };
 use crate::error::Error;
 use crate::memory::fmt_bytes;
@@ -101,12 +101,7 @@ impl PipelineEngine {
         backend: String,
         limits: JsValue,
     ) -> Result<PipelineEngine, JsValue> {
-        let limits: Limits = if limits.is_undefined() || limits.is_null() {
-            Limits::default()
-        } else {
-            serde_wasm_bindgen::from_value(limits)
-                .map_err(|e| js_error(format!("load limits: {e}")))?
-        };
+        let limits = parse_limits(limits)?;
         let device = initialised_device(&backend)?;
         let budget = budget_for(&backend, &limits)?;
         let container = Container::parse(&bytes).map_err(err)?;
@@ -264,16 +259,8 @@ impl PipelineEngine {
     pub fn dispose(&mut self) {
         if let Some(pipe) = self.pipe.take() {
             let device = pipe.unet.device().clone();
-            let _ = RESIDENT.try_with(|r| r.set(r.get().saturating_sub(self.resident)));
             drop(pipe);
-            let lost = self.backend == "webgpu"
-                && GPU_GENERATION.try_with(Cell::get).unwrap_or(0) != self.generation;
-            if !lost {
-                device.memory_cleanup();
-            }
-            if RESIDENT.try_with(Cell::get).unwrap_or(0) == 0 {
-                crate::backend::cpu::release_scratch();
-            }
+            release(&device, &self.backend, self.generation, self.resident);
         }
     }
 

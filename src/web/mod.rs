@@ -225,6 +225,28 @@ async fn device_for(backend: &str) -> Result<Device, JsValue> {
     }
 }
 
+/// The load limits JS hands over (absent: the defaults).
+fn parse_limits(limits: JsValue) -> Result<Limits, JsValue> {
+    if limits.is_undefined() || limits.is_null() {
+        return Ok(Limits::default());
+    }
+    serde_wasm_bindgen::from_value(limits).map_err(|e| js_error(format!("load limits: {e}")))
+}
+
+/// After an engine's weights are dropped: takes its `resident` bytes off the heap's count,
+/// frees the device's memory (unless the device was lost since `generation`), and the CPU
+/// scratch once no engine is left.
+fn release(device: &Device, backend: &str, generation: usize, resident: u64) {
+    let _ = RESIDENT.try_with(|r| r.set(r.get().saturating_sub(resident)));
+    let lost = backend == "webgpu" && GPU_GENERATION.try_with(Cell::get).unwrap_or(0) != generation;
+    if !lost {
+        device.memory_cleanup();
+    }
+    if RESIDENT.try_with(Cell::get).unwrap_or(0) == 0 {
+        crate::backend::cpu::release_scratch();
+    }
+}
+
 /// The device of `backend` once [`init_backend`] has resolved for it.
 fn initialised_device(backend: &str) -> Result<Device, JsValue> {
     match backend {
@@ -311,12 +333,7 @@ impl Engine {
 
     /// [`load`](Self::load) once [`init_backend`] has resolved for `backend`: synchronous.
     pub fn create(bytes: Vec<u8>, backend: String, limits: JsValue) -> Result<Engine, JsValue> {
-        let limits: Limits = if limits.is_undefined() || limits.is_null() {
-            Limits::default()
-        } else {
-            serde_wasm_bindgen::from_value(limits)
-                .map_err(|e| js_error(format!("load limits: {e}")))?
-        };
+        let limits = parse_limits(limits)?;
         let device = initialised_device(&backend)?;
         let mut budget = budget_for(&backend, &limits)?;
         // Other CPU engines of this instance hold their weights in the same heap.
@@ -396,16 +413,9 @@ impl Engine {
     pub fn dispose(&mut self) {
         if let Some(m) = self.model.take() {
             let device = m.unet.device().clone();
-            let _ = RESIDENT.try_with(|r| r.set(r.get().saturating_sub(m.resident_bytes)));
+            let resident = m.resident_bytes;
             drop(m);
-            let lost = self.backend == "webgpu"
-                && GPU_GENERATION.try_with(Cell::get).unwrap_or(0) != self.generation;
-            if !lost {
-                device.memory_cleanup();
-            }
-            if RESIDENT.try_with(Cell::get).unwrap_or(0) == 0 {
-                crate::backend::cpu::release_scratch();
-            }
+            release(&device, &self.backend, self.generation, resident);
         }
     }
 

@@ -382,6 +382,36 @@ fn write_png(path: &Path, values: &[f32], shape: [usize; 4]) -> Result<()> {
     std::fs::write(path, encode_png(&rgba, w, h)?).map_err(|e| io_err(path, e))
 }
 
+impl SampleArgs {
+    /// Refuses the text-to-image flags (and with `images`, the image flags) on a model that
+    /// takes no text (`what` it is, for the message).
+    fn refuse_text_flags(&self, images: bool, what: &str) -> Result<()> {
+        let text = [
+            ("--prompt", self.prompt.is_some()),
+            ("--negative-prompt", !self.negative_prompt.is_empty()),
+            ("--height", self.height.is_some()),
+            ("--width", self.width.is_some()),
+            ("--out-latents", self.out_latents.is_some()),
+        ];
+        let image = [
+            ("--init-image", self.init_image.is_some()),
+            ("--mask", self.mask.is_some()),
+            ("--strength", self.strength.is_some()),
+        ];
+        let given = text
+            .iter()
+            .chain(if images { &image[..] } else { &[] })
+            .find(|(_, given)| *given);
+        match given {
+            Some((flag, _)) => Err(Error::invalid(format!(
+                "{flag}: expected a text-to-image pipeline, found {what} ({})",
+                self.file.display()
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 fn run_sample(a: SampleArgs) -> Result<()> {
     match latent::pipeline_of(&a.file).as_deref() {
         Some(LDM_PIPELINE) => return run_ldm(a),
@@ -389,20 +419,7 @@ fn run_sample(a: SampleArgs) -> Result<()> {
         None => {}
     }
     let device = device_for(a.backend)?;
-    for (flag, given) in [
-        ("--prompt", a.prompt.is_some()),
-        ("--negative-prompt", !a.negative_prompt.is_empty()),
-        ("--height", a.height.is_some()),
-        ("--width", a.width.is_some()),
-        ("--out-latents", a.out_latents.is_some()),
-    ] {
-        if given {
-            return Err(Error::invalid(format!(
-                "{flag}: expected a text-to-image pipeline, found a pixel model file ({})",
-                a.file.display()
-            )));
-        }
-    }
+    a.refuse_text_flags(false, "a pixel model file")?;
     let bytes = std::fs::read(&a.file).map_err(|e| io_err(&a.file, e))?;
     let t0 = Instant::now();
     let model = load_model(&bytes, &device)?;
@@ -493,23 +510,7 @@ fn run_ldm(a: SampleArgs) -> Result<()> {
             "LDM pipeline: expected no --class (it is unconditional) and no --frames, found one",
         ));
     }
-    for (flag, given) in [
-        ("--prompt", a.prompt.is_some()),
-        ("--negative-prompt", !a.negative_prompt.is_empty()),
-        ("--height", a.height.is_some()),
-        ("--width", a.width.is_some()),
-        ("--out-latents", a.out_latents.is_some()),
-        ("--init-image", a.init_image.is_some()),
-        ("--mask", a.mask.is_some()),
-        ("--strength", a.strength.is_some()),
-    ] {
-        if given {
-            return Err(Error::invalid(format!(
-                "{flag}: expected a text-to-image pipeline, found an unconditional LDM pipeline ({})",
-                a.file.display()
-            )));
-        }
-    }
+    a.refuse_text_flags(true, "an unconditional LDM pipeline")?;
     let device = device_for(a.backend)?;
     let t0 = Instant::now();
     let pipe = if a.file.is_dir() {
