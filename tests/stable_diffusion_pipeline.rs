@@ -301,7 +301,8 @@ fn previews_come_from_the_linear_map_or_the_tiny_autoencoder() {
 
 /// Whole runs against diffusers (tests/fixtures/pipelines/sd_runs.*, made by
 /// tools/make_sd_run_fixtures.py): `StableDiffusionPipeline` for 20 DDIM steps, 4 Euler steps and
-/// SD-Turbo's one trailing Euler step (guidance 0); `StableDiffusionImg2ImgPipeline` with DDIM
+/// SD-Turbo's one trailing Euler step (guidance 0), and on an SD 2.x-shaped pipeline (linear
+/// projections, upcast attention, gelu CLIP, `!` padding, v-prediction) 10 DDIM and 4 Euler steps; `StableDiffusionImg2ImgPipeline` with DDIM
 /// and with DPM-Solver++ started part-way; `StableDiffusionInpaintPipeline` with mask blending on
 /// the ordinary U-Net (from noise and part-way) and with the 9-channel inpainting U-Net. The same
 /// prompts, image, mask, strength and random draws give the same image.

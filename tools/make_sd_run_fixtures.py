@@ -10,6 +10,10 @@ noise is perturbed by 1e-6 (max |change| / max |image|), the floor any tolerance
 What it makes:
 
   tests/fixtures/pipelines/sd_inpaint_tiny/    sd_tiny with a 9-channel (inpainting) U-Net
+  tests/fixtures/pipelines/sd2_tiny/           sd_tiny in SD 2.x's shape: a U-Net with linear
+                                               projections, heads per level and upcast attention,
+                                               a gelu text encoder, `!` as the pad token and
+                                               v-prediction
   tests/fixtures/pipelines/sd_runs.safetensors the inputs and outputs of each case below
   tests/fixtures/pipelines/sd_runs.json        the cases: pipeline, folder, scheduler, steps,
                                                strength, guidance, and the names of their
@@ -50,6 +54,7 @@ from safetensors.torch import save_file  # noqa: E402
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "pipelines")
 SD = os.path.join(ROOT, "sd_tiny")
 INPAINT = os.path.join(ROOT, "sd_inpaint_tiny")
+SD2 = os.path.join(ROOT, "sd2_tiny")
 
 draws = []
 
@@ -96,6 +101,38 @@ def make_inpaint_folder():
         json.dump(index, f, indent=2)
 
 
+def make_sd2_folder():
+    """sd_tiny made SD 2.x-shaped: what SD 2.1 and SD-Turbo change, at the fixture's size."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    shutil.rmtree(SD2, ignore_errors=True)
+    shutil.copytree(SD, SD2, ignore=shutil.ignore_patterns("io.*"))
+    config = dict(UNet2DConditionModel.load_config(os.path.join(SD, "unet")))
+    config.update(use_linear_projection=True, attention_head_dim=[2, 4], upcast_attention=True)
+    unet = UNet2DConditionModel.from_config(config).eval()
+    rerandomise(unet, 51)
+    shutil.rmtree(os.path.join(SD2, "unet"))
+    unet.save_pretrained(os.path.join(SD2, "unet"), safe_serialization=True)
+    te_config = CLIPTextConfig.from_pretrained(os.path.join(SD, "text_encoder"))
+    te_config.hidden_act = "gelu"
+    text_encoder = CLIPTextModel(te_config).eval()
+    rerandomise(text_encoder, 52)
+    shutil.rmtree(os.path.join(SD2, "text_encoder"))
+    text_encoder.save_pretrained(os.path.join(SD2, "text_encoder"), safe_serialization=True)
+    tok = os.path.join(SD2, "tokenizer", "tokenizer_config.json")
+    with open(tok) as f:
+        t = json.load(f)
+    t["pad_token"] = "!"
+    with open(tok, "w") as f:
+        json.dump(t, f, indent=2)
+    sched = os.path.join(SD2, "scheduler", "scheduler_config.json")
+    with open(sched) as f:
+        c = json.load(f)
+    c["prediction_type"] = "v_prediction"
+    with open(sched, "w") as f:
+        json.dump(c, f, indent=2)
+
+
 def inputs():
     """A smooth 16x16 image in [0, 1] and a mask with a repainted rectangle (1) and values
     either side of 0.5 to exercise the binarization."""
@@ -109,6 +146,7 @@ def inputs():
 
 def main():
     make_inpaint_folder()
+    make_sd2_folder()
     image01, mask = inputs()
     tensors = {"image": (image01 * 2 - 1).contiguous(), "mask": mask[0, 0].contiguous()}
     cases = []
@@ -190,6 +228,9 @@ def main():
     run("txt2img_ddim20", StableDiffusionPipeline, SD, "ddim", 20, 1.0, 7.5, False)
     run("txt2img_euler4", StableDiffusionPipeline, SD, "euler", 4, 1.0, 7.5, False)
     run("txt2img_turbo1", StableDiffusionPipeline, SD, "euler-trailing", 1, 1.0, 0.0, False)
+    # SD 2.x's shape: linear projections, upcast attention, gelu CLIP, `!` padding, v-prediction.
+    run("sd2_ddim10", StableDiffusionPipeline, SD2, "ddim", 10, 1.0, 7.5, False)
+    run("sd2_euler4", StableDiffusionPipeline, SD2, "euler", 4, 1.0, 7.5, False)
     run("img2img_ddim", StableDiffusionImg2ImgPipeline, SD, "ddim", 4, 0.75, 7.5, False)
     # DPM-Solver++ started part-way (set_begin_index) with a fresh history.
     run("img2img_dpm", StableDiffusionImg2ImgPipeline, SD, "dpm++", 6, 0.5, 7.5, False)
