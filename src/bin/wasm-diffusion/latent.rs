@@ -316,12 +316,14 @@ pub fn run_info(path: &Path, bytes: &[u8]) -> Result<()> {
 fn describe(c: &PipelineConfigs) {
     let u = &c.unet;
     println!(
-        "unet:           {:?} channels, {:?} / {:?}, cross-attention {}, sample size {:?}",
+        "unet:           {:?} channels, {:?} / {:?}, cross-attention {}, latent size {}",
         u.block_out_channels,
         u.down_block_types,
         u.up_block_types,
         u.cross_attention_dim.at(0),
-        u.sample_size.map(|s| s.hw())
+        u.sample_size
+            .map(|s| s.hw())
+            .map_or("not given".to_string(), |[h, w]| format!("{h}x{w}"))
     );
     let t = &c.text_encoder;
     println!(
