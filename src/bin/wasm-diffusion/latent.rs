@@ -265,9 +265,11 @@ pub fn run_info_ldm(path: &Path, bytes: &[u8]) -> Result<()> {
         &[("unet", quant.name()), ("vqvae", quant.name())],
     );
     println!(
-        "unet:           {:?} channels, sample size {:?}, {} latent channels",
+        "unet:           {:?} channels, latent size {}, {} latent channels",
         c.unet.block_out_channels,
-        c.unet.sample_hw(),
+        c.unet
+            .sample_hw()
+            .map_or("not given".to_string(), |[h, w]| format!("{h}x{w}")),
         c.unet.in_channels
     );
     println!(
