@@ -220,3 +220,20 @@ test("a latent run over the memoryBudget is refused up front with the batch that
   });
   assert.match(r, /^MemoryLimitError: a 16x16 run of 64 image\(s\): expected at most .* \(the memoryBudget option\).*use a batch of at most \d+$/);
 });
+
+test("a pipeline file that carries TAESD previews through it at full size", async () => {
+  const file = path.join(MODELS, "sd-taesd.int8.safetensors");
+  cli("convert", path.join(REPO, "tests/fixtures/pipelines/sd_tiny"), "--quant", "int8", "--preview-vae", path.join(REPO, "tests/fixtures/autoencoders/taesd_tiny"), "-o", file);
+  const r = await page.evaluate(async () => {
+    const s = await wd.Sampler.load("/m/sd-taesd.int8.safetensors", { backend: "cpu" });
+    const sizes = [];
+    for await (const f of s.sample({ prompt: "a red apple", steps: 2, seed: 1 })) sizes.push([f.images[0].width, f.final]);
+    const c = s.config;
+    s.dispose();
+    return { sizes, preview: c.preview, tiny: c.components.previewVae };
+  });
+  assert.equal(r.preview, "tiny");
+  assert.equal(r.tiny.quantization, "f16");
+  // TAESD decodes the 8x8 latents to 16x16, the size of the final decode.
+  assert.deepEqual(r.sizes, [[16, false], [16, true]]);
+});
