@@ -189,6 +189,39 @@ test("the demo page renders an image", async () => {
   }
 });
 
+test("a pipeline file in the demo: prompt boxes, previews, the decoded image, img2img from an uploaded picture", async () => {
+  cli("convert", path.join(REPO, "tests/fixtures/pipelines/sd_tiny"), "--quant", "int8", "-o", path.join(MODELS, "sd.int8.safetensors"));
+  const server = await startServer({ roots: { "/": REPO, "/m/": MODELS } });
+  const p = watch(await browser.newPage());
+  try {
+    await p.goto(`${server.url}/index.html?backend=cpu&steps=3&model=/m/sd.int8.safetensors&prompt=a%20green%20pear`);
+    await p.waitForFunction(() => /Done|Error|Could not/.test(document.body.innerText), null, { timeout: 120000 });
+    const r = await p.evaluate(() => ({
+      status: document.getElementById("sample-status").textContent,
+      prompt: document.getElementById("prompt").value,
+      promptShown: !document.getElementById("prompt-row").hidden,
+      classShown: !document.getElementById("class-row").hidden,
+      forwardShown: !document.getElementById("forward-panel").hidden,
+      guidance: Number(document.getElementById("guidance").value),
+      note: document.getElementById("model-note").textContent,
+    }));
+    assert.match(r.status, /^Done: 3 steps/);
+    assert.deepEqual([r.prompt, r.promptShown, r.classShown, r.forwardShown, r.guidance], ["a green pear", true, false, false, 7.5]);
+    assert.match(r.note, /Text to image with StableDiffusionPipeline/);
+    await p.screenshot({ path: path.join(process.env.SCREENSHOT_DIR || TMP, "demo-text-to-image.png"), fullPage: true });
+    // img2img: an uploaded picture and strength 0.8 run the last 2 of 3 steps.
+    const png = path.join(TMP, "start.png");
+    fs.copyFileSync(path.join(REPO, "models/emoji/samples_int8.png"), png);
+    await p.setInputFiles("#init-image", png);
+    await p.click("#generate");
+    await p.waitForFunction(() => /Done: 2 steps|Error/.test(document.getElementById("sample-status").textContent), null, { timeout: 120000 });
+    assert.match(await p.evaluate(() => document.getElementById("sample-status").textContent), /^Done: 2 steps/);
+  } finally {
+    await p.close();
+    await server.close();
+  }
+});
+
 test("the demo keeps working offline after the first visit", async () => {
   const own = await startServer({ roots: { "/": REPO } });
   const context = await browser.newContext();

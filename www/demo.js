@@ -2,8 +2,10 @@
 // It uses the built npm package (pkg/) exactly as an app would. Sampling runs in a Web Worker
 // (SamplerWorker), so the page stays responsive while a CPU step takes a second or more.
 //
-// Query parameters: ?backend=auto|cpu|webgpu, ?steps=N, ?guidance=G, ?scheduler=ddim|dpm++|ddpm|euler|euler-a
-// preset the controls; ?model=PATH loads another model file of this site (same origin only).
+// Query parameters: ?backend=auto|cpu|webgpu, ?steps=N, ?guidance=G, ?scheduler=ddim|dpm++|ddpm|euler|euler-a|lcm
+// preset the controls; ?model=PATH loads another model file of this site (same origin only): a
+// pipeline file (text to image) shows prompt boxes and a start image instead of the class
+// (?prompt=TEXT presets the prompt).
 
 const $ = (id) => document.getElementById(id);
 const state = { sampler: null, controller: null, lastImage: null, pkg: null };
@@ -88,6 +90,12 @@ async function main() {
   $("load-status").textContent = `Loaded ${cfg.name || "model"} (${cfg.quantization}, ${cfg.sampleSize?.join("×")} px) in ${((performance.now() - t0) / 1000).toFixed(1)} s`;
   $("backend").textContent = state.sampler.backend;
   $("train-steps").textContent = String(cfg.scheduler.num_train_timesteps);
+  if (cfg.kind === "latent") {
+    setUpTextToImage(cfg);
+    $("generate").disabled = false;
+    await generate();
+    return;
+  }
   const select = $("class");
   const names = cfg.classNames.length ? cfg.classNames : Array.from({ length: cfg.numClasses || 0 }, (_, i) => `class ${i}`);
   if (cfg.numClasses) {
@@ -102,6 +110,33 @@ async function main() {
   }
   $("generate").disabled = false;
   await generate();
+}
+
+/**
+ * A text-to-image pipeline file (`?model=` a file made by `wasm-diffusion convert` from a
+ * diffusers Stable Diffusion folder): prompt boxes and an optional start image instead of the
+ * class; the forward-process panel (pixel models only) is hidden.
+ */
+function setUpTextToImage(cfg) {
+  for (const id of ["prompt-row", "negative-row", "init-row", "strength-row"]) $(id).hidden = false;
+  $("class-row").hidden = true;
+  $("forward-panel").hidden = true;
+  $("preview").value = "x0";
+  $("preview").disabled = true;
+  if (params.get("guidance") === null) $("guidance").value = cfg.sampling.defaultGuidanceScale;
+  if (params.get("prompt") !== null) $("prompt").value = params.get("prompt");
+  $("batch").value = params.get("batch") || "1";
+  $("model-note").textContent = `Text to image with ${cfg.pipeline} (${cfg.components.unet.parameters.toLocaleString()} U-Net parameters, previews: ${cfg.preview ?? "full decode"}).`;
+}
+
+/** The chosen start image, resized to the model's native size, or undefined. */
+async function initImage() {
+  const file = $("init-image").files?.[0];
+  if (!file) return undefined;
+  const [h, w] = state.sampler.config.sampleSize ?? [512, 512];
+  const c = new OffscreenCanvas(w, h);
+  c.getContext("2d").drawImage(await createImageBitmap(file), 0, 0, w, h);
+  return c.getContext("2d").getImageData(0, 0, w, h);
 }
 
 function drawGrid(images) {
@@ -122,16 +157,29 @@ function drawGrid(images) {
 async function generate() {
   if (!state.sampler) return;
   const classValue = $("class").value;
+  const latent = state.sampler.config.kind === "latent";
   const options = {
     scheduler: $("scheduler").value,
     steps: Number($("steps").value),
     seed: Number($("seed").value),
     batch: Number($("batch").value),
-    guidanceScale: classValue === "" ? 1 : Number($("guidance").value),
-    classLabels: classValue === "" ? undefined : [Number(classValue)],
+    guidanceScale: latent || classValue !== "" ? Number($("guidance").value) : 1,
+    classLabels: latent || classValue === "" ? undefined : [Number(classValue)],
     preview: $("preview").value,
     previewEvery: 1,
   };
+  if (latent) {
+    options.prompt = $("prompt").value;
+    options.negativePrompt = $("negative-prompt").value;
+    try {
+      options.initImage = await initImage();
+    } catch (e) {
+      $("sample-status").textContent = `Error: the start image could not be read (${e.message || e})`;
+      $("sample-status").classList.add("error");
+      return;
+    }
+    if (options.initImage) options.strength = Number($("strength").value);
+  }
   state.controller = new AbortController();
   $("generate").disabled = true;
   $("stop").disabled = false;
