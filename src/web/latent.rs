@@ -12,7 +12,7 @@ use wasm_bindgen::prelude::*;
 
 use super::{
     budget_for, err, init_backend, initialised_device, js_error, js_error_named, parse_limits,
-    read_frame_promise, release, run_options, GPU_GENERATION, RESIDENT,
+    read_frame_promise, release, run_options, step_view, GPU_GENERATION, RESIDENT,
 };
 use crate::error::Error;
 use crate::memory::fmt_bytes;
@@ -320,15 +320,6 @@ pub struct LatentRun {
     on_gpu: bool,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct StepView {
-    step: usize,
-    total_steps: usize,
-    timestep: f64,
-    last: bool,
-}
-
 #[wasm_bindgen]
 impl LatentRun {
     #[wasm_bindgen(getter, js_name = totalSteps)]
@@ -342,15 +333,7 @@ impl LatentRun {
     }
 
     pub fn step(&mut self) -> Result<JsValue, JsValue> {
-        let s = self.run.step().map_err(err)?;
-        let view = StepView {
-            step: s.step,
-            total_steps: s.total_steps,
-            timestep: s.timestep,
-            last: s.last,
-        };
-        view.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
-            .map_err(|e| js_error(format!("step: {e}")))
+        step_view(self.run.step().map_err(err)?)
     }
 
     /// Reads `which`: "x0" the preview of the predicted image (TAESD or the linear map; the

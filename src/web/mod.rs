@@ -504,6 +504,18 @@ struct StepView {
     last: bool,
 }
 
+/// What a run's `step()` tells JS: `{ step, totalSteps, timestep, last }`.
+fn step_view(s: crate::pipelines::StepInfo) -> Result<JsValue, JsValue> {
+    let view = StepView {
+        step: s.step,
+        total_steps: s.total_steps,
+        timestep: s.timestep,
+        last: s.last,
+    };
+    view.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| js_error(format!("step: {e}")))
+}
+
 #[wasm_bindgen]
 impl Run {
     #[wasm_bindgen(getter, js_name = totalSteps)]
@@ -523,15 +535,7 @@ impl Run {
     }
 
     pub fn step(&mut self) -> Result<JsValue, JsValue> {
-        let s = self.sampler.step().map_err(err)?;
-        let view = StepView {
-            step: s.step,
-            total_steps: s.total_steps,
-            timestep: s.timestep,
-            last: s.last,
-        };
-        view.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
-            .map_err(|e| js_error(format!("step: {e}")))
+        step_view(self.sampler.step().map_err(err)?)
     }
 
     /// Reads `which` ("xt": the current sample; "x0": the predicted clean image, falling back
