@@ -7,12 +7,10 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::vae::{Decoder, DiagonalGaussianDistribution, Encoder, VaeShape};
-use crate::config::{config_enum, in_range, parse_model_config};
-use crate::error::{Error, Result};
+use crate::config::{config_enum, parse_model_config};
+use crate::error::Result;
 use crate::models::layers::{Conv2d, Conv2dConfig};
-use crate::models::unets::unet_2d_config::{
-    ActFn, SampleSize, MAX_BLOCKS, MAX_CHANNELS, MAX_IMAGE_CHANNELS, MAX_LAYERS_PER_BLOCK,
-};
+use crate::models::unets::unet_2d_config::{ActFn, SampleSize};
 use crate::weights::TensorSource;
 
 config_enum! {
@@ -94,49 +92,24 @@ impl AutoencoderKLConfig {
         1 << self.block_out_channels.len().saturating_sub(1)
     }
 
-    /// The cross-field checks and limits.
+    /// The encoder's and decoder's shape.
+    pub(crate) fn shape(&self) -> VaeShape {
+        VaeShape {
+            block_out_channels: self.block_out_channels.clone(),
+            layers_per_block: self.layers_per_block,
+            norm_num_groups: self.norm_num_groups,
+            mid_attention: self.mid_block_add_attention,
+        }
+    }
+
+    /// The cross-field checks and limits ([`VaeShape::validate`]).
     pub fn validate(&self) -> Result<()> {
-        let n = self.block_out_channels.len();
-        if n == 0 || n > MAX_BLOCKS {
-            return Err(Error::config(format!(
-                "block_out_channels: expected 1 to {MAX_BLOCKS} entries, found {n}"
-            )));
-        }
-        for (what, len) in [
-            ("down_block_types", self.down_block_types.len()),
-            ("up_block_types", self.up_block_types.len()),
-        ] {
-            if len != n {
-                return Err(Error::config(format!(
-                    "{what} has {len} entries but block_out_channels has {n}; they must match"
-                )));
-            }
-        }
-        in_range("in_channels", self.in_channels, MAX_IMAGE_CHANNELS)?;
-        in_range("out_channels", self.out_channels, MAX_IMAGE_CHANNELS)?;
-        in_range("latent_channels", self.latent_channels, MAX_IMAGE_CHANNELS)?;
-        in_range(
-            "layers_per_block",
-            self.layers_per_block,
-            MAX_LAYERS_PER_BLOCK,
-        )?;
-        in_range("norm_num_groups", self.norm_num_groups, MAX_CHANNELS)?;
-        for (i, &c) in self.block_out_channels.iter().enumerate() {
-            in_range(&format!("block_out_channels[{i}]"), c, MAX_CHANNELS)?;
-            if c % self.norm_num_groups != 0 {
-                return Err(Error::config(format!(
-                    "block_out_channels[{i}] = {c} is not divisible by norm_num_groups = {}",
-                    self.norm_num_groups
-                )));
-            }
-        }
-        if !(self.scaling_factor.is_finite() && self.scaling_factor != 0.0) {
-            return Err(Error::config(format!(
-                "scaling_factor: expected a finite non-zero number, found {}",
-                self.scaling_factor
-            )));
-        }
-        Ok(())
+        self.shape().validate(
+            self.down_block_types.len(),
+            self.up_block_types.len(),
+            [self.in_channels, self.out_channels, self.latent_channels],
+            self.scaling_factor,
+        )
     }
 }
 
@@ -159,12 +132,7 @@ impl AutoencoderKL {
         device: &Device,
     ) -> Result<Self> {
         config.validate()?;
-        let shape = VaeShape {
-            block_out_channels: config.block_out_channels.clone(),
-            layers_per_block: config.layers_per_block,
-            norm_num_groups: config.norm_num_groups,
-            mid_attention: config.mid_block_add_attention,
-        };
+        let shape = config.shape();
         let l = config.latent_channels;
         let one_by_one = |src: &mut _, name: &str, c: usize, on: bool| -> Result<Option<Conv2d>> {
             if on {

@@ -7,14 +7,17 @@
 
 use burn::tensor::{Int, Tensor};
 
-use crate::error::Result;
+use crate::config::in_range;
+use crate::error::{Error, Result};
 use crate::models::layers::{Conv2d, Conv2dConfig, GroupNorm};
 use crate::models::resnet::{ResnetOptions, TimeScaleShift};
 use crate::models::unets::unet_2d_blocks::{
     AttnOptions, DownBlock2D, DownBlock2DConfig, UNetMidBlock2D, UpDecoderBlock2D,
     UpDecoderBlock2DConfig,
 };
-use crate::models::unets::unet_2d_config::ResampleType;
+use crate::models::unets::unet_2d_config::{
+    ResampleType, MAX_BLOCKS, MAX_CHANNELS, MAX_IMAGE_CHANNELS, MAX_LAYERS_PER_BLOCK,
+};
 use crate::weights::TensorSource;
 
 /// The norm eps of every block of the autoencoders (`resnet_eps=1e-6` in vae.py).
@@ -31,6 +34,59 @@ pub struct VaeShape {
 }
 
 impl VaeShape {
+    /// The checks and limits both autoencoders' configs share: the block lists match
+    /// `block_out_channels`, every size is in range and divisible by the norm groups, and the
+    /// latents' `scaling_factor` is usable. `channels` are `in_channels`, `out_channels` and
+    /// `latent_channels`.
+    pub(crate) fn validate(
+        &self,
+        down_blocks: usize,
+        up_blocks: usize,
+        [in_channels, out_channels, latent_channels]: [usize; 3],
+        scaling_factor: f64,
+    ) -> Result<()> {
+        let n = self.block_out_channels.len();
+        if n == 0 || n > MAX_BLOCKS {
+            return Err(Error::config(format!(
+                "block_out_channels: expected 1 to {MAX_BLOCKS} entries, found {n}"
+            )));
+        }
+        for (what, len) in [
+            ("down_block_types", down_blocks),
+            ("up_block_types", up_blocks),
+        ] {
+            if len != n {
+                return Err(Error::config(format!(
+                    "{what} has {len} entries but block_out_channels has {n}; they must match"
+                )));
+            }
+        }
+        in_range("in_channels", in_channels, MAX_IMAGE_CHANNELS)?;
+        in_range("out_channels", out_channels, MAX_IMAGE_CHANNELS)?;
+        in_range("latent_channels", latent_channels, MAX_IMAGE_CHANNELS)?;
+        in_range(
+            "layers_per_block",
+            self.layers_per_block,
+            MAX_LAYERS_PER_BLOCK,
+        )?;
+        in_range("norm_num_groups", self.norm_num_groups, MAX_CHANNELS)?;
+        for (i, &c) in self.block_out_channels.iter().enumerate() {
+            in_range(&format!("block_out_channels[{i}]"), c, MAX_CHANNELS)?;
+            if c % self.norm_num_groups != 0 {
+                return Err(Error::config(format!(
+                    "block_out_channels[{i}] = {c} is not divisible by norm_num_groups = {}",
+                    self.norm_num_groups
+                )));
+            }
+        }
+        if !(scaling_factor.is_finite() && scaling_factor != 0.0) {
+            return Err(Error::config(format!(
+                "scaling_factor: expected a finite non-zero number, found {scaling_factor}"
+            )));
+        }
+        Ok(())
+    }
+
     fn resnet(&self) -> ResnetOptions {
         ResnetOptions {
             temb_channels: None,
