@@ -499,14 +499,20 @@ impl StableDiffusion {
                 let m = resize_nearest(&m, [h * f, w * f], [h, w]);
                 let m = Tensor::<4>::from_data(TensorData::new(m, [1, 1, h, w]), &device)
                     .repeat_dim(0, b);
-                let masked_latents = if inpainting_unet {
-                    Some(encode(i.masked_image())?)
+                // [mask, masked image latents], built once, doubled for the guided batch.
+                let unet_extra = if inpainting_unet {
+                    let extra = Tensor::cat(vec![m.clone(), encode(i.masked_image())?], 1);
+                    Some(if guided {
+                        extra.repeat_dim(0, 2)
+                    } else {
+                        extra
+                    })
                 } else {
                     None
                 };
                 Some(Inpainting {
                     mask: m,
-                    masked_latents,
+                    unet_extra,
                     image_latents: if inpainting_unet {
                         None
                     } else {
@@ -544,8 +550,9 @@ struct Prepared {
 struct Inpainting {
     /// `[B, 1, h, w]`: 1 where the image is repainted.
     mask: Tensor<4>,
-    /// An inpainting U-Net's extra input: the masked image's latents.
-    masked_latents: Option<Tensor<4>>,
+    /// An inpainting U-Net's extra input channels: the mask and the masked image's latents
+    /// (`[B or 2B, 1 + latent, h, w]`, doubled when guided).
+    unet_extra: Option<Tensor<4>>,
     /// An ordinary U-Net's blend target: the image's latents, noised to each next timestep.
     image_latents: Option<Tensor<4>>,
     /// The initial noise, reused to noise the image latents (as diffusers does).
@@ -611,21 +618,12 @@ impl<P: Deref<Target = StableDiffusion>> TextToImageRun<P> {
             scaled
         };
         if let Some(Inpainting {
-            mask,
-            masked_latents: Some(masked),
+            unet_extra: Some(extra),
             ..
         }) = &self.inpaint
         {
             // The inpainting U-Net reads [latents, mask, masked image latents].
-            let (mask, masked) = if guided {
-                (
-                    mask.clone().repeat_dim(0, 2),
-                    masked.clone().repeat_dim(0, 2),
-                )
-            } else {
-                (mask.clone(), masked.clone())
-            };
-            input = Tensor::cat(vec![input, mask, masked], 1);
+            input = Tensor::cat(vec![input, extra.clone()], 1);
         }
         let out = if guided {
             let both = unet.forward(input, &[t as f32], &self.context)?;
