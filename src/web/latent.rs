@@ -146,27 +146,18 @@ impl PipelineEngine {
             .and_then(|p| p.with_budget(run_budget))
             .map_err(err)?;
         let t = configs.scheduler.num_train_timesteps;
+        // (JS name, tensor prefix, storage) of each component the file has.
         let components = [
-            ("unet", quants.unet),
-            ("textEncoder", quants.text_encoder),
-            ("vae", quants.vae),
-            ("previewVae", quants.preview_vae),
+            ("unet", "unet.", quants.unet),
+            ("textEncoder", "text_encoder.", quants.text_encoder),
+            ("vae", "vae.", quants.vae),
+            ("previewVae", "preview_vae.", quants.preview_vae),
         ]
         .into_iter()
-        .filter_map(|(c, q)| {
-            let prefix = match c {
-                "textEncoder" => "text_encoder.",
-                "previewVae" => "preview_vae.",
-                other => other,
-            };
-            let prefix = if prefix.ends_with('.') {
-                prefix.to_string()
-            } else {
-                format!("{prefix}.")
-            };
-            let parameters = count(&prefix);
+        .filter_map(|(name, prefix, q)| {
+            let parameters = count(prefix);
             (parameters > 0).then_some((
-                c,
+                name,
                 ComponentView {
                     parameters,
                     quantization: q.name(),
