@@ -7,7 +7,8 @@
 //! apart by `__metadata__["pipeline"]`.
 //!
 //! Writing reads a diffusers pipeline folder; reading checks every tensor's dtype and shape
-//! against the lists the configs imply before anything is dequantized.
+//! against the lists the configs imply before anything is dequantized, from the whole file or
+//! from the header of one still downloading ([`PipelineStream`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -34,7 +35,10 @@ use crate::text::clip::state_dict_prefix;
 use crate::text::{CLIPTextConfig, CLIPTextModel, ClipTokenizer};
 use crate::weights::container::{self, Container};
 use crate::weights::quant::{self, Quant, INT4_GROUP};
-use crate::weights::{ContainerSource, Prefixed, ShapeRecorder, StoredSource};
+use crate::weights::stream::{DeviceTensors, StreamSink, UPLOAD_CHUNK_VALUES};
+use crate::weights::{
+    ContainerSource, Entry, Header, Prefixed, ShapeRecorder, StoredSource, TensorSource, TensorView,
+};
 
 /// `__metadata__["format_version"]` of a pipeline file.
 pub const PIPELINE_FORMAT_VERSION: u32 = 2;
@@ -617,17 +621,26 @@ impl StableDiffusion {
     pub fn load_file(bytes: &[u8], device: &Device) -> Result<Self> {
         let container = Container::parse(bytes)?;
         let (c, _, _) = read_file_configs(&container)?;
-        let tokenizer = c.tokenizer()?;
-        let expected = parameter_shapes(&c)?;
-        quant::check_stored(&container, &expected, "the pipeline's configs")?;
+        let expected = check_file(&container, &c)?;
         let mut src = StoredSource {
             container: &container,
             device: device.clone(),
         };
+        Self::assemble(&c, &expected, &mut src, device)
+    }
+
+    /// The pipeline of configs `c` from `src` (which holds the `expected` tensors).
+    fn assemble(
+        c: &PipelineConfigs,
+        expected: &[(String, Vec<usize>)],
+        src: &mut impl TensorSource,
+        device: &Device,
+    ) -> Result<Self> {
+        let tokenizer = c.tokenizer()?;
         let unet = UNet2DConditionModel::load(
             &c.unet,
             &mut Prefixed {
-                inner: &mut src,
+                inner: &mut *src,
                 prefix: "unet".into(),
             },
             device,
@@ -635,17 +648,17 @@ impl StableDiffusion {
         let vae = AutoencoderKL::load(
             &c.vae,
             &mut Prefixed {
-                inner: &mut src,
+                inner: &mut *src,
                 prefix: "vae".into(),
             },
             device,
         )?;
-        let text_encoder = CLIPTextModel::load(&c.text_encoder, &mut src, "text_encoder", device)?;
+        let text_encoder = CLIPTextModel::load(&c.text_encoder, &mut *src, "text_encoder", device)?;
         let preview = match (&c.preview_vae, &c.latent_rgb) {
             (Some(t), _) => Some(Preview::Tiny(Box::new(AutoencoderTiny::load(
                 t,
                 &mut Prefixed {
-                    inner: &mut src,
+                    inner: &mut *src,
                     prefix: "preview_vae".into(),
                 },
                 device,
@@ -661,7 +674,7 @@ impl StableDiffusion {
             text_encoder,
             unet,
             vae,
-            scheduler: c.scheduler,
+            scheduler: c.scheduler.clone(),
             preview,
             budget: MemoryBudget::NATIVE,
             resident_bytes: 0,
@@ -671,6 +684,123 @@ impl StableDiffusion {
                 .sum(),
         }
         .with_budget(MemoryBudget::NATIVE)
+    }
+}
+
+/// Checks that `container` (whole, or [`Container::header_only`]) stores exactly the tensors
+/// configs `c` imply, in dtypes and shapes this crate reads, and that its tokenizer builds;
+/// returns those tensors (name, logical shape) in load order.
+fn check_file(container: &Container<'_>, c: &PipelineConfigs) -> Result<Vec<(String, Vec<usize>)>> {
+    c.tokenizer()?;
+    let expected = parameter_shapes(c)?;
+    quant::check_stored(container, &expected, "the pipeline's configs")?;
+    Ok(expected)
+}
+
+/// A Stable Diffusion pipeline file loaded as it downloads ([`StreamReader`](crate::weights::stream::StreamReader)): the header is
+/// checked as soon as it is complete (a bad file, or a tensor over the device's buffer limit, is
+/// refused before its data is fetched), each tensor goes to the device as soon as its bytes
+/// have arrived, and [`finish`](Self::finish) assembles the pipeline. The file's bytes are never
+/// held whole.
+pub struct PipelineStream {
+    device: Device,
+    largest_buffer: u64,
+    what: &'static str,
+    chunk_values: usize,
+    /// Set by the header.
+    file: Option<StreamedFile>,
+}
+
+/// What the header of a streamed pipeline file said.
+struct StreamedFile {
+    configs: PipelineConfigs,
+    quants: PipelineQuant,
+    name: Option<String>,
+    pipeline: String,
+    expected: Vec<(String, Vec<usize>)>,
+    tensors: DeviceTensors,
+}
+
+/// A streamed pipeline, loaded: the pipeline and what its file said of itself.
+pub struct StreamedPipeline {
+    pub pipeline: StableDiffusion,
+    pub configs: PipelineConfigs,
+    pub quants: PipelineQuant,
+    pub name: Option<String>,
+    /// `__metadata__["pipeline"]`.
+    pub pipeline_tag: String,
+    /// Each tensor (name, logical shape).
+    pub parameters: Vec<(String, Vec<usize>)>,
+}
+
+impl PipelineStream {
+    /// A stream onto `device`, whose buffers take at most `largest_buffer` bytes (`what` names
+    /// that limit in messages).
+    pub fn new(device: &Device, largest_buffer: u64, what: &'static str) -> Self {
+        Self {
+            device: device.clone(),
+            largest_buffer,
+            what,
+            chunk_values: UPLOAD_CHUNK_VALUES,
+            file: None,
+        }
+    }
+
+    /// Uploads tensors in parts of at most `values` (tests use small parts).
+    pub fn with_chunk_values(mut self, values: usize) -> Self {
+        self.chunk_values = values;
+        self
+    }
+
+    /// Each tensor (name, logical shape), once the header has been read.
+    pub fn parameters(&self) -> Option<&[(String, Vec<usize>)]> {
+        self.file.as_ref().map(|f| f.expected.as_slice())
+    }
+
+    /// The pipeline, once every tensor has arrived (the caller checks
+    /// [`StreamReader::finish`](crate::weights::stream::StreamReader::finish) first).
+    pub fn finish(self) -> Result<StreamedPipeline> {
+        let Some(mut f) = self.file else {
+            return Err(Error::format(
+                "expected a pipeline file's header, found the stream ending before it",
+            ));
+        };
+        let pipeline =
+            StableDiffusion::assemble(&f.configs, &f.expected, &mut f.tensors, &self.device)?;
+        Ok(StreamedPipeline {
+            pipeline,
+            configs: f.configs,
+            quants: f.quants,
+            name: f.name,
+            pipeline_tag: f.pipeline,
+            parameters: f.expected,
+        })
+    }
+}
+
+impl StreamSink for PipelineStream {
+    fn header(&mut self, header: &Header) -> Result<()> {
+        let container = Container::header_only(header);
+        let (configs, quants, name) = read_file_configs(&container)?;
+        let expected = check_file(&container, &configs)?;
+        let tensors = DeviceTensors::new(&expected, &self.device, self.largest_buffer, self.what)?
+            .with_chunk_values(self.chunk_values);
+        self.file = Some(StreamedFile {
+            pipeline: header.metadata.get("pipeline").cloned().unwrap_or_default(),
+            configs,
+            quants,
+            name,
+            expected,
+            tensors,
+        });
+        Ok(())
+    }
+
+    fn tensor(&mut self, entry: &Entry, view: TensorView<'_>) -> Result<()> {
+        match &mut self.file {
+            Some(f) => f.tensors.tensor(entry, view),
+            None => Err(Error::format("expected the header before any tensor")),
+        }
     }
 }
 

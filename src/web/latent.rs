@@ -1,7 +1,7 @@
 //! The latent pipelines' wasm-bindgen face: a pipeline file (text-to-image, img2img,
 //! inpainting) loaded on one backend, runs stepped by JS, frames previewed through TAESD or the
-//! linear latent-to-RGB map and fully decoded at the end. `index.js` picks this engine when the
-//! file's metadata names a pipeline.
+//! linear latent-to-RGB map and fully decoded at the end. A [`FileLoader`](super::loader::FileLoader)
+//! makes this engine when the file's metadata names a pipeline.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -11,19 +11,16 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
 use super::{
-    budget_for, err, init_backend, initialised_device, js_error, js_error_named, parse_limits,
-    read_frame_promise, release, run_options, step_view, GPU_GENERATION, RESIDENT,
+    err, js_error, js_error_named, read_frame_promise, release, run_options, step_view,
+    GPU_GENERATION, RESIDENT,
 };
-use crate::error::Error;
-use crate::memory::fmt_bytes;
 use crate::pipelines::img2img::ImageInput;
-use crate::pipelines::pipeline_file::{parameter_shapes, read_file_configs};
+use crate::pipelines::pipeline_file::StreamedPipeline;
 use crate::pipelines::preview::Preview;
 use crate::pipelines::stable_diffusion::{StableDiffusion, TextToImage, TextToImageRun};
 use crate::pipelines::{default_steps, MAX_BATCH, MAX_GUIDANCE};
 use crate::schedulers::SchedulerKind;
 use crate::text::MAX_LENGTH;
-use crate::weights::container::Container;
 
 /// A loaded latent pipeline on one backend.
 #[wasm_bindgen]
@@ -83,68 +80,29 @@ struct SamplingView {
     max_guidance_scale: f64,
 }
 
-#[wasm_bindgen]
 impl PipelineEngine {
-    /// Parses and validates the pipeline file and uploads its weights to `backend`.
-    pub async fn load(
-        bytes: Vec<u8>,
+    /// The engine over a pipeline [`FileLoader`](super::loader::FileLoader) has streamed onto
+    /// `backend`; `resident`: bytes of its weights in the wasm heap (the CPU backend).
+    pub(super) fn from_streamed(
+        streamed: StreamedPipeline,
         backend: String,
-        limits: JsValue,
+        resident: u64,
     ) -> Result<PipelineEngine, JsValue> {
-        init_backend(backend.clone()).await?;
-        PipelineEngine::create(bytes, backend, limits)
-    }
-
-    /// [`load`](Self::load) once `initBackend` has resolved for `backend`: synchronous.
-    pub fn create(
-        bytes: Vec<u8>,
-        backend: String,
-        limits: JsValue,
-    ) -> Result<PipelineEngine, JsValue> {
-        let limits = parse_limits(limits)?;
-        let device = initialised_device(&backend)?;
-        let budget = budget_for(&backend, &limits)?;
-        let container = Container::parse(&bytes).map_err(err)?;
-        let (configs, quants, name) = read_file_configs(&container).map_err(err)?;
-        let shapes = parameter_shapes(&configs).map_err(err)?;
+        let StreamedPipeline {
+            pipeline: pipe,
+            configs,
+            quants,
+            name,
+            pipeline_tag,
+            parameters,
+        } = streamed;
         let count = |prefix: &str| -> usize {
-            shapes
+            parameters
                 .iter()
                 .filter(|(n, _)| n.starts_with(prefix))
                 .map(|(_, s)| s.iter().product::<usize>())
                 .sum()
         };
-        // On the CPU the weights are dequantized into the heap beside the file's bytes.
-        let resident = if budget.weights_inside {
-            4 * count("") as u64
-        } else {
-            0
-        };
-        let others = RESIDENT.with(Cell::get);
-        let held = resident + bytes.len() as u64 + others;
-        if budget.weights_inside && held > budget.total {
-            return Err(err(Error::memory(format!(
-                "loading this pipeline: expected at most {} ({}), found {} (its f32 weights {}, the file {}{})",
-                fmt_bytes(budget.total),
-                budget.what,
-                fmt_bytes(held),
-                fmt_bytes(resident),
-                fmt_bytes(bytes.len() as u64),
-                if others > 0 {
-                    format!(", other loaded models {}; dispose them first", fmt_bytes(others))
-                } else {
-                    String::new()
-                }
-            ))));
-        }
-        // Runs are checked against what is left of the budget beside other engines' weights.
-        let mut run_budget = budget;
-        if run_budget.weights_inside {
-            run_budget.total = run_budget.total.saturating_sub(others);
-        }
-        let pipe = StableDiffusion::load_file(&bytes, &device)
-            .and_then(|p| p.with_budget(run_budget))
-            .map_err(err)?;
         let t = configs.scheduler.num_train_timesteps;
         // (JS name, tensor prefix, storage) of each component the file has.
         let components = [
@@ -169,10 +127,7 @@ impl PipelineEngine {
         let view = LatentConfigView {
             kind: "latent",
             conditioning: "text",
-            pipeline: container
-                .metadata
-                .get("pipeline")
-                .map_or("", String::as_str),
+            pipeline: &pipeline_tag,
             name: name.as_deref(),
             quantization: quants.unet.name(),
             components,
@@ -210,7 +165,10 @@ impl PipelineEngine {
             config,
         })
     }
+}
 
+#[wasm_bindgen]
+impl PipelineEngine {
     #[wasm_bindgen(getter)]
     pub fn backend(&self) -> String {
         self.backend.clone()

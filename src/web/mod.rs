@@ -19,7 +19,9 @@ use crate::pipelines::{default_steps, SampleOptions, SamplingRun, MAX_BATCH, MAX
 use crate::schedulers::{BetaTable, SchedulerConfig, SchedulerKind};
 
 mod latent;
+mod loader;
 pub use latent::{LatentRun, PipelineEngine};
+pub use loader::FileLoader;
 
 // The constructors wasm-ld collects (the `inventory` registrations of burn's dependencies). When
 // no exported function calls them, wasm-ld treats the module as a "command" and runs them again
@@ -264,7 +266,7 @@ fn initialised_device(backend: &str) -> Result<Device, JsValue> {
 }
 
 /// Initialises `backend` ("webgpu": requests the adapter and device once per instance; "cpu":
-/// nothing). The only asynchronous part of loading: [`Engine::create`] is synchronous, so a
+/// nothing). The only asynchronous part of loading: [`FileLoader`] is synchronous, so a
 /// trap while loading throws to its caller instead of leaving a promise pending.
 #[wasm_bindgen(js_name = initBackend)]
 pub async fn init_backend(backend: String) -> Result<(), JsValue> {
@@ -321,27 +323,18 @@ struct SamplingView {
     max_guidance_scale: f64,
 }
 
-#[wasm_bindgen]
 impl Engine {
-    /// Parses and validates the model file and uploads its weights to `backend`
-    /// ("webgpu" or "cpu"), checking them and one image's run against the memory budget
-    /// (`limits`: `{ maxBufferSize?, maxStorageBufferBindingSize?, memoryBudget? }` in bytes).
-    pub async fn load(bytes: Vec<u8>, backend: String, limits: JsValue) -> Result<Engine, JsValue> {
-        init_backend(backend.clone()).await?;
-        Engine::create(bytes, backend, limits)
-    }
-
-    /// [`load`](Self::load) once [`init_backend`] has resolved for `backend`: synchronous.
-    pub fn create(bytes: Vec<u8>, backend: String, limits: JsValue) -> Result<Engine, JsValue> {
-        let limits = parse_limits(limits)?;
+    /// A U-Net model file's bytes on `backend` (initialised): parses and validates the file
+    /// and uploads its weights, checking them and one image's run against the memory budget.
+    fn from_bytes(bytes: &[u8], backend: String, limits: &Limits) -> Result<Engine, JsValue> {
         let device = initialised_device(&backend)?;
-        let mut budget = budget_for(&backend, &limits)?;
+        let mut budget = budget_for(&backend, limits)?;
         // Other CPU engines of this instance hold their weights in the same heap.
         let others = RESIDENT.with(Cell::get);
         if budget.weights_inside {
             budget.total = budget.total.saturating_sub(others);
         }
-        let model = load_model_within(&bytes, &device, budget).map_err(|e| {
+        let model = load_model_within(bytes, &device, budget).map_err(|e| {
             if e.kind == ErrorKind::MemoryLimit && others > 0 {
                 err(Error::memory(format!(
                     "{} (other loaded models hold {}; dispose them first)",
@@ -359,7 +352,10 @@ impl Engine {
             generation: GPU_GENERATION.with(Cell::get),
         })
     }
+}
 
+#[wasm_bindgen]
+impl Engine {
     #[wasm_bindgen(getter)]
     pub fn backend(&self) -> String {
         self.backend.clone()

@@ -112,21 +112,9 @@ impl<'a> Container<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
         // 1. The header length: where the header ends and the data section begins.
         let (header, data) = split_header(bytes)?;
-        // 2. The header: a JSON object.
-        let obj = header_object(header)?;
-        // 3. Its entries: `__metadata__`, and one per tensor, each checked on its own.
-        let mut metadata = BTreeMap::new();
-        let mut entries = Vec::with_capacity(obj.len());
-        for (name, entry) in &obj {
-            if name == "__metadata__" {
-                metadata = parse_metadata(entry)?;
-            } else {
-                entries.push(parse_entry(name, entry, data.len())?);
-            }
-        }
-        // 4. The tensors tile the data section exactly.
-        check_tiling(&mut entries, data.len())?;
-        // 5. A view over the data section for each tensor.
+        // 2. The header, its entries checked against the data section.
+        let Header { metadata, entries } = Header::parse(header, Some(data.len()))?;
+        // 3. A view over the data section for each tensor.
         let tensors = entries
             .into_iter()
             .map(|e| {
@@ -141,6 +129,29 @@ impl<'a> Container<'a> {
             })
             .collect();
         Ok(Self { metadata, tensors })
+    }
+
+    /// The container a [`Header`] describes before its data has arrived (a stream): each view
+    /// has its dtype and shape but no bytes. For checks that read only those
+    /// ([`check_stored`](super::quant::check_stored), [`Container::only`]).
+    pub fn header_only(header: &Header) -> Container<'static> {
+        Container {
+            metadata: header.metadata.clone(),
+            tensors: header
+                .entries
+                .iter()
+                .map(|e| {
+                    (
+                        e.name.clone(),
+                        TensorView {
+                            dtype: e.dtype,
+                            shape: e.shape.clone(),
+                            data: &[],
+                        },
+                    )
+                })
+                .collect(),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&TensorView<'a>> {
@@ -170,12 +181,56 @@ impl<'a> Container<'a> {
 }
 
 /// One tensor's checked header entry: its bytes are `begin..end` of the data section.
-struct Entry {
-    name: String,
-    dtype: Dtype,
-    shape: Vec<usize>,
-    begin: usize,
-    end: usize,
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub begin: usize,
+    pub end: usize,
+}
+
+impl Entry {
+    /// Bytes of the tensor's data.
+    pub fn byte_len(&self) -> usize {
+        self.end - self.begin
+    }
+}
+
+/// A checked header: the metadata, and the tensors' entries in the order of their bytes.
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub metadata: BTreeMap<String, String>,
+    pub entries: Vec<Entry>,
+}
+
+impl Header {
+    /// Parses the header's JSON (the bytes after the length field). The entries must tile a
+    /// data section of `data_len` bytes, or, when it is not known yet (a stream), the bytes up
+    /// to the end of the last tensor.
+    pub fn parse(header: &[u8], data_len: Option<usize>) -> Result<Self> {
+        // 1. The header: a JSON object.
+        let obj = header_object(header)?;
+        // 2. Its entries: `__metadata__`, and one per tensor, each checked on its own.
+        let mut metadata = BTreeMap::new();
+        let mut entries = Vec::with_capacity(obj.len());
+        for (name, entry) in &obj {
+            if name == "__metadata__" {
+                metadata = parse_metadata(entry)?;
+            } else {
+                entries.push(parse_entry(name, entry, data_len.unwrap_or(usize::MAX))?);
+            }
+        }
+        // 3. The tensors tile the data section exactly.
+        let data_len = data_len.unwrap_or_else(|| entries.iter().map(|e| e.end).max().unwrap_or(0));
+        check_tiling(&mut entries, data_len)?;
+        Ok(Self { metadata, entries })
+    }
+
+    /// Bytes of the data section (the end of the last tensor).
+    pub fn data_len(&self) -> usize {
+        self.entries.last().map_or(0, |e| e.end)
+    }
 }
 
 /// The header length field: the header's bytes and the data section after them.
@@ -186,14 +241,21 @@ fn split_header(bytes: &[u8]) -> Result<(&[u8], &[u8])> {
             bytes.len()
         )));
     }
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    let field: [u8; 8] = bytes[..8].try_into().expect("8 bytes");
+    let n = u64::from_le_bytes(field);
     let available = (bytes.len() - 8) as u64;
     if n > available {
         return Err(Error::format(format!(
             "header length runs past the end of the file: expected at most {available} bytes after the length field, found {n} (file truncated or not a safetensors file)"
         )));
     }
-    if n as usize > MAX_HEADER_BYTES {
+    Ok(bytes[8..].split_at(header_len(field)?))
+}
+
+/// The header length field (the file's first 8 bytes), checked against the bounds.
+pub fn header_len(field: [u8; 8]) -> Result<usize> {
+    let n = u64::from_le_bytes(field);
+    if n > MAX_HEADER_BYTES as u64 {
         return Err(Error::format(format!(
             "header length: expected at most {MAX_HEADER_BYTES} bytes, found {n}"
         )));
@@ -203,7 +265,7 @@ fn split_header(bytes: &[u8]) -> Result<(&[u8], &[u8])> {
             "header length: expected at least 2 bytes (`{{}}`), found {n}"
         )));
     }
-    Ok(bytes[8..].split_at(n as usize))
+    Ok(n as usize)
 }
 
 /// The header's JSON object (UTF-8, starting with `{`).

@@ -5,10 +5,11 @@
 
 pub mod container;
 pub mod quant;
+pub mod stream;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-pub use container::{Container, Dtype, OwnedTensor, TensorView};
+pub use container::{Container, Dtype, Entry, Header, OwnedTensor, TensorView};
 pub use quant::{Quant, QuantError, INT4_GROUP};
 
 use crate::error::{Error, Result};
