@@ -237,3 +237,99 @@ test("a pipeline file that carries TAESD previews through it at full size", asyn
   // TAESD decodes the 8x8 latents to 16x16, the size of the final decode.
   assert.deepEqual(r.sizes, [[16, false], [16, true]]);
 });
+
+test("a pipeline file streams in: its header is checked before its data, a tensor over the adapter's buffer limit is refused, a cut-off file says so", async () => {
+  const r = await page.evaluate(async () => {
+    await wd.seededNoise(1, 1, 1); // the package's wasm instance is up
+    const w = await import("/pkg/wasm_diffusion.js");
+    const bytes = new Uint8Array(await (await fetch("/m/sd.int8.safetensors")).arrayBuffer());
+    const headerEnd = 8 + Number(new DataView(bytes.buffer).getBigUint64(0, true));
+    const attempt = (f) => {
+      try {
+        return { ok: f() };
+      } catch (e) {
+        return { name: e.name, message: e.message };
+      }
+    };
+    await w.initBackend("webgpu");
+    // 1. The header alone is enough to refuse a tensor over the binding limit; the loader then
+    // repeats its error.
+    const small = new w.FileLoader("webgpu", { maxStorageBufferBindingSize: 4096 }, false);
+    const overLimit = attempt(() => small.push(bytes.subarray(0, headerEnd)));
+    const again = attempt(() => small.push(bytes.subarray(headerEnd, headerEnd + 10)));
+    small.free();
+    // 2. A file cut short.
+    const cut = new w.FileLoader("cpu", {}, false);
+    cut.push(bytes.subarray(0, bytes.length - 100));
+    const kind = cut.kind;
+    const truncated = attempt(() => cut.finishPipeline().free());
+    // 3. Chunks of 1000 bytes, hashed on the way: the same engine, the same SHA-256 as WebCrypto's.
+    const whole = new w.FileLoader("webgpu", {}, true);
+    for (let off = 0; off < bytes.length; off += 1000) whole.push(bytes.subarray(off, off + 1000));
+    const sha = whole.sha256();
+    const received = whole.received;
+    const expectedBytes = whole.expectedBytes;
+    const engine = whole.finishPipeline();
+    const loadedKind = JSON.parse(JSON.stringify(engine.config())).kind;
+    engine.free();
+    const digest = Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)), (b) => b.toString(16).padStart(2, "0")).join("");
+    return { overLimit, again, kind, truncated, sha, digest, received, expectedBytes, size: bytes.length, loadedKind };
+  });
+  assert.equal(r.overLimit.name, "MemoryLimitError");
+  assert.match(r.overLimit.message, /^tensor `[a-z_.0-9]+` \[[0-9, ]+\]: expected at most 4 KiB per buffer \(the WebGPU adapter's maxStorageBufferBindingSize\), found [0-9.]+ (KiB|MiB) as f32$/);
+  assert.deepEqual(r.again, r.overLimit);
+  assert.equal(r.kind, "pipeline");
+  assert.equal(r.truncated.name, "FormatError");
+  assert.match(r.truncated.message, new RegExp(`^file truncated: expected ${r.size} bytes \\(its header's tensors\\), found ${r.size - 100} \\(tensor \`.+\` incomplete\\)$`));
+  assert.equal(r.sha, r.digest);
+  assert.equal(r.received, r.size);
+  assert.equal(r.expectedBytes, r.size);
+  assert.equal(r.loadedKind, "latent");
+});
+
+test("a pipeline file streams into the Cache API and loads from it; a wrong integrity caches nothing", async () => {
+  const r = await page.evaluate(async () => {
+    const url = new URL("/m/sd.int8.safetensors", location.href).href;
+    const bytes = new Uint8Array(await (await fetch(url)).arrayBuffer());
+    const sri = `sha256-${btoa(String.fromCharCode(...new Uint8Array(await crypto.subtle.digest("SHA-256", bytes))))}`;
+    const store = await caches.open("wasm-diffusion-models-v1");
+    await store.delete(url);
+    let fetches = 0;
+    const realFetch = window.fetch;
+    window.fetch = (...a) => {
+      if (String(a[0]) === url) fetches++;
+      return realFetch(...a);
+    };
+    const pixels = async (options) => {
+      const s = await wd.Sampler.load(url, { backend: "cpu", ...options });
+      let last;
+      for await (const f of s.sample({ prompt: "a red apple", steps: 2, seed: 4 })) last = f;
+      s.dispose();
+      return Array.from(last.images[0].data);
+    };
+    try {
+      const wrong = await wd.Sampler.load(url, { backend: "cpu", cache: true, integrity: "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" }).then(
+        () => "loaded",
+        (e) => `${e.name}: ${e.message}`,
+      );
+      const afterWrong = !!(await store.match(url));
+      const first = await pixels({ cache: true, integrity: sri });
+      const cached = await store.match(url);
+      const cachedBytes = cached ? new Uint8Array(await cached.arrayBuffer()) : null;
+      const same = cachedBytes !== null && cachedBytes.length === bytes.length && cachedBytes.every((b, i) => b === bytes[i]);
+      const fetchesBefore = fetches;
+      const second = await pixels({ cache: true, integrity: sri });
+      const fromCache = fetches === fetchesBefore;
+      const plain = await pixels({});
+      return { wrong, afterWrong, same, fromCache, firstEqualsCached: JSON.stringify(first) === JSON.stringify(second), plainEquals: JSON.stringify(first) === JSON.stringify(plain) };
+    } finally {
+      window.fetch = realFetch;
+      await store.delete(url);
+    }
+  });
+  assert.match(r.wrong, /^IntegrityError: integrity mismatch for http:.*\/m\/sd\.int8\.safetensors: expected sha256-A+=, found sha256-[A-Za-z0-9+/]{43}=$/);
+  assert.equal(r.afterWrong, false, "a file that failed its integrity check is not cached");
+  assert.ok(r.same, "the cache holds the file's bytes");
+  assert.ok(r.fromCache, "the second load read the cache, not the network");
+  assert.ok(r.firstEqualsCached && r.plainEquals, "the same pixels from the network, the cache and without it");
+});

@@ -240,10 +240,10 @@ function withPrefix(prefix, e) {
   return namedError(err.name, `${prefix}: ${err.message}`);
 }
 
-async function sha256Base64(bytes) {
-  const digest = await crypto.subtle.digest("SHA-256", bytes);
+/** Base64 of the bytes a hex string spells (the loader's SHA-256, as SRI writes it). */
+function hexToBase64(hex) {
   let s = "";
-  for (const b of new Uint8Array(digest)) s += String.fromCharCode(b);
+  for (let i = 0; i < hex.length; i += 2) s += String.fromCharCode(parseInt(hex.slice(i, i + 2), 16));
   return btoa(s);
 }
 
@@ -252,14 +252,6 @@ function parseIntegrity(integrity) {
   const m = /^sha256-([A-Za-z0-9+/]+={0,2})$/.exec(String(integrity).trim());
   if (!m) throw namedError("InvalidArgumentError", `integrity: expected "sha256-<base64>", found "${integrity}"`);
   return m[1];
-}
-
-async function checkIntegrity(bytes, expected, url) {
-  if (!expected) return;
-  const got = await sha256Base64(bytes);
-  if (got !== expected) {
-    throw namedError("IntegrityError", `integrity mismatch for ${url}: expected sha256-${expected}, found sha256-${got}`);
-  }
 }
 
 /** The largest model file the wasm heap can take, or null while the module is not loaded yet. */
@@ -277,32 +269,28 @@ function tooLarge(size, max, how) {
 }
 
 /**
- * Reads a fetch Response body, reporting progress and honouring the signal. With a
- * Content-Encoding (gzip, br) the Content-Length counts compressed bytes: `total` is then 0
- * (unknown) and the length is not checked (a cut-off compressed stream fails to decode instead).
+ * A fetch Response body as its chunks arrive, reporting progress (after each chunk has been
+ * taken) and honouring the signal. With a Content-Encoding (gzip, br) the Content-Length counts
+ * compressed bytes: `total` is then 0 (unknown) and the length is not checked (a cut-off
+ * compressed stream fails to decode instead). `maxBytes`: a limit on a declared length.
  */
-async function readBody(response, url, onProgress, signal) {
+async function* bodyChunks(response, url, onProgress, signal, maxBytes) {
   const encoding = (response.headers.get("content-encoding") || "identity").trim().toLowerCase();
   const declared = Number(response.headers.get("content-length")) || 0;
   const total = encoding === "identity" ? declared : 0;
-  const checkSize = (loaded) => {
-    const max = heapLimit();
-    if (max === null) return;
-    if (total > max) throw withPrefix(url, tooLarge(total, max, " (Content-Length)"));
-    if (loaded > max) {
-      throw namedError("MemoryLimitError", `${url}: the model file is larger than the ${max} bytes the wasm heap can take (${loaded} bytes received so far)`);
-    }
-  };
-  checkSize(0);
+  if (maxBytes !== null && total > maxBytes) {
+    response.body?.cancel().catch(() => {});
+    throw tooLarge(total, maxBytes, " (Content-Length)");
+  }
   if (!response.body) {
     const buf = new Uint8Array(await response.arrayBuffer());
-    checkSize(buf.byteLength);
+    yield buf;
     if (onProgress) onProgress({ loaded: buf.byteLength, total: total || buf.byteLength });
-    return buf;
+    return;
   }
   const reader = response.body.getReader();
-  const chunks = [];
   let loaded = 0;
+  let finished = false;
   const onAbort = () => reader.cancel().catch(() => {});
   if (signal) signal.addEventListener("abort", onAbort, { once: true });
   try {
@@ -314,50 +302,54 @@ async function readBody(response, url, onProgress, signal) {
       } catch (e) {
         throwIfAborted(signal);
         const err = asError(e);
-        throw namedError("NetworkError", `download of ${url} failed after ${loaded} bytes: ${err.name}: ${err.message}`);
+        throw ownError(namedError("NetworkError", `download of ${url} failed after ${loaded} bytes: ${err.name}: ${err.message}`));
       }
       throwIfAborted(signal);
       if (chunk.done) break;
-      chunks.push(chunk.value);
       loaded += chunk.value.byteLength;
-      checkSize(loaded);
+      yield chunk.value;
       // A server that names no encoding but sends more than it declared (a proxy that decoded
       // the body) is not a truncation: from then on the total is unknown.
       if (onProgress) onProgress({ loaded, total: loaded <= total ? total : 0 });
     }
-  } catch (e) {
-    reader.cancel().catch(() => {});
-    throw e;
+    finished = true;
   } finally {
+    if (!finished) reader.cancel().catch(() => {});
     if (signal) signal.removeEventListener("abort", onAbort);
   }
   if (total && loaded < total) {
-    throw namedError("NetworkError", `download of ${url} truncated: expected ${total} bytes, found ${loaded}`);
+    throw ownError(namedError("NetworkError", `download of ${url} truncated: expected ${total} bytes, found ${loaded}`));
   }
-  const out = new Uint8Array(loaded);
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.byteLength;
-  }
-  return out;
 }
 
-async function fetchModel(url, { onProgress, signal, integrity }) {
+/** The caller's bytes in parts (each is copied into the wasm heap on its own). */
+function* byteChunks(bytes) {
+  for (let off = 0; off < bytes.byteLength; off += PUSH_BYTES) yield bytes.subarray(off, off + PUSH_BYTES);
+}
+
+/** Largest part of the caller's bytes pushed into the loader at once. */
+const PUSH_BYTES = 16 << 20;
+
+async function fetchResponse(url, signal) {
   let response;
   try {
     response = await fetch(url, { signal });
   } catch (e) {
     if (signal && signal.aborted) throw abortError(signal);
-    throw namedError("NetworkError", `fetching ${url} failed: ${asError(e).message}`);
+    throw ownError(namedError("NetworkError", `fetching ${url} failed: ${asError(e).message}`));
   }
   if (!response.ok) {
     response.body?.cancel().catch(() => {});
-    throw namedError("NetworkError", `fetching ${url} failed: HTTP ${response.status} ${response.statusText}`.trim());
+    throw ownError(namedError("NetworkError", `fetching ${url} failed: HTTP ${response.status} ${response.statusText}`.trim()));
   }
-  const bytes = await readBody(response, url, onProgress, signal);
-  await checkIntegrity(bytes, integrity, url);
-  return bytes;
+  return response;
+}
+
+/** Errors that already say which file they are about (not prefixed with its URL again). */
+const ownErrors = new WeakSet();
+function ownError(err) {
+  ownErrors.add(err);
+  return err;
 }
 
 /**
@@ -405,14 +397,67 @@ class ModelCache {
     }
   }
 
-  async put(bytes) {
+  /**
+   * A stream into the cache, filled chunk by chunk as the file loads (never a second copy of
+   * the file in memory: the cache reads what is written, with backpressure). Nothing is stored
+   * unless `close()` is called; `abort()` drops the entry. A failing store (a full quota) warns
+   * once and the load goes on.
+   * @param {number} length the file's length when known (0: unknown)
+   */
+  writer(length) {
+    let controller;
+    let failed = false;
+    let aborted = false;
+    let wake = null;
+    const drained = () => {
+      if (wake) wake();
+      wake = null;
+    };
+    const stream = new ReadableStream(
+      {
+        start(c) {
+          controller = c;
+        },
+        pull: drained,
+      },
+      new ByteLengthQueuingStrategy({ highWaterMark: 32 << 20 }),
+    );
+    const headers = { "content-type": "application/octet-stream" };
+    if (length) headers["content-length"] = String(length);
+    let put;
     try {
-      const headers = { "content-type": "application/octet-stream", "content-length": String(bytes.byteLength) };
-      await this.store.put(this.url, new Response(bytes, { headers }));
+      put = this.store.put(this.url, new Response(stream, { headers }));
     } catch (e) {
-      const err = asError(e);
-      this.warn(`cache: storing ${this.url} in the Cache API failed (${err.name}: ${err.message}); the next load downloads it again`);
+      put = Promise.reject(e);
     }
+    const done = put.then(
+      () => true,
+      (e) => {
+        failed = true;
+        drained();
+        if (!aborted) {
+          const err = asError(e);
+          this.warn(`cache: storing ${this.url} in the Cache API failed (${err.name}: ${err.message}); the next load downloads it again`);
+        }
+        return false;
+      },
+    );
+    return {
+      async write(chunk) {
+        if (failed) return;
+        controller.enqueue(chunk);
+        if (controller.desiredSize !== null && controller.desiredSize < 0) await new Promise((r) => (wake = r));
+      },
+      close() {
+        if (!failed) controller.close();
+        return done;
+      },
+      abort() {
+        aborted = true;
+        if (!failed) controller.error(new DOMException("the load failed", "AbortError"));
+        return done;
+      },
+    };
   }
 }
 
@@ -450,14 +495,9 @@ async function chooseBackend(requested) {
 
 /** Errors that say the file or the request is bad: trying another backend would not help. */
 const NOT_A_BACKEND_PROBLEM = new Set(["FormatError", "UnsupportedError", "ConfigError", "InvalidArgumentError", "AbortError", "PanicError"]);
-/** Engine.load failures that say nothing against a cached copy of the file. */
+/** Load failures that say nothing against a cached copy of the file. */
 const KEEP_CACHED_COPY = new Set(["AbortError", "PanicError", "BackendError", "MemoryLimitError"]);
 
-/**
- * Loads an engine: the backend's (asynchronous) initialisation, then the synchronous parse and
- * upload, so that a trap while loading throws here instead of leaving a promise pending. An
- * abort is honoured at once; an engine that arrives after it is freed.
- */
 /** Errors of the backend's set-up (before the file is touched): "auto" falls back on any of them. */
 const setupErrors = new WeakSet();
 
@@ -480,28 +520,59 @@ export function isPipelineFile(bytes) {
   }
 }
 
-async function loadEngine(bytes, backend, limits, signal) {
-  const max = heapLimit();
-  if (max !== null && bytes.byteLength > max) throw tooLarge(bytes.byteLength, max, "");
-  const Engine = isPipelineFile(bytes) ? wasm.PipelineEngine : wasm.Engine;
-  if (typeof wasm.initBackend === "function" && typeof Engine.create === "function") {
-    try {
-      await raceAbort(track(call(() => wasm.initBackend(backend))), signal);
-    } catch (e) {
-      const err = asError(e);
-      setupErrors.add(err);
-      throw err;
+/**
+ * Loads an engine on `backend` from `chunks` (an iterable of Uint8Array, sync or async): the
+ * backend's asynchronous set-up, then each chunk pushed into a wasm FileLoader as it arrives
+ * (a pipeline file's tensors go to the device as soon as their bytes are in; the file is never
+ * held whole), then the engine. `cacheWriter` gets each chunk too; it is closed only once the
+ * engine exists. `expected`: the file's SHA-256 (base64) or null; `what` names the source in
+ * messages; `fail` prefixes the loader's errors. The push and finish calls are synchronous, so
+ * a trap while loading throws here instead of leaving a promise pending.
+ */
+async function streamEngine(chunks, backend, limits, { signal, expected, what, fail, cacheWriter }) {
+  try {
+    await raceAbort(track(call(() => wasm.initBackend(backend))), signal);
+  } catch (e) {
+    const err = asError(e);
+    setupErrors.add(err);
+    throw err;
+  }
+  throwIfAborted(signal);
+  const loader = call(() => new wasm.FileLoader(backend, limits, expected !== null));
+  let consumed = false;
+  try {
+    for await (const chunk of chunks) {
+      try {
+        call(() => loader.push(chunk));
+      } catch (e) {
+        throw fail(e);
+      }
+      if (cacheWriter) await cacheWriter.write(chunk);
     }
     throwIfAborted(signal);
-    const engine = call(() => Engine.create(bytes, backend, limits));
+    if (expected !== null) {
+      const got = hexToBase64(call(() => loader.sha256()));
+      if (got !== expected) {
+        throw ownError(namedError("IntegrityError", `integrity mismatch for ${what}: expected sha256-${expected}, found sha256-${got}`));
+      }
+    }
+    const pipeline = loader.kind === "pipeline";
+    consumed = true; // finishing takes the loader, whatever it returns
+    let engine;
+    try {
+      engine = call(() => (pipeline ? loader.finishPipeline() : loader.finishModel()));
+    } catch (e) {
+      throw fail(e);
+    }
     instance.engines++;
+    if (cacheWriter) await cacheWriter.close();
     return engine;
+  } catch (e) {
+    if (cacheWriter) await cacheWriter.abort();
+    throw e;
+  } finally {
+    if (!consumed) free(loader);
   }
-  const loading = track(call(() => Engine.load(bytes, backend, limits))).then((engine) => {
-    instance.engines++;
-    return engine;
-  });
-  return raceAbort(loading, signal, freeEngine);
 }
 
 function checkInt(name, v, min, max) {
@@ -547,46 +618,33 @@ export class Sampler {
     const wasmReady = ensureWasm();
     wasmReady.catch(() => {});
 
-    // 1. The bytes: from the Cache API, the network or the caller.
-    let bytes;
+    // 1. Where the bytes come from: the caller, or a URL (through the Cache API when asked).
     let url = null;
-    let cached = null; // the ModelCache the bytes came from
-    let cacheToFill = null; // the ModelCache to store them in once they load
+    let given = null;
+    let store = null; // the ModelCache, when cache is on and the Cache API works
     if (typeof source === "string" || source instanceof URL) {
       url = new URL(String(source), typeof location !== "undefined" ? location.href : undefined).href;
       if (cache) {
         const c = new ModelCache(url, warn);
-        if (await c.open()) {
-          const hit = await c.match();
-          if (hit) {
-            try {
-              const copy = await readBody(hit, url, onProgress, signal);
-              await checkIntegrity(copy, expected, url);
-              bytes = copy;
-              cached = c;
-            } catch (e) {
-              if (asError(e).name === "AbortError" || asError(e).name === "MemoryLimitError") throw e;
-              await c.delete(); // corrupt or stale copy: fetch again
-            }
-          }
-          if (!bytes) cacheToFill = c;
-        }
+        if (await c.open()) store = c;
       }
-      if (!bytes) bytes = await fetchModel(url, { onProgress, signal, integrity: expected });
     } else if (source instanceof Uint8Array) {
-      bytes = source;
-      await checkIntegrity(bytes, expected, "the given bytes");
+      given = source;
     } else if (source instanceof ArrayBuffer) {
-      bytes = new Uint8Array(source);
-      await checkIntegrity(bytes, expected, "the given bytes");
+      given = new Uint8Array(source);
     } else {
       throw new TypeError(`source: expected a URL string, URL, ArrayBuffer or Uint8Array, found ${Object.prototype.toString.call(source)}`);
     }
-    const fail = (e) => (url === null ? asError(e) : withPrefix(url, e));
+    const what = url === null ? "the given bytes" : url;
+    const fail = (e) => {
+      const err = asError(e);
+      return url === null || ownErrors.has(err) ? err : withPrefix(url, err);
+    };
     throwIfAborted(signal);
     await raceAbort(wasmReady, signal);
 
-    // 2. The backend, then the engine ("auto" falls back to the CPU when WebGPU fails).
+    // 2. The backend, then the engine, streamed in as the file arrives ("auto" falls back to
+    // the CPU when WebGPU fails, reading the file again: from the cache when it got there).
     let choice = await raceAbort(chooseBackend(backend), signal);
     const limits = (adapter) => {
       const l = {};
@@ -597,21 +655,44 @@ export class Sampler {
       }
       return l;
     };
+    const load = async (choice) => {
+      const opts = { signal, expected, what, fail, cacheWriter: null };
+      // On the CPU the weights are dequantized into the heap: a file larger than the heap can
+      // take cannot fit (on WebGPU a pipeline file only passes through, a tensor at a time).
+      const maxBytes = choice.backend === "cpu" ? heapLimit() : null;
+      if (given !== null) {
+        if (maxBytes !== null && given.byteLength > maxBytes) throw tooLarge(given.byteLength, maxBytes, "");
+        return streamEngine(byteChunks(given), choice.backend, limits(choice.adapter), opts);
+      }
+      if (store) {
+        const hit = await store.match();
+        if (hit) {
+          try {
+            return await streamEngine(bodyChunks(hit, url, onProgress, signal, maxBytes), choice.backend, limits(choice.adapter), opts);
+          } catch (e) {
+            const err = asError(e);
+            if (KEEP_CACHED_COPY.has(err.name) || setupErrors.has(err)) throw err;
+            await store.delete(); // corrupt or stale copy: fetch again
+          }
+        }
+      }
+      const response = await fetchResponse(url, signal);
+      const identity = (response.headers.get("content-encoding") || "identity").trim().toLowerCase() === "identity";
+      const length = identity ? Number(response.headers.get("content-length")) || 0 : 0;
+      if (store) opts.cacheWriter = store.writer(length);
+      return streamEngine(bodyChunks(response, url, onProgress, signal, maxBytes), choice.backend, limits(choice.adapter), opts);
+    };
     let engine;
     try {
-      engine = await loadEngine(bytes, choice.backend, limits(choice.adapter), signal);
+      engine = await load(choice);
     } catch (e) {
       const err = asError(e);
       const backendFailed = err.name !== "AbortError" && err.name !== "PanicError" && (setupErrors.has(err) || !NOT_A_BACKEND_PROBLEM.has(err.name));
-      if (!(backend === "auto" && choice.backend === "webgpu" && backendFailed)) {
-        // A cached copy that does not load is evicted; the caller's retry fetches it afresh.
-        if (cached && !KEEP_CACHED_COPY.has(err.name)) await cached.delete();
-        throw fail(err);
-      }
+      if (!(backend === "auto" && choice.backend === "webgpu" && backendFailed)) throw fail(err);
       warn(`WebGPU failed (${err.name}: ${err.message}); using the CPU`);
       choice = { backend: "cpu", reason: `auto: WebGPU failed (${err.name}: ${err.message}); fell back to the CPU`, adapter: null };
       try {
-        engine = await loadEngine(bytes, "cpu", limits(null), signal);
+        engine = await load(choice);
       } catch (e2) {
         throw fail(e2);
       }
@@ -620,7 +701,6 @@ export class Sampler {
     // 3. Everything after the engine exists frees it when it fails.
     try {
       const config = call(() => engine.config());
-      if (cacheToFill) await cacheToFill.put(bytes);
       throwIfAborted(signal);
       return new Sampler(engine, config, choice.backend, choice.reason);
     } catch (e) {
