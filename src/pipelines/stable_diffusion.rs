@@ -496,6 +496,11 @@ impl StableDiffusion {
 
         let inpaint = match (&opts.image, mask) {
             (Some(i), Some(m)) => {
+                let full = |data: Vec<f32>, c: usize| {
+                    Tensor::<4>::from_data(TensorData::new(data, [1, c, h * f, w * f]), &device)
+                        .repeat_dim(0, b)
+                };
+                let overlay = (full(i.image.clone(), 3), full(m.clone(), 1));
                 let m = resize_nearest(&m, [h * f, w * f], [h, w]);
                 let m = Tensor::<4>::from_data(TensorData::new(m, [1, 1, h, w]), &device)
                     .repeat_dim(0, b);
@@ -519,6 +524,7 @@ impl StableDiffusion {
                         image_latents.clone()
                     },
                     noise: eps,
+                    overlay,
                 })
             }
             _ => None,
@@ -557,6 +563,9 @@ struct Inpainting {
     image_latents: Option<Tensor<4>>,
     /// The initial noise, reused to noise the image latents (as diffusers does).
     noise: Tensor<4>,
+    /// The init image `[B, 3, H, W]` and the binarized mask `[B, 1, H, W]` at full size, to
+    /// paste the kept pixels back over the final decode ([`TextToImageRun::image`]).
+    overlay: (Tensor<4>, Tensor<4>),
 }
 
 /// One text-to-image run in progress.
@@ -679,9 +688,24 @@ impl<P: Deref<Target = StableDiffusion>> TextToImageRun<P> {
         }
     }
 
-    /// The current latents decoded by the autoencoder: the images `[B, 3, H, W]` in [-1, 1].
+    /// The current latents decoded by the autoencoder: the images `[B, 3, H, W]` in [-1, 1]
+    /// (diffusers' output).
     pub fn decode(&self) -> Tensor<4> {
         self.pipe.decode_latents(self.latents.clone())
+    }
+
+    /// The picture to show: [`decode`](Self::decode), clamped to [-1, 1], and for an inpainting
+    /// run the init image's pixels pasted back outside the mask (diffusers' `apply_overlay`):
+    /// what was not masked is the image exactly, not its round trip through the autoencoder.
+    pub fn image(&self) -> Tensor<4> {
+        let decoded = self.decode().clamp(-1.0, 1.0);
+        match &self.inpaint {
+            Some(Inpainting {
+                overlay: (image, mask),
+                ..
+            }) => decoded * mask.clone() + image.clone() * (mask.clone().neg() + 1.0),
+            None => decoded,
+        }
     }
 }
 

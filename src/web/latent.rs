@@ -286,12 +286,13 @@ impl LatentRun {
     }
 
     /// Reads `which`: "x0" the preview of the predicted image (TAESD or the linear map; the
-    /// full decode when the file has neither), "image" the current latents fully decoded
-    /// (the final frame). Resolves to `{ rgba, values, width, height }`.
+    /// full decode when the file has neither), "image" the current latents fully decoded (the
+    /// final frame; inpainting keeps the init image's unmasked pixels), "xt" the latents decoded. Resolves to `{ rgba, values, width, height }`.
     #[wasm_bindgen(js_name = readFrame)]
     pub fn read_frame(&self, which: String) -> Result<js_sys::Promise, JsValue> {
         let tensor = match which.as_str() {
-            "image" | "xt" => self.run.decode().clamp(-1.0, 1.0),
+            "image" => self.run.image(),
+            "xt" => self.run.decode().clamp(-1.0, 1.0),
             "x0" => match self.run.preview().map_err(err)? {
                 Some(p) => p,
                 None => match self.run.predicted_x0() {

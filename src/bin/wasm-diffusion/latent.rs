@@ -120,13 +120,11 @@ pub fn run_sample(a: &SampleArgs, device: &Device) -> Result<()> {
         write_npy(p, &read_back(latents)?, shape)?;
     }
     let t2 = Instant::now();
-    let image = run.decode();
+    // Clamped to [-1, 1] as diffusers' image processor does; inpainting keeps the unmasked
+    // pixels of the init image exactly.
+    let image = run.image();
     let shape = image.dims();
-    // As diffusers' image processor: the image clamped to [-1, 1].
-    let values: Vec<f32> = read_back(image)?
-        .into_iter()
-        .map(|v| v.clamp(-1.0, 1.0))
-        .collect();
+    let values: Vec<f32> = read_back(image)?;
     let decode_s = t2.elapsed().as_secs_f64();
     write_png(&a.output, &values, shape)?;
     if let Some(p) = &a.out_npy {
