@@ -14,7 +14,7 @@
 // - A cached model is checked against the `integrity` in its build's models/index.json each time
 //   it is served; a bad copy is evicted and fetched again (or, offline, a clear error).
 // - Only the known files are cached: the page files (network first, so edits show), the build
-//   files and the models that models/index.json names. Everything else passes through.
+//   files and the models that models/index.json names (the default and the text-to-image one). Everything else passes through.
 try {
   importScripts("www/build-id.js");
 } catch {
@@ -62,7 +62,9 @@ self.addEventListener("install", (event) => {
       };
       await Promise.all(PKG.map(get));
       const index = JSON.parse(new TextDecoder().decode(await get("models/index.json")));
-      await get(`models/${index.default}`);
+      // The demo's models: the default and the text-to-image one (keep in step with
+      // scripts/demo-manifest.mjs's demoModels).
+      for (const m of [index.default, index.textToImage?.model].filter(Boolean)) await get(`models/${m}`);
       for (const rel of PAGE) {
         const response = await fresh(rel).catch(() => null);
         if (response && response.ok) got.set(rel, response);
@@ -210,7 +212,7 @@ async function model(request, rel, cache) {
   const index = await (await cache.match(key("models/index.json")))?.json().catch(() => null);
   const name = rel.slice("models/".length);
   // A build without integrity (not from scripts/build.sh) still caches its default model.
-  const integrity = index && (index.integrity?.[name] || (index.default === name ? "unchecked" : null));
+  const integrity = index && (index.integrity?.[name] || ([index.default, index.textToImage?.model].includes(name) ? "unchecked" : null));
   if (!integrity) return fetch(request); // a model the build does not name: not cached
   const check = async (bytes) => integrity === "unchecked" || (await sha256(bytes)) === integrity;
   const hit = await cache.match(key(rel));

@@ -3,7 +3,7 @@
 // from the same server in the same page, then the time to the first frame. Rounds alternate
 // download and load (A B A B), each load in a fresh page (a fresh wasm heap).
 //
-//   node bench/latent_load.mjs [--backend webgpu|cpu] [--rounds N] [--size PX] [--out FILE] FILE...
+//   node bench/latent_load.mjs [--backend webgpu|cpu] [--rounds N] [--size PX] [--no-frame] [--out FILE] FILE...
 //
 // FILE: pipeline files (e.g. `wasm-diffusion convert` of tools/make_scale_pipelines.py's SD-Turbo
 // folder, --quant int8 / int4). What is measured:
@@ -11,6 +11,7 @@
 //  - load: Sampler.load(url) from a fresh page whose wasm instance is already up; the wasm heap
 //    before and after (linear memory only grows, so "after" is the peak of the load);
 //  - first frame: one 1-step sample of PX x PX right after the load (the heap after it);
+//    --no-frame skips it (on SwiftShader an SD-Turbo-size step takes many minutes);
 //  - the file's largest tensor as stored and as f32 (from its header).
 import fs from "node:fs";
 import path from "node:path";
@@ -22,6 +23,7 @@ const BACKEND = arg("--backend", "webgpu");
 const ROUNDS = Number(arg("--rounds", "3"));
 const SIZE = Number(arg("--size", "128"));
 const OUT = arg("--out", null);
+const FRAME = !argv.includes("--no-frame");
 const files = argv.filter((a, i) => !a.startsWith("--") && !(i > 0 && argv[i - 1].startsWith("--")));
 if (files.length === 0) throw new Error("usage: node bench/latent_load.mjs [--backend webgpu|cpu] [--rounds N] [--size PX] FILE...");
 const log = (...a) => console.error(...a);
@@ -89,34 +91,47 @@ for (const [i, file] of files.entries()) {
     await p.close();
     const q = await freshPage();
     const load = await q.evaluate(
-      async ({ url, backend, size }) => {
+      async ({ url, backend }) => {
         const w = await import("/pkg/wasm_diffusion.js");
         const before = w.wasmMemoryBytes();
         const t0 = performance.now();
         let lastProgress = null;
-        const s = await wd.Sampler.load(url, { backend, onProgress: (e) => (lastProgress = e) });
+        window.__sampler = await wd.Sampler.load(url, { backend, onProgress: (e) => (lastProgress = e) });
         const loadMs = performance.now() - t0;
-        const afterLoad = w.wasmMemoryBytes();
-        const t1 = performance.now();
-        let frameMs = null;
-        let error = null;
-        try {
-          for await (const f of s.sample({ prompt: "a red apple", steps: 1, guidanceScale: 0, width: size, height: size, seed: 1 })) {
-            if (frameMs === null) frameMs = performance.now() - t1;
-          }
-        } catch (e) {
-          error = `${e.name}: ${e.message}`;
-        }
-        const runMs = performance.now() - t1;
-        const afterStep = w.wasmMemoryBytes();
-        const config = s.config;
-        s.dispose();
-        return { loadMs, frameMs, runMs, before, afterLoad, afterStep, error, lastProgress, components: config.components };
+        return { loadMs, before, afterLoad: w.wasmMemoryBytes(), lastProgress, components: window.__sampler.config.components };
       },
-      { url, backend: BACKEND, size: SIZE },
+      { url, backend: BACKEND },
+    );
+    log(`  round ${r + 1}: download ${Math.round(download.ms)} ms; load ${Math.round(load.loadMs)} ms, heap ${MiB(load.before)} -> ${MiB(load.afterLoad)} MiB`);
+    Object.assign(
+      load,
+      await q.evaluate(
+        async ({ size, frame }) => {
+          const w = await import("/pkg/wasm_diffusion.js");
+          const s = window.__sampler;
+          if (!frame) {
+            s.dispose();
+            return { frameMs: null, runMs: null, afterStep: w.wasmMemoryBytes(), error: null };
+          }
+          const t1 = performance.now();
+          let frameMs = null;
+          let error = null;
+          try {
+            for await (const f of s.sample({ prompt: "a red apple", steps: 1, guidanceScale: 0, width: size, height: size, seed: 1 })) {
+              if (frameMs === null) frameMs = performance.now() - t1;
+            }
+          } catch (e) {
+            error = `${e.name}: ${e.message}`;
+          }
+          const runMs = performance.now() - t1;
+          s.dispose();
+          return { frameMs, runMs, afterStep: w.wasmMemoryBytes(), error };
+        },
+        { size: SIZE, frame: FRAME },
+      ),
     );
     await q.close();
-    log(`  round ${r + 1}: download ${Math.round(download.ms)} ms; load ${Math.round(load.loadMs)} ms, heap ${MiB(load.before)} -> ${MiB(load.afterLoad)} -> ${MiB(load.afterStep)} MiB; first frame ${Math.round(load.frameMs)} ms${load.error ? ` (${load.error})` : ""}`);
+    log(`  round ${r + 1}: after 1 step heap ${MiB(load.afterStep)} MiB; first frame ${load.frameMs === null ? "not run" : `${Math.round(load.frameMs)} ms`}${load.error ? ` (${load.error})` : ""}`);
     rounds.push({ download, load });
   }
   const med = (f) => median(rounds.map(f));
@@ -130,7 +145,7 @@ for (const [i, file] of files.entries()) {
     heap_before: med((r) => r.load.before),
     heap_after_load: Math.max(...rounds.map((r) => r.load.afterLoad)),
     heap_after_step: Math.max(...rounds.map((r) => r.load.afterStep)),
-    first_frame_ms: med((r) => r.load.frameMs),
+    first_frame_ms: FRAME ? med((r) => r.load.frameMs) : null,
     rounds,
   };
   summary.load_growth = summary.heap_after_load - summary.heap_before;
@@ -144,7 +159,7 @@ console.log(`| file | size | largest tensor (stored / f32) | heap before -> afte
 console.log("|---|---|---|---|---|---|");
 for (const s of results.files) {
   console.log(
-    `| ${s.file} | ${MiB(s.bytes)} MiB | ${MiB(s.largest.stored.bytes)} / ${MiB(s.largest.f32.bytes)} MiB | ${MiB(s.heap_before)} -> ${MiB(s.heap_after_load)} -> ${MiB(s.heap_after_step)} MiB | ${Math.round(s.load_ms)} / ${Math.round(s.download_ms)} ms = ${s.load_over_download.toFixed(2)}x | ${Math.round(s.load_ms + s.first_frame_ms)} ms |`,
+    `| ${s.file} | ${MiB(s.bytes)} MiB | ${MiB(s.largest.stored.bytes)} / ${MiB(s.largest.f32.bytes)} MiB | ${MiB(s.heap_before)} -> ${MiB(s.heap_after_load)} -> ${MiB(s.heap_after_step)} MiB | ${Math.round(s.load_ms)} / ${Math.round(s.download_ms)} ms = ${s.load_over_download.toFixed(2)}x | ${s.first_frame_ms === null ? "not run" : `${Math.round(s.load_ms + s.first_frame_ms)} ms`} |`,
   );
 }
 if (OUT) fs.writeFileSync(OUT, JSON.stringify(results, null, 1));

@@ -12,14 +12,16 @@ import os from "node:os";
 import path from "node:path";
 import vm from "node:vm";
 import { REPO, CLI, cli, launch, NO_GPU_ARGS, startServer, watch, assertNoPageErrors } from "./harness.mjs";
-import { writeManifest, PKG_FILES } from "../scripts/demo-manifest.mjs";
+import { writeManifest, demoModels, PKG_FILES } from "../scripts/demo-manifest.mjs";
 
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), "wd-demo-tests-"));
 const MODELS = path.join(TMP, "m");
 const INDEX = JSON.parse(fs.readFileSync(path.join(REPO, "models/index.json"), "utf8"));
 const MODEL = `models/${INDEX.default}`;
-// What sw.js may cache: the page, the package, the index and the default model.
-const KNOWN = ["index.html", "www/style.css", "www/demo.js", ...PKG_FILES, "models/index.json", MODEL];
+// The demo's models: the default (class-conditional) and the text-to-image one.
+const DEMO_MODELS = demoModels(INDEX).map((m) => `models/${m}`);
+// What sw.js may cache: the page, the package, the index and the demo's models.
+const KNOWN = ["index.html", "www/style.css", "www/demo.js", ...PKG_FILES, "models/index.json", ...DEMO_MODELS];
 
 let browser;
 const sri = (bytes) => `sha256-${crypto.createHash("sha256").update(bytes).digest("base64")}`;
@@ -47,7 +49,7 @@ afterEach(assertNoPageErrors);
 /** A copy of the demo site with its own manifest (as scripts/build.sh writes it). */
 function makeSite() {
   const root = fs.mkdtempSync(path.join(TMP, "site-"));
-  for (const f of ["index.html", "sw.js", "www/demo.js", "www/style.css", ...PKG_FILES, "pkg/package.json", "models/index.json", MODEL]) {
+  for (const f of ["index.html", "sw.js", "www/demo.js", "www/style.css", ...PKG_FILES, "pkg/package.json", "models/index.json", ...DEMO_MODELS]) {
     fs.cpSync(path.join(REPO, f), path.join(root, f), { recursive: true });
   }
   writeManifest(root);
@@ -146,11 +148,11 @@ const workerRun = (p, model) =>
   }, model);
 
 test("models/index.json and www/build-id.js carry the hashes of this build's files", () => {
-  const model = fs.readFileSync(path.join(REPO, MODEL));
-  assert.deepEqual(INDEX.integrity, { [INDEX.default]: sri(model) }, "models/index.json: run scripts/build.sh and commit models/index.json");
+  const want = Object.fromEntries(demoModels(INDEX).map((m) => [m, sri(fs.readFileSync(path.join(REPO, "models", m)))]));
+  assert.deepEqual(INDEX.integrity, want, "models/index.json: run scripts/build.sh and commit models/index.json");
   const { WASM_DIFFUSION_BUILD: build, WASM_DIFFUSION_FILES: files } = buildOf(REPO);
   assert.match(build, /^[0-9a-f]{16}$/);
-  for (const f of [...PKG_FILES, "models/index.json", MODEL]) assert.equal(files[f], sri(fs.readFileSync(path.join(REPO, f))), `www/build-id.js: ${f} (stale: run scripts/build.sh)`);
+  for (const f of [...PKG_FILES, "models/index.json", ...DEMO_MODELS]) assert.equal(files[f], sri(fs.readFileSync(path.join(REPO, f))), `www/build-id.js: ${f} (stale: run scripts/build.sh)`);
 });
 
 test("the demo page renders an image", async () => {
@@ -222,6 +224,93 @@ test("a pipeline file in the demo: prompt boxes, previews, the decoded image, im
   }
 });
 
+test("the text-to-image mode: examples, token count, live previews, img2img from the last result, a painted mask repaints only what it covers, offline", async () => {
+  const t2i = INDEX.textToImage;
+  assert.ok(t2i && t2i.model, "models/index.json: expected textToImage.model");
+  const shots = process.env.SCREENSHOT_DIR || TMP;
+  const own = await startServer({ roots: { "/": REPO } });
+  const context = await browser.newContext();
+  const p = watch(await context.newPage());
+  /** The pixels the demo's canvas shows (one image: batch 1). */
+  const shown = () => p.evaluate(() => {
+    const c = document.getElementById("canvas");
+    return { w: c.width, h: c.height, px: Array.from(c.getContext("2d").getImageData(0, 0, c.width, c.height).data) };
+  });
+  try {
+    await p.goto(`${own.url}/index.html?mode=text&backend=cpu&steps=4&batch=1`);
+    // Mid-run: a preview is on the canvas before the final frame.
+    await p.waitForFunction(() => Number(document.getElementById("step").textContent) >= 1, null, { timeout: 180000 });
+    await p.screenshot({ path: path.join(shots, "demo-text-mid.png"), fullPage: true });
+    const status = await settled(p);
+    assert.match(status.sample, /^Done: 4 steps/, JSON.stringify(status));
+    await p.screenshot({ path: path.join(shots, "demo-text-end.png"), fullPage: true });
+    const r = await p.evaluate(() => ({
+      prompt: document.getElementById("prompt").value,
+      examples: Array.from(document.querySelectorAll("#prompt-examples option"), (o) => o.value),
+      tokens: document.getElementById("prompt-tokens").textContent,
+      current: document.getElementById("mode-text").getAttribute("aria-current"),
+      classShown: !document.getElementById("class-row").hidden,
+      editorShown: !document.getElementById("image-panel").hidden,
+      guidance: Number(document.getElementById("guidance").value),
+      note: document.getElementById("model-note").textContent,
+    }));
+    assert.deepEqual(r.examples, t2i.examples);
+    assert.equal(r.prompt, t2i.examples[0]);
+    assert.match(r.tokens, /^\d+ \/ 75 tokens$/);
+    assert.deepEqual([r.current, r.classShown, r.editorShown, r.guidance], ["page", false, true, t2i.guidance]);
+    assert.ok(r.note.startsWith(t2i.note), r.note);
+    const first = await shown();
+    // img2img from the last result, then a mask painted over the left half of the editor.
+    await p.click("#use-result");
+    const box = await p.locator("#editor").boundingBox();
+    await p.check('input[name="tool"][value="mask"]');
+    await p.fill("#brush-size", "32");
+    await p.mouse.move(box.x + 2, box.y + 2);
+    await p.mouse.down();
+    for (let y = 2; y < box.height; y += 6) await p.mouse.move(box.x + box.width * 0.3, box.y + y);
+    await p.mouse.up();
+    assert.match(await p.evaluate(() => document.getElementById("image-status").textContent), /^Inpainting/);
+    await p.screenshot({ path: path.join(shots, "demo-text-mask.png"), fullPage: true });
+    await p.fill("#seed", "7");
+    await p.click("#generate");
+    await p.waitForFunction(() => /Done|Error/.test(document.getElementById("sample-status").textContent) && !document.getElementById("generate").disabled, null, { timeout: 180000 });
+    assert.match(await p.evaluate(() => document.getElementById("sample-status").textContent), /^Done/);
+    await p.screenshot({ path: path.join(shots, "demo-text-inpainted.png"), fullPage: true });
+    const second = await shown();
+    assert.equal(second.w, first.w);
+    // The right quarter, far from the brush, is the last result within rounding; the left edge
+    // (under the brush) changed.
+    let kept = 0;
+    let changed = 0;
+    for (let y = 0; y < first.h; y++) {
+      for (let x = 0; x < first.w; x++) {
+        const i = (y * first.w + x) * 4;
+        const d = Math.max(...[0, 1, 2].map((c) => Math.abs(first.px[i + c] - second.px[i + c])));
+        if (x >= first.w * 0.75) kept = Math.max(kept, d);
+        if (x < first.w * 0.1 && d > 10) changed++;
+      }
+    }
+    assert.ok(kept <= 1, `the unmasked pixels changed by up to ${kept}`);
+    assert.ok(changed > 0, "nothing under the mask was repainted");
+    // Offline: the worker cached the text-to-image model too.
+    await p.evaluate(async (model) => {
+      for (let i = 0; i < 200; i++) {
+        for (const k of await caches.keys()) {
+          if (k.startsWith("wasm-diffusion-demo") && (await (await caches.open(k)).keys()).some((q) => q.url.endsWith(model))) return;
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error("the service worker did not cache the text-to-image model");
+    }, t2i.model);
+    await own.close();
+    await p.reload();
+    assert.match((await settled(p)).sample, /^Done: 4 steps/);
+  } finally {
+    await context.close();
+    await own.close().catch(() => {});
+  }
+});
+
 test("the demo keeps working offline after the first visit", async () => {
   const own = await startServer({ roots: { "/": REPO } });
   const context = await browser.newContext();
@@ -266,7 +355,7 @@ test("a first visit runs the package from the service worker's checked copy, and
     assert.ok(await p.evaluate(() => navigator.serviceWorker.controller !== null), "the page is not controlled by sw.js");
     // The page waited for the worker, so the page and its SamplerWorker got every package file
     // and the model from the worker's cache: each crossed the network once (the install).
-    for (const f of [...PKG_FILES, MODEL]) assert.equal(server.log.filter((u) => u === `/${f}`).length, 1, `${f} requested ${server.log.filter((u) => u === `/${f}`).length} times: ${server.log.join(" ")}`);
+    for (const f of [...PKG_FILES, ...DEMO_MODELS]) assert.equal(server.log.filter((u) => u === `/${f}`).length, 1, `${f} requested ${server.log.filter((u) => u === `/${f}`).length} times: ${server.log.join(" ")}`);
     // Files the page fetches that the demo does not know pass through, uncached.
     assert.equal(await p.evaluate(async () => (await fetch("www/unknown.txt")).text()), "not a file of the demo");
     assert.equal(await p.evaluate(async () => (await fetch("pkg/package.json")).status), 200);

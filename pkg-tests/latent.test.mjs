@@ -146,6 +146,37 @@ test("img2img runs the last `strength` of the schedule; a mask of ones repaints 
   assert.deepEqual(ones.pixels, plain.pixels);
   const half = await run({ prompt: "x", steps: 3, seed: 4 }, { image: { image: "gradient", mask: "left" } });
   assert.notDeepEqual(half.pixels, plain.pixels);
+  // What is not masked is the init image after the final decode (within rounding); the masked
+  // left half is repainted.
+  const zeros = await run({ prompt: "x", steps: 3, seed: 4 }, { image: { image: "gradient", mask: "zeros" } });
+  const worst = (r, keep) => r.pixels.reduce((m, v, i) => (keep((i >> 2) % 16) && i % 4 !== 3 ? Math.max(m, Math.abs(v - r.init[i])) : m), 0);
+  assert.ok(worst(zeros, () => true) <= 1, `a mask of zeros changed a pixel by ${worst(zeros, () => true)}`);
+  assert.ok(worst(half, (x) => x >= 8) <= 1, `the kept half changed by ${worst(half, (x) => x >= 8)}`);
+  assert.ok(worst(half, (x) => x < 8) > 10, "the masked half was not repainted");
+});
+
+test("an abort stops a latent run within one step, and the sampler stays usable", async () => {
+  const r = await page.evaluate(async () => {
+    const s = await wd.Sampler.load("/m/sd.int8.safetensors", { backend: "cpu" });
+    const ac = new AbortController();
+    const steps = [];
+    let error = null;
+    try {
+      for await (const f of s.sample({ prompt: "a red apple", steps: 40, signal: ac.signal })) {
+        steps.push(f.step);
+        if (f.step === 2) ac.abort();
+      }
+    } catch (e) {
+      error = `${e.name}`;
+    }
+    let after = 0;
+    for await (const f of s.sample({ prompt: "a red apple", steps: 2 })) after = f.step;
+    s.dispose();
+    return { steps, error, after };
+  });
+  assert.equal(r.error, "AbortError");
+  assert.deepEqual(r.steps, [1, 2]);
+  assert.equal(r.after, 2);
 });
 
 test("bad prompts, images, masks and strengths are refused with what was expected", async () => {

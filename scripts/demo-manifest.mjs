@@ -1,9 +1,10 @@
 // The demo's build manifest, written by scripts/build.sh after pkg/ is built:
 //  - models/index.json gets `integrity`: { "<model path>": "sha256-<base64>" } for the default
-//    model (SRI style; the demo passes it to SamplerWorker.load and sw.js checks the cached copy
-//    with it). The other keys keep their order and formatting.
+//    model and the text-to-image model (`textToImage.model`) (SRI style; the demo passes it to
+//    SamplerWorker.load and sw.js checks the cached copy with it). The other keys keep their
+//    order and formatting.
 //  - www/build-id.js: the build id and the hash of every file the service worker pins to it
-//    (the package, models/index.json, the default model). sw.js imports it: a new build changes
+//    (the package, models/index.json, the demo's models). sw.js imports it: a new build changes
 //    it, so the browser installs the worker again, and the install refuses a set of files that
 //    does not match these hashes (a half-done deploy, a stale HTTP cache).
 //
@@ -17,6 +18,15 @@ export const PKG_FILES = ["pkg/index.js", "pkg/worker-client.js", "pkg/worker.js
 
 const sri = (bytes) => `sha256-${crypto.createHash("sha256").update(bytes).digest("base64")}`;
 
+/** The model files the demo loads (paths under models/): the default, then the text-to-image one. */
+export function demoModels(index) {
+  const text = index.textToImage?.model;
+  if (text !== undefined && (typeof text !== "string" || !text)) {
+    throw new Error(`models/index.json: expected "textToImage.model" naming a model file, found ${JSON.stringify(text)}`);
+  }
+  return text ? [index.default, text] : [index.default];
+}
+
 /** Writes the integrity into models/index.json and www/build-id.js under `root`; returns the build id. */
 export function writeManifest(root) {
   const indexPath = path.join(root, "models/index.json");
@@ -24,12 +34,12 @@ export function writeManifest(root) {
   if (typeof index.default !== "string" || !index.default) {
     throw new Error(`${indexPath}: expected "default" naming a model file, found ${JSON.stringify(index.default)}`);
   }
-  const model = `models/${index.default}`;
-  index.integrity = { [index.default]: sri(fs.readFileSync(path.join(root, model))) };
+  const names = demoModels(index);
+  index.integrity = Object.fromEntries(names.map((m) => [m, sri(fs.readFileSync(path.join(root, "models", m)))]));
   fs.writeFileSync(indexPath, `${JSON.stringify(index, null, 2)}\n`);
 
   const files = {};
-  for (const f of [...PKG_FILES, "models/index.json", model]) files[f] = sri(fs.readFileSync(path.join(root, f)));
+  for (const f of [...PKG_FILES, "models/index.json", ...names.map((m) => `models/${m}`)]) files[f] = sri(fs.readFileSync(path.join(root, f)));
   const build = crypto.createHash("sha256").update(JSON.stringify(files)).digest("hex").slice(0, 16);
   fs.mkdirSync(path.join(root, "www"), { recursive: true });
   fs.writeFileSync(

@@ -2,14 +2,19 @@
 // It uses the built npm package (pkg/) exactly as an app would. Sampling runs in a Web Worker
 // (SamplerWorker), so the page stays responsive while a CPU step takes a second or more.
 //
+// Two modes: "Emoji by category" (the shipped class-conditional pixel model, models/index.json's
+// `default`) and "Text to image" (?mode=text: the shipped latent pipeline, `textToImage.model`),
+// with prompt boxes, live previews, and a start image to draw on, upload or take from the last
+// result, with a brush mask for inpainting.
+//
 // Query parameters: ?backend=auto|cpu|webgpu, ?steps=N, ?guidance=G, ?scheduler=ddim|dpm++|ddpm|euler|euler-a|lcm
 // preset the controls; ?model=PATH loads another model file of this site (same origin only): a
-// pipeline file (text to image) shows prompt boxes and a start image instead of the class
-// (?prompt=TEXT presets the prompt).
+// pipeline file (text to image) gets the text-to-image controls (?prompt=TEXT presets the prompt).
 
 const $ = (id) => document.getElementById(id);
 const state = { sampler: null, controller: null, lastImage: null, pkg: null };
 const params = new URLSearchParams(location.search);
+const TEXT_MODE = params.get("mode") === "text";
 
 /**
  * Registers the service worker (sw.js) and imports the package. On a first visit it waits until
@@ -45,10 +50,17 @@ async function importPackage() {
   return import("../pkg/index.js");
 }
 
-/** The model to load: models/index.json's default, or ?model= (a path on this site only). */
+/**
+ * The model to load: models/index.json's `default` (or in text mode its `textToImage.model`),
+ * or ?model= (a path on this site only).
+ */
 function chooseModel(index) {
   const wanted = params.get("model");
-  if (wanted === null) return { url: new URL(`models/${index.default}`, location.href), label: index.default, integrity: index.integrity?.[index.default] };
+  if (wanted === null) {
+    const file = TEXT_MODE ? index.textToImage?.model : index.default;
+    if (!file) throw new Error("models/index.json: expected a text-to-image model (textToImage.model), found none");
+    return { url: new URL(`models/${file}`, location.href), label: file, integrity: index.integrity?.[file] };
+  }
   let url;
   try {
     url = new URL(wanted, location.href);
@@ -62,7 +74,20 @@ function chooseModel(index) {
   return { url, label: url.pathname, integrity: known && index.integrity[known] };
 }
 
+/** The mode links keep the other parameters (backend, steps...) but not the model or prompt. */
+function setUpModeLinks() {
+  for (const [id, text] of [["mode-classes", false], ["mode-text", true]]) {
+    const q = new URLSearchParams(params);
+    for (const k of ["mode", "model", "prompt"]) q.delete(k);
+    if (text) q.set("mode", "text");
+    const a = $(id);
+    a.href = `?${q}`;
+    if (text === TEXT_MODE && params.get("model") === null) a.setAttribute("aria-current", "page");
+  }
+}
+
 async function main() {
+  setUpModeLinks();
   state.pkg = await importPackage();
   $("load-status").textContent = "Loading…";
   const response = await fetch("models/index.json");
@@ -70,8 +95,9 @@ async function main() {
   const index = await response.json();
   const model = chooseModel(index);
   $("model-url").textContent = model.label;
-  if (index.note && params.get("model") === null) $("model-note").textContent = index.note;
-  if (index.guidance !== undefined) $("guidance").value = index.guidance;
+  const entry = TEXT_MODE ? index.textToImage || {} : index;
+  if (entry.note && params.get("model") === null) $("model-note").textContent = entry.note;
+  if (entry.guidance !== undefined) $("guidance").value = entry.guidance;
   if (params.get("guidance")) $("guidance").value = params.get("guidance");
   const backend = params.get("backend") || "auto";
   if (params.get("steps")) $("steps").value = params.get("steps");
@@ -91,7 +117,7 @@ async function main() {
   $("backend").textContent = state.sampler.backend;
   $("train-steps").textContent = String(cfg.scheduler.num_train_timesteps);
   if (cfg.kind === "latent") {
-    setUpTextToImage(cfg);
+    setUpTextToImage(cfg, params.get("model") === null ? entry : {});
     $("generate").disabled = false;
     await generate();
     return;
@@ -113,31 +139,185 @@ async function main() {
 }
 
 /**
- * A text-to-image pipeline file (`?model=` a file made by `wasm-diffusion convert` from a
- * diffusers Stable Diffusion folder): prompt boxes and an optional start image instead of the
- * class; the forward-process panel (pixel models only) is hidden.
+ * A text-to-image pipeline (the shipped one in text mode, or `?model=` a file made by
+ * `wasm-diffusion convert` from a diffusers Stable Diffusion folder): prompt boxes, example
+ * prompts, the start-image editor; the class row and the forward-process panel (pixel models
+ * only) are hidden. `entry`: models/index.json's `textToImage` (suggested settings), or {}.
  */
-function setUpTextToImage(cfg) {
-  for (const id of ["prompt-row", "negative-row", "init-row", "strength-row"]) $(id).hidden = false;
+function setUpTextToImage(cfg, entry) {
+  for (const id of ["prompt-row", "negative-row", "image-panel"]) $(id).hidden = false;
   $("class-row").hidden = true;
   $("forward-panel").hidden = true;
   $("preview").value = "x0";
   $("preview").disabled = true;
-  if (params.get("guidance") === null) $("guidance").value = cfg.sampling.defaultGuidanceScale;
+  if (params.get("guidance") === null) $("guidance").value = entry.guidance ?? cfg.sampling.defaultGuidanceScale;
+  if (params.get("scheduler") === null && entry.scheduler) $("scheduler").value = entry.scheduler;
+  if (params.get("steps") === null && entry.steps) $("steps").value = entry.steps;
+  $("batch").value = params.get("batch") || entry.batch || "1";
+  const examples = entry.examples || [];
+  for (const e of examples) $("prompt-examples").append(new Option(e));
   if (params.get("prompt") !== null) $("prompt").value = params.get("prompt");
-  $("batch").value = params.get("batch") || "1";
-  $("model-note").textContent = `Text to image with ${cfg.pipeline} (${cfg.components.unet.parameters.toLocaleString()} U-Net parameters, previews: ${cfg.preview ?? "full decode"}).`;
+  else if (examples.length) $("prompt").value = examples[0];
+  const parts = `${cfg.components.unet.parameters.toLocaleString()} U-Net parameters, previews: ${cfg.preview ?? "full decode"}`;
+  const note = $("model-note").textContent;
+  $("model-note").textContent = note ? `${note} (${parts}.)` : `Text to image with ${cfg.pipeline} (${parts}).`;
+  const [h, w] = cfg.sampleSize ?? [512, 512];
+  editor.setSize(w, h);
+  $("prompt").addEventListener("input", countTokens);
+  countTokens();
 }
 
-/** The chosen start image, resized to the model's native size, or undefined. */
-async function initImage() {
-  const file = $("init-image").files?.[0];
-  if (!file) return undefined;
-  const [h, w] = state.sampler.config.sampleSize ?? [512, 512];
-  const c = new OffscreenCanvas(w, h);
-  c.getContext("2d").drawImage(await createImageBitmap(file), 0, 0, w, h);
-  return c.getContext("2d").getImageData(0, 0, w, h);
+/** Shows how many of the text encoder's tokens the prompt takes, and warns when it is cut off. */
+let tokenCount = 0;
+async function countTokens() {
+  const mine = ++tokenCount;
+  try {
+    const t = await state.sampler.tokenize($("prompt").value);
+    if (mine !== tokenCount) return;
+    const max = state.sampler.config.maxPromptTokens;
+    $("prompt-tokens").textContent = t.truncated ? `cut off at ${max} tokens: the end is ignored` : `${t.length - 2} / ${max} tokens`;
+    $("prompt-tokens").classList.toggle("error", t.truncated);
+  } catch {
+    $("prompt-tokens").textContent = "";
+  }
 }
+
+/**
+ * The start image and the inpainting mask, at the model's native size: `image` (null: start
+ * from noise) and `mask` (alpha > 0 where to repaint), shown together on #editor (the mask as
+ * a red veil). Pointer strokes paint the mask, unmask, or draw on the image.
+ */
+const editor = {
+  w: 64,
+  h: 64,
+  image: null,
+  mask: null,
+  masked: false,
+  painting: false,
+  /** The previous point of the stroke being painted. */
+  last: null,
+  setSize(w, h) {
+    this.w = w;
+    this.h = h;
+    this.mask = new OffscreenCanvas(w, h);
+    const c = $("editor");
+    c.width = w;
+    c.height = h;
+    this.redraw();
+  },
+  setImage(source) {
+    this.image = new OffscreenCanvas(this.w, this.h);
+    const ctx = this.image.getContext("2d");
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, this.w, this.h);
+    if (source) ctx.drawImage(source, 0, 0, this.w, this.h);
+    this.redraw();
+  },
+  clearImage() {
+    this.image = null;
+    this.clearMask();
+  },
+  clearMask() {
+    this.mask.getContext("2d").clearRect(0, 0, this.w, this.h);
+    this.masked = false;
+    this.redraw();
+  },
+  redraw() {
+    const ctx = $("editor").getContext("2d");
+    ctx.clearRect(0, 0, this.w, this.h);
+    if (this.image) ctx.drawImage(this.image, 0, 0);
+    ctx.save();
+    ctx.globalAlpha = 0.55;
+    ctx.drawImage(this.tinted(), 0, 0);
+    ctx.restore();
+    $("image-status").textContent = !this.image
+      ? "No start image: sampling starts from noise."
+      : this.masked
+        ? "Inpainting: the red area is repainted, the rest kept."
+        : `img2img at strength ${Number($("strength").value).toFixed(2)}: paint a mask to repaint only part of it.`;
+  },
+  /** The mask in red, for display. */
+  tinted() {
+    const t = new OffscreenCanvas(this.w, this.h);
+    const ctx = t.getContext("2d");
+    ctx.drawImage(this.mask, 0, 0);
+    ctx.globalCompositeOperation = "source-in";
+    ctx.fillStyle = "#f00";
+    ctx.fillRect(0, 0, this.w, this.h);
+    return t;
+  },
+  stroke(event) {
+    const c = $("editor");
+    const r = c.getBoundingClientRect();
+    const x = ((event.clientX - r.left) / r.width) * this.w;
+    const y = ((event.clientY - r.top) / r.height) * this.h;
+    const tool = document.querySelector('input[name="tool"]:checked').value;
+    const radius = (Number($("brush-size").value) * Math.max(this.w, this.h)) / 256;
+    if (!this.image) {
+      if (tool !== "draw" && state.lastImage) this.setImage(state.lastImage);
+      else this.setImage(null);
+    }
+    const target = tool === "draw" ? this.image : this.mask;
+    const ctx = target.getContext("2d");
+    ctx.globalCompositeOperation = tool === "unmask" ? "destination-out" : "source-over";
+    ctx.fillStyle = ctx.strokeStyle = tool === "draw" ? $("draw-color").value : "#fff";
+    ctx.lineWidth = 2 * radius;
+    ctx.lineCap = "round";
+    ctx.beginPath();
+    // A line from the stroke's previous point, so a fast stroke leaves no gaps.
+    const [x0, y0] = this.last ?? [x, y];
+    ctx.moveTo(x0, y0);
+    ctx.lineTo(x, y);
+    ctx.stroke();
+    this.last = [x, y];
+    if (tool !== "draw") this.masked = this.maskPainted();
+    this.redraw();
+  },
+  maskPainted() {
+    const d = this.mask.getContext("2d").getImageData(0, 0, this.w, this.h).data;
+    for (let i = 3; i < d.length; i += 4) if (d[i] > 0) return true;
+    return false;
+  },
+  /** What sample() takes: initImage (ImageData), mask (white = repaint) when painted. */
+  inputs() {
+    if (!this.image) return {};
+    const out = { initImage: this.image.getContext("2d").getImageData(0, 0, this.w, this.h) };
+    if (this.masked) {
+      const m = this.mask.getContext("2d").getImageData(0, 0, this.w, this.h);
+      for (let i = 0; i < m.data.length; i += 4) {
+        const v = m.data[i + 3] > 0 ? 255 : 0;
+        m.data.set([v, v, v, 255], i);
+      }
+      out.mask = m;
+    }
+    return out;
+  },
+};
+
+$("editor").addEventListener("pointerdown", (e) => {
+  editor.painting = true;
+  editor.last = null;
+  $("editor").setPointerCapture(e.pointerId);
+  editor.stroke(e);
+});
+$("editor").addEventListener("pointermove", (e) => editor.painting && editor.stroke(e));
+for (const ev of ["pointerup", "pointercancel"]) $("editor").addEventListener(ev, () => (editor.painting = false));
+$("clear-mask").addEventListener("click", () => editor.clearMask());
+$("clear-image").addEventListener("click", () => editor.clearImage());
+$("use-result").addEventListener("click", () => state.lastImage && editor.setImage(state.lastImage));
+$("strength").addEventListener("input", () => {
+  $("strength-value").value = Number($("strength").value).toFixed(2);
+  editor.redraw();
+});
+$("init-image").addEventListener("change", async (e) => {
+  const file = e.target.files?.[0];
+  if (!file) return;
+  try {
+    editor.setImage(await createImageBitmap(file));
+  } catch (err) {
+    $("image-status").textContent = `Error: the start image could not be read (${err.message || err})`;
+  }
+});
 
 function drawGrid(images) {
   const canvas = $("canvas");
@@ -171,13 +351,7 @@ async function generate() {
   if (latent) {
     options.prompt = $("prompt").value;
     options.negativePrompt = $("negative-prompt").value;
-    try {
-      options.initImage = await initImage();
-    } catch (e) {
-      $("sample-status").textContent = `Error: the start image could not be read (${e.message || e})`;
-      $("sample-status").classList.add("error");
-      return;
-    }
+    Object.assign(options, editor.inputs());
     if (options.initImage) options.strength = Number($("strength").value);
   }
   state.controller = new AbortController();
@@ -198,8 +372,12 @@ async function generate() {
       $("ms-per-step").textContent = (frame.elapsedMs / frame.step).toFixed(0);
       if (frame.final) {
         finished = true;
-        state.lastImage = frame.images[0];
+        // A copy: the frame's bitmaps are closed when the next run draws its first frame.
+        const im = frame.images[0];
+        state.lastImage = new OffscreenCanvas(im.width, im.height);
+        state.lastImage.getContext("2d").drawImage(im, 0, 0);
         $("forward-use-last").disabled = false;
+        $("use-result").disabled = false;
         $("sample-status").textContent = `Done: ${frame.totalSteps} steps in ${(frame.elapsedMs / 1000).toFixed(1)} s`;
       }
     }
