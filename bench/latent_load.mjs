@@ -12,11 +12,17 @@
 //    before and after (linear memory only grows, so "after" is the peak of the load);
 //  - first frame: one 1-step sample of PX x PX right after the load (the heap after it);
 //    --no-frame skips it (on SwiftShader an SD-Turbo-size step takes many minutes);
+//  - with --cache: the load streams the file into the Cache API too (cache: true), then the
+//    size of the cached copy and a second load from it (no network);
+//  - the JS heap after the load (performance.memory, Chromium), to show no second copy there;
 //  - the file's largest tensor as stored and as f32 (from its header).
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { startServer } from "../pkg-tests/server.mjs";
-import { launch, WEBGPU_ARGS, NO_GPU_ARGS } from "../pkg-tests/chromium.mjs";
+import os from "node:os";
+import { chromium } from "playwright-core";
+import { CHROMIUM, BASE_ARGS, WEBGPU_ARGS, NO_GPU_ARGS } from "../pkg-tests/chromium.mjs";
 import { REPO, argv, arg, median } from "./common.mjs";
 
 const BACKEND = arg("--backend", "webgpu");
@@ -24,7 +30,9 @@ const ROUNDS = Number(arg("--rounds", "3"));
 const SIZE = Number(arg("--size", "128"));
 const OUT = arg("--out", null);
 const FRAME = !argv.includes("--no-frame");
-const files = argv.filter((a, i) => !a.startsWith("--") && !(i > 0 && argv[i - 1].startsWith("--")));
+const CACHE = argv.includes("--cache");
+const VALUED = ["--backend", "--rounds", "--size", "--out"];
+const files = argv.filter((a, i) => !a.startsWith("--") && !(i > 0 && VALUED.includes(argv[i - 1])));
 if (files.length === 0) throw new Error("usage: node bench/latent_load.mjs [--backend webgpu|cpu] [--rounds N] [--size PX] FILE...");
 const log = (...a) => console.error(...a);
 const MiB = (b) => Math.round((b / 2 ** 20) * 10) / 10;
@@ -53,15 +61,38 @@ function largestTensor(file) {
   return { stored, f32, quantization: header.__metadata__?.quantization };
 }
 
+/**
+ * Resident memory of Chromium's GPU processes (where SwiftShader keeps WebGPU buffers), in bytes;
+ * null where `ps` is missing.
+ */
+function gpuProcessRss() {
+  try {
+    return execFileSync("ps", ["-eo", "rss=,args="], { encoding: "utf8" })
+      .split("\n")
+      .filter((l) => l.includes("--type=gpu-process"))
+      .reduce((n, l) => n + Number(l.trim().split(/\s+/)[0]) * 1024, 0);
+  } catch {
+    return null;
+  }
+}
+
 const roots = { "/": REPO };
 files.forEach((f, i) => (roots[`/f${i}/`] = path.dirname(path.resolve(f))));
 const server = await startServer({ roots });
-const browser = await launch(BACKEND === "webgpu" ? WEBGPU_ARGS : NO_GPU_ARGS);
+// A persistent profile (on disk): an incognito context keeps the Cache API in memory, where a
+// put of a file this size fails ("Unexpected internal error").
+const profile = fs.mkdtempSync(path.join(os.tmpdir(), "wd-latent-load-"));
+const browser = await chromium.launchPersistentContext(profile, {
+  executablePath: CHROMIUM,
+  headless: true,
+  args: [...BASE_ARGS, ...(BACKEND === "webgpu" ? WEBGPU_ARGS : NO_GPU_ARGS)],
+});
 const results = { started: new Date().toISOString(), backend: BACKEND, size: SIZE, files: [] };
 
 async function freshPage() {
   const p = await browser.newPage();
   p.on("pageerror", (e) => log("page error:", e.message));
+  p.on("console", (m) => ["warning", "error"].includes(m.type()) && log(`page ${m.type()}: ${m.text()}`));
   await p.goto(`${server.url}/pkg-tests/page.html`);
   await p.waitForFunction(() => window.ready === true);
   // The wasm instance up (compiled, instantiated) before anything is timed.
@@ -91,18 +122,38 @@ for (const [i, file] of files.entries()) {
     await p.close();
     const q = await freshPage();
     const load = await q.evaluate(
-      async ({ url, backend }) => {
+      async ({ url, backend, cache }) => {
         const w = await import("/pkg/wasm_diffusion.js");
         const before = w.wasmMemoryBytes();
         const t0 = performance.now();
         let lastProgress = null;
-        window.__sampler = await wd.Sampler.load(url, { backend, onProgress: (e) => (lastProgress = e) });
+        if (cache) await (await caches.open("wasm-diffusion-models-v1")).delete(new URL(url, location.href).href);
+        window.__sampler = await wd.Sampler.load(url, { backend, cache, onProgress: (e) => (lastProgress = e) });
         const loadMs = performance.now() - t0;
-        return { loadMs, before, afterLoad: w.wasmMemoryBytes(), lastProgress, components: window.__sampler.config.components };
+        const out = { loadMs, before, afterLoad: w.wasmMemoryBytes(), jsHeap: performance.memory?.usedJSHeapSize ?? null, lastProgress, components: window.__sampler.config.components };
+        if (cache) {
+          const hit = await (await caches.open("wasm-diffusion-models-v1")).match(new URL(url, location.href).href);
+          if (!hit) throw new Error("the file is not in the Cache API after the load (see the warnings above)");
+          let n = 0;
+          const reader = hit.body.getReader();
+          for (;;) {
+            const { done, value } = await reader.read();
+            if (done) break;
+            n += value.byteLength;
+          }
+          out.cachedBytes = n;
+          window.__sampler.dispose();
+          const t1 = performance.now();
+          window.__sampler = await wd.Sampler.load(url, { backend, cache });
+          out.fromCacheMs = performance.now() - t1;
+          out.afterCacheLoad = w.wasmMemoryBytes();
+        }
+        return out;
       },
-      { url, backend: BACKEND },
+      { url, backend: BACKEND, cache: CACHE },
     );
-    log(`  round ${r + 1}: download ${Math.round(download.ms)} ms; load ${Math.round(load.loadMs)} ms, heap ${MiB(load.before)} -> ${MiB(load.afterLoad)} MiB`);
+    load.gpuRss = gpuProcessRss();
+    log(`  round ${r + 1}: download ${Math.round(download.ms)} ms; load ${Math.round(load.loadMs)} ms, heap ${MiB(load.before)} -> ${MiB(load.afterLoad)} MiB; GPU process RSS ${load.gpuRss === null ? "?" : MiB(load.gpuRss)} MiB; JS heap ${load.jsHeap === null ? "?" : MiB(load.jsHeap)} MiB${CACHE ? `; cached ${MiB(load.cachedBytes)} MiB, load from the cache ${Math.round(load.fromCacheMs)} ms, heap after ${MiB(load.afterCacheLoad)} MiB` : ""}`);
     Object.assign(
       load,
       await q.evaluate(
@@ -146,6 +197,7 @@ for (const [i, file] of files.entries()) {
     heap_after_load: Math.max(...rounds.map((r) => r.load.afterLoad)),
     heap_after_step: Math.max(...rounds.map((r) => r.load.afterStep)),
     first_frame_ms: FRAME ? med((r) => r.load.frameMs) : null,
+    gpu_process_rss_after_load: Math.max(...rounds.map((r) => r.load.gpuRss ?? 0)),
     rounds,
   };
   summary.load_growth = summary.heap_after_load - summary.heap_before;
@@ -154,6 +206,7 @@ for (const [i, file] of files.entries()) {
 }
 await browser.close();
 await server.close();
+fs.rmSync(profile, { recursive: true, force: true });
 
 console.log(`| file | size | largest tensor (stored / f32) | heap before -> after load -> after 1 step | load / raw download | time to first frame (${SIZE}px, 1 step) |`);
 console.log("|---|---|---|---|---|---|");

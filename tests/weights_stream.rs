@@ -1,7 +1,7 @@
 //! Loading a pipeline file as it arrives (`weights::stream`, `PipelineStream`): chunk by chunk,
 //! in any chunk size, the pipeline is the one `load_file` makes from the whole file; a file cut
 //! short, with bytes past its end, with a tensor over the device's buffer limit or with its
-//! scales after their tensor is handled as it should be.
+//! scales before their tensor is handled as it should be.
 
 mod common;
 
@@ -71,7 +71,8 @@ fn streamed_pipelines_equal_the_whole_file_in_any_chunking() {
     }
 }
 
-/// `bytes` rewritten with its tensors' data in reverse order (scales after their tensors).
+/// `bytes` rewritten with its tensors' data in reverse name order (the writer puts each
+/// weight's scales right after it; reversed, they come first).
 fn reversed(bytes: &[u8]) -> Vec<u8> {
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let mut header: serde_json::Map<String, serde_json::Value> =
@@ -104,7 +105,7 @@ fn reversed(bytes: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn scales_after_their_tensors_still_load() {
+fn scales_before_or_after_their_tensors_load() {
     for quant in [Quant::Int8, Quant::Int4] {
         let bytes = pipeline_bytes(quant);
         let want = image_of(&StableDiffusion::load_file(&bytes, &Device::flex()).unwrap());

@@ -1,6 +1,6 @@
 //! Reading the safetensors container (<https://github.com/huggingface/safetensors>) from a
 //! byte slice, with every header field checked before anything large is allocated, and every
-//! error saying what was expected and what was found. Writing uses the `safetensors` crate.
+//! error saying what was expected and what was found. Writing is [`serialize`].
 //!
 //! Layout: an 8-byte little-endian header length N, N bytes of JSON header
 //! `{"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}}`,
@@ -466,34 +466,57 @@ impl OwnedTensor {
     }
 }
 
-impl safetensors::View for &OwnedTensor {
-    fn dtype(&self) -> safetensors::Dtype {
-        match self.dtype {
-            Dtype::F32 => safetensors::Dtype::F32,
-            Dtype::F16 => safetensors::Dtype::F16,
-            Dtype::BF16 => safetensors::Dtype::BF16,
-            Dtype::I8 => safetensors::Dtype::I8,
-            Dtype::U8 => safetensors::Dtype::U8,
-            Dtype::I64 => safetensors::Dtype::I64,
-        }
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        std::borrow::Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
-}
-
 /// Serializes tensors and metadata into safetensors bytes (readable by Python's `safetensors`).
+/// The data section holds the tensors in name order, so a quantized weight's scales
+/// (`name.scale`) follow it directly: a reader streaming the file ([`super::stream`]) needs to
+/// hold only one weight's bytes until its scales arrive. (The `safetensors` crate orders by dtype,
+/// which puts every F32 scale before every weight.) The header is padded with spaces to a
+/// multiple of 8 bytes, as that crate does, so the data section stays aligned.
 pub fn serialize(
     tensors: &BTreeMap<String, OwnedTensor>,
     metadata: BTreeMap<String, String>,
 ) -> Result<Vec<u8>> {
-    let meta: std::collections::HashMap<String, String> = metadata.into_iter().collect();
-    safetensors::serialize(tensors.iter().map(|(k, v)| (k.clone(), v)), Some(meta))
-        .map_err(|e| Error::format(format!("could not serialize the model file: {e}")))
+    let mut header = Map::new();
+    if !metadata.is_empty() {
+        header.insert(
+            "__metadata__".into(),
+            Value::Object(
+                metadata
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect(),
+            ),
+        );
+    }
+    let mut offset = 0usize;
+    for (name, t) in tensors {
+        let expected = t.shape.iter().product::<usize>() * t.dtype.size();
+        if t.data.len() != expected {
+            return Err(Error::format(format!(
+                "could not serialize tensor `{name}`: expected {expected} bytes for {} {:?}, found {}",
+                t.dtype.name(),
+                t.shape,
+                t.data.len()
+            )));
+        }
+        header.insert(
+            name.clone(),
+            serde_json::json!({
+                "dtype": t.dtype.name(),
+                "shape": t.shape,
+                "data_offsets": [offset, offset + t.data.len()],
+            }),
+        );
+        offset += t.data.len();
+    }
+    let mut json = serde_json::to_vec(&Value::Object(header))
+        .map_err(|e| Error::format(format!("could not serialize the model file's header: {e}")))?;
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + offset);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    for t in tensors.values() {
+        out.extend_from_slice(&t.data);
+    }
+    Ok(out)
 }

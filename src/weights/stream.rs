@@ -252,6 +252,15 @@ impl DeviceTensors {
                 TensorData::new(values, [n]),
                 &self.device,
             ));
+            // Hand the upload to the device now: a backend that queues operations (burn's
+            // fusion on wgpu) would otherwise keep every part's host copy until the queue
+            // runs, i.e. much of a file in the heap (measured in Chromium: +212 MiB for one
+            // 202 MiB tensor, +130 MiB over the VAE's f16 tensors).
+            self.device.flush().map_err(|e| {
+                Error::backend(format!(
+                    "uploading tensor `{name}`: expected the device to take it, found {e:?}"
+                ))
+            })?;
         }
         let tensor = if parts.len() == 1 {
             parts.pop().expect("one part")
