@@ -52,10 +52,10 @@ const GUIDANCE = 7.5;
 // N steps per whole image, s1/s2 for ours' per-step difference, rounds, warm-up. Sized from one
 // measured call each on the 2-core host (BENCHMARKS.md); --plan '{"webgpu/mid": {...}}' overrides.
 const PLAN = {
-  "cpu/tiny": { N: 4, s1: 2, s2: 12, rounds: 12, warmMs: 4000 },
-  "cpu/mid": { N: 4, s1: 1, s2: 4, rounds: 3, warmMs: 0 },
-  "webgpu/tiny": { N: 4, s1: 1, s2: 4, rounds: 4, warmMs: 0 },
-  "webgpu/mid": { N: 2, s1: 1, s2: 2, rounds: 1, warmMs: 0 },
+  "cpu/tiny": { N: 4, s1: 2, s2: 12, rounds: 20, warmMs: 4000, timesteps: true, timeoutS: 300 },
+  "cpu/mid": { N: 2, s1: 1, s2: 2, rounds: 2, warmMs: 0, timeoutS: 900 },
+  "webgpu/tiny": { N: 4, s1: 1, s2: 4, rounds: 3, warmMs: 0, timesteps: true, timeoutS: 600 },
+  "webgpu/mid": { N: 1, s1: 1, s2: 2, rounds: 1, warmMs: 0, timeoutS: 480 },
   ...JSON.parse(arg("--plan", "{}")),
 };
 
@@ -151,11 +151,11 @@ async function fetchedBytes(page, name) {
   return out;
 }
 
-async function bench(backend, name) {
-  const plan = PLAN[`${backend}/${name}`];
+/** Fills `row` (already in the results, so a run cut short by its time limit keeps what it got). */
+async function bench(backend, name, row) {
+  const { plan } = row;
   const ref = JSON.parse(fs.readFileSync(path.join(DIR, `${name}.ref.json`), "utf8"));
   const [c, h, w] = ref.latent;
-  const row = { backend, model: name, plan, js_flags: null };
   const options = { prompt: PROMPT, negativePrompt: NEGATIVE, guidanceScale: GUIDANCE, scheduler: "ddim", seed: 1 };
   const ep = backend === "cpu" ? "wasm" : "webgpu";
   const bundle = backend === "cpu" ? "/ort/ort.wasm.min.mjs" : "/ort/ort.webgpu.min.mjs";
@@ -183,54 +183,63 @@ async function bench(backend, name) {
     if (!(e <= tol * Math.max(1, ref[k].abs_mean))) throw new Error(`onnxruntime-web ${ep} ${name} ${k}: differs from PyTorch by ${e}`);
   }
 
-  // 3. Check: the same run on both sides.
+  // 3. Timesteps (tiny only: previews every step): ours must run the DDIM steps the JS loop runs.
   const noise = gaussian(12345, c * h * w);
-  const oc = await po.evaluate(({ options, noise }) => lb.oursRun(options, { check: true, initNoise: noise }), { options: { ...options, steps: plan.N }, noise });
-  const rc = await pr.evaluate((a) => lb.ortRun(a), { pos: ids.pos, neg: ids.neg, noise, steps: plan.N, guidanceScale: GUIDANCE, check: true });
-  if (JSON.stringify(oc.timesteps) !== JSON.stringify(rc.timesteps)) throw new Error(`timesteps differ: ours ${oc.timesteps}, onnx loop ${rc.timesteps}`);
-  let maxd = 0;
-  let sum = 0;
-  for (let i = 0; i < oc.pixels.length; i++) {
-    const dd = Math.abs(oc.pixels[i] - rc.pixels[i]);
-    maxd = Math.max(maxd, dd);
-    sum += dd;
+  if (plan.timesteps) {
+    const oc = await po.evaluate(({ options, noise }) => lb.oursRun(options, { check: true, initNoise: noise }), { options: { ...options, steps: plan.N }, noise });
+    const want = await pr.evaluate(({ s, n }) => lb.ddimTimesteps(s, n), { s: ref.scheduler, n: plan.N });
+    if (JSON.stringify(oc.timesteps) !== JSON.stringify(want)) throw new Error(`timesteps differ: ours ${oc.timesteps}, onnx loop ${want}`);
+    row.timesteps = want;
   }
-  row.check = { timesteps: oc.timesteps, max_abs_pixel_diff: maxd, mean_abs_pixel_diff: sum / oc.pixels.length,
-    ours_check_run_ms: r1(oc.wallMs), ort_check_run_ms: r1(rc.totalMs) };
-  log(backend, name, "check:", JSON.stringify(row.check));
-  if (maxd > 8) throw new Error(`final images differ by up to ${maxd} levels`);
 
   // 4. Warm-up.
-  const oursRun = (steps) => po.evaluate(({ options }) => lb.oursRun(options), { options: { ...options, steps } });
-  const ortRun = () => pr.evaluate((a) => lb.ortRun(a), { pos: ids.pos, neg: ids.neg, noise, steps: plan.N, guidanceScale: GUIDANCE });
-  for (const f of [() => oursRun(plan.N), ortRun]) {
+  const oursRun = (steps, check = false) => po.evaluate(({ options, noise, check }) => lb.oursRun(options, { initNoise: noise, pixels: check }), { options: { ...options, steps }, noise, check });
+  const ortRun = (check = false) => pr.evaluate((a) => lb.ortRun(a), { pos: ids.pos, neg: ids.neg, noise, steps: plan.N, guidanceScale: GUIDANCE, check });
+  for (const f of [() => oursRun(plan.N), () => ortRun()]) {
     const t0 = Date.now();
-    do await f(); while (Date.now() - t0 < plan.warmMs);
+    while (Date.now() - t0 < plan.warmMs) await f();
   }
 
-  // 5. Rounds.
+  // 5. Rounds; round 1's whole runs are also the check (same latents, prompt ids and steps on
+  //    both sides: the final images must agree).
   const ours = { step: [], whole: [], elapsed_whole: [] };
   const ort = { step: [], unet: [], whole: [], text: [], decode: [] };
+  row.ours = ours;
+  row.ort.rounds = ort;
   for (let r = 0; r < plan.rounds; r++) {
-    const a = await oursRun(plan.s1);
-    const b = await oursRun(plan.s2);
+    const first = r === 0;
+    const a = await oursRun(plan.s1, first && plan.N === plan.s1);
+    const b = await oursRun(plan.s2, first && plan.N === plan.s2);
     ours.step.push((b.wallMs - a.wallMs) / (plan.s2 - plan.s1));
-    const wh = plan.N === plan.s2 ? b : plan.N === plan.s1 ? a : await oursRun(plan.N);
+    const wh = plan.N === plan.s2 ? b : plan.N === plan.s1 ? a : await oursRun(plan.N, first);
     ours.whole.push(wh.wallMs);
     ours.elapsed_whole.push(wh.elapsedMs);
-    const o = await ortRun();
+    const o = await ortRun(first);
     ort.step.push(...o.stepMs);
     ort.unet.push(...o.unetMs);
     ort.whole.push(o.totalMs);
     ort.text.push(o.textMs);
     ort.decode.push(o.decodeMs);
     log(backend, name, `round ${r + 1}/${plan.rounds}: ours step ${r1(ours.step.at(-1))} whole ${r1(wh.wallMs)}; ort step ${r1(median(o.stepMs))} whole ${r1(o.totalMs)}`);
+    if (first) {
+      let maxd = 0;
+      let sum = 0;
+      for (let i = 0; i < wh.pixels.length; i++) {
+        const dd = Math.abs(wh.pixels[i] - o.pixels[i]);
+        maxd = Math.max(maxd, dd);
+        sum += dd;
+      }
+      row.check = { max_abs_pixel_diff: maxd, mean_abs_pixel_diff: sum / wh.pixels.length, pixels: wh.pixels.length };
+      log(backend, name, "check:", JSON.stringify(row.check));
+      if (maxd > 8) throw new Error(`final images differ by up to ${maxd} levels`);
+    }
   }
   await po.evaluate(() => lb.oursDispose());
   await pr.evaluate(() => lb.ortClose());
   await po.close();
   await pr.close();
   const m = (xs) => r1(median(xs));
+  delete row.ort.rounds;
   row.ours = { ms_per_step: m(ours.step), whole_ms: m(ours.whole), samples: { step: ours.step.map(r1), whole: ours.whole.map(r1) } };
   row.ort.ms_per_step = m(ort.step);
   row.ort.unet_call_ms = m(ort.unet);
@@ -240,7 +249,6 @@ async function bench(backend, name) {
   row.ort.samples = { step: ort.step.map(r1), whole: ort.whole.map(r1) };
   row.ratio = { step: Math.round((median(ours.step) / median(ort.step)) * 1000) / 1000, whole: Math.round((median(ours.whole) / median(ort.whole)) * 1000) / 1000 };
   log(backend, name, "result:", JSON.stringify({ ours: row.ours.ms_per_step, ort: row.ort.ms_per_step, ratio: row.ratio }));
-  return row;
 }
 
 const t0 = Date.now();
@@ -258,11 +266,23 @@ try {
     log("browser:", JSON.stringify(info));
     (results.browsers ??= []).push(info);
     for (const name of NAMES) {
+      const plan = PLAN[`${backend}/${name}`];
+      const row = { backend, model: name, plan };
+      results.runs.push(row);
+      let timer;
+      const limit = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`not finished within its limit of ${plan.timeoutS} s`)), (plan.timeoutS ?? 3600) * 1000);
+      });
       try {
-        results.runs.push(await bench(backend, name));
+        await Promise.race([bench(backend, name, row), limit]);
       } catch (e) {
         log(backend, name, "FAILED:", e.message);
-        results.runs.push({ backend, model: name, error: e.message });
+        row.error = e.message;
+        // Whatever is still running in the pages stops with the browser.
+        await browser.close();
+        browser = await launch(backend === "cpu" ? NO_GPU_ARGS : WEBGPU_ARGS);
+      } finally {
+        clearTimeout(timer);
       }
       fs.writeFileSync(OUT, JSON.stringify(results, null, 1));
     }
@@ -286,7 +306,8 @@ const lines = [
 ];
 for (const r of results.runs) {
   if (r.error) {
-    lines.push(`| ${r.backend} | ${r.model} | not measured: ${r.error} | | | | | | | | |`);
+    const ff = r.first_frame ? `${fmt(r.first_frame.first_frame_ms)} (${fmt(r.first_frame.load_ms)})` : "-";
+    lines.push(`| ${r.backend} | ${r.model} | not measured: ${r.error} | | | | | | ${ff} | | |`);
     continue;
   }
   lines.push(`| ${r.backend} | ${r.model} | ${fmt(r.ours.ms_per_step)} | ${fmt(r.ort.ms_per_step)} | ${r.ratio.step.toFixed(2)}x | ${fmt(r.ours.whole_ms)} (N=${r.plan.N}) | ${fmt(r.ort.whole_ms)} | ${r.ratio.whole.toFixed(2)}x | ${fmt(r.first_frame.first_frame_ms)} (${fmt(r.first_frame.load_ms)}) | ${r.ours.samples.step.length}/${r.ort.samples.step.length} | ${r.check.max_abs_pixel_diff} |`);

@@ -39,10 +39,10 @@ export function oursTokenize(prompt, negativePrompt) {
 
 /**
  * One whole run: wall time from sample() to the final frame (tokenize, encode, steps, decode,
- * RGBA), and elapsedMs (from the first step on). `check` returns the final pixels and every
- * step's timestep (previews every step then: use it only for the check).
+ * RGBA), and elapsedMs (from the first step on). `pixels` returns the final image's RGBA;
+ * `check` also every step's timestep (previews every step then: not for timing).
  */
-export async function oursRun(options, { check = false, initNoise = null } = {}) {
+export async function oursRun(options, { check = false, pixels = false, initNoise = null } = {}) {
   const o = { ...options, previewEvery: check ? 1 : options.steps };
   if (initNoise) o.initNoise = Float32Array.from(initNoise);
   const timesteps = [];
@@ -53,7 +53,7 @@ export async function oursRun(options, { check = false, initNoise = null } = {})
     last = f;
   }
   const wallMs = now() - t0;
-  return { wallMs, elapsedMs: last.elapsedMs, ...(check ? { timesteps, pixels: Array.from(last.images[0].data) } : {}) };
+  return { wallMs, elapsedMs: last.elapsedMs, ...(check ? { timesteps } : {}), ...(check || pixels ? { pixels: Array.from(last.images[0].data) } : {}) };
 }
 
 export function oursDispose() {
@@ -141,6 +141,11 @@ function ddim(s, steps) {
   const timesteps = [];
   for (let i = steps - 1; i >= 0; i--) timesteps.push(i * ratio + s.steps_offset);
   return { acp, ratio, timesteps, final: s.set_alpha_to_one ? 1 : acp[0] };
+}
+
+/** The timesteps of the JS loop's DDIM. */
+export function ddimTimesteps(scheduler, steps) {
+  return ddim(scheduler, steps).timesteps;
 }
 
 /**
