@@ -52,9 +52,9 @@ const GUIDANCE = 7.5;
 // N steps per whole image, s1/s2 for ours' per-step difference, rounds, warm-up. Sized from one
 // measured call each on the 2-core host (BENCHMARKS.md); --plan '{"webgpu/mid": {...}}' overrides.
 const PLAN = {
-  "cpu/tiny": { N: 4, s1: 2, s2: 12, rounds: 20, warmMs: 4000, timesteps: true, timeoutS: 300 },
+  "cpu/tiny": { N: 4, s1: 2, s2: 32, rounds: 20, warmMs: 4000, timesteps: true, timeoutS: 300 },
   "cpu/mid": { N: 2, s1: 1, s2: 2, rounds: 2, warmMs: 0, timeoutS: 900 },
-  "webgpu/tiny": { N: 4, s1: 1, s2: 4, rounds: 3, warmMs: 0, timesteps: true, timeoutS: 600 },
+  "webgpu/tiny": { N: 4, s1: 1, s2: 8, rounds: 3, warmMs: 0, timesteps: true, timeoutS: 600 },
   "webgpu/mid": { N: 1, s1: 1, s2: 2, rounds: 1, warmMs: 0, timeoutS: 480 },
   ...JSON.parse(arg("--plan", "{}")),
 };
