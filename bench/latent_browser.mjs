@@ -22,17 +22,19 @@
 //     like with like).
 //  2. onnxruntime-web: three sessions, each run once on bench/export_latent_onnx.py's reference
 //     input and checked against PyTorch.
-//  3. Check: both run the same text-to-image (same prompt ids from our tokenizer, same initial
-//     latents, DDIM, guidance 7.5) and the final images are compared pixel by pixel; the DDIM
-//     timesteps must match.
-//  4. Warm-up (V8 tiers wasm up from Liftoff to TurboFan in the background): whole runs on both
-//     sides until `warmMs` of each has passed (at least one run each).
+//  3. Timesteps (plans with `timesteps`, tiny): a run with previews every step gives ours' DDIM
+//     timesteps, which must equal the JS loop's.
+//  4. Warm-up (V8 tiers wasm up from Liftoff to TurboFan in the background): whole runs on each
+//     side until `warmMs` has passed (none when it is 0).
 //  5. Rounds, ours and onnxruntime-web alternating so both see the same load from other work:
 //     ours runs s1 and s2 steps (previews off: only the final image) and N steps if N is neither;
 //     per step = (wall(s2) - wall(s1)) / (s2 - s1); whole image = wall(N), from sample() to the
 //     final frame (tokenize + text encoder + N guided steps + VAE decode + RGBA).
 //     onnxruntime-web runs N steps: per step = each loop iteration (batch-2 U-Net call with input
 //     upload and output read-back, guidance, DDIM step); whole image = the whole run.
+//     Every run starts from the same latents with the same prompt ids (our tokenizer's), so the
+//     first round's two N-step images are the check: they must agree within 8 levels of 255.
+//  A model's `timeoutS` stops it (the browser is restarted) and keeps what it measured so far.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
