@@ -1,10 +1,13 @@
 // Where a CPU sampling step's time goes in the browser: V8's sampling profiler (Chrome DevTools
 // Protocol) over a run of our Sampler, self time summed per wasm/JS function and per group.
 //
-//   node bench/profile.mjs [--model emoji|cifar10] [--steps N] [--top N] [--out FILE.cpuprofile]
+//   node bench/profile.mjs [--model emoji|cifar10 | --file MODEL_FILE] [--steps N] [--top N]
+//                          [--out FILE.cpuprofile]
 //
 // Needs pkg/ (bash scripts/build.sh) and the benchmark models (bench/make_models.py, run by
-// bench/run.sh). Chromium runs with --no-liftoff, as in the steady-state rows of BENCHMARKS.md.
+// bench/run.sh), or --file: any model or pipeline file (a pipeline runs with a prompt, a negative
+// prompt and guidance 7.5, as bench/latent_browser.mjs does; the profile then holds the text
+// encoder and the VAE decode as well as the steps). Chromium runs with --no-liftoff, as in the steady-state rows of BENCHMARKS.md.
 // The wasm keeps its name section, so rows are Rust function names. Sampling every 200 us adds
 // some overhead; read the shares, not the absolute times.
 import fs from "node:fs";
@@ -13,12 +16,13 @@ import { startServer } from "../pkg-tests/server.mjs";
 import { launch, NO_LIFTOFF_ARGS } from "../pkg-tests/chromium.mjs";
 import { REPO, MODELS, arg } from "./common.mjs";
 
-const MODEL = arg("--model", "emoji");
+const FILE = arg("--file", null);
+const MODEL = FILE ? path.basename(FILE) : arg("--model", "emoji");
 const STEPS = Number(arg("--steps", MODEL === "emoji" ? 30 : 6));
 const TOP = Number(arg("--top", 15));
 const OUT = arg("--out", null);
 
-const file = path.join(MODELS, `${MODEL}.int8.safetensors`);
+const file = FILE ? path.resolve(FILE) : path.join(MODELS, `${MODEL}.int8.safetensors`);
 if (!fs.existsSync(file)) throw new Error(`${file} missing: run bash bench/run.sh (or bench/make_models.py) first`);
 if (!fs.existsSync(path.join(REPO, "pkg/index.js"))) throw new Error("pkg/ missing: run bash scripts/build.sh first");
 
@@ -38,7 +42,7 @@ const GROUPS = [
 ];
 const groupOf = (name) => (GROUPS.find(([, re]) => re.test(name)) || ["other wasm"])[0];
 
-const server = await startServer({ roots: { "/": REPO, "/m/": MODELS } });
+const server = await startServer({ roots: { "/": REPO, "/m/": path.dirname(file) } });
 const browser = await launch(NO_LIFTOFF_ARGS);
 try {
   const page = await browser.newPage();
@@ -47,15 +51,16 @@ try {
   await page.waitForFunction(() => window.ready === true);
   await page.evaluate(async (url) => {
     window.s = await wd.Sampler.load(url, { backend: "cpu" });
-    for await (const _ of window.s.sample({ scheduler: "ddim", steps: 3, seed: 1, previewEvery: 3 }));
-  }, `/m/${MODEL}.int8.safetensors`);
+    window.opts = s.config.kind === "latent" ? { prompt: "a red apple on a wooden table", negativePrompt: "blurry", guidanceScale: 7.5 } : {};
+    for await (const _ of window.s.sample({ ...opts, scheduler: "ddim", steps: 2, seed: 1, previewEvery: 2 }));
+  }, `/m/${path.basename(file)}`);
   const cdp = await page.context().newCDPSession(page);
   await cdp.send("Profiler.enable");
   await cdp.send("Profiler.setSamplingInterval", { interval: 200 });
   await cdp.send("Profiler.start");
   const ms = await page.evaluate(async (steps) => {
     let last;
-    for await (const f of window.s.sample({ scheduler: "ddim", steps, seed: 1, previewEvery: steps })) last = f;
+    for await (const f of window.s.sample({ ...opts, scheduler: "ddim", steps, seed: 1, previewEvery: steps })) last = f;
     return last.elapsedMs;
   }, STEPS);
   const { profile } = await cdp.send("Profiler.stop");

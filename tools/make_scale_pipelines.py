@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Write diffusers Stable Diffusion pipeline folders at real scale, with random weights, for the
-scale benchmark (BENCHMARKS.md, "Latent diffusion at scale").
+scale benchmark (BENCHMARKS.md, "Latent diffusion at scale") and the browser benchmark against
+onnxruntime-web ("Latent text-to-image in the browser vs onnxruntime-web").
 
-Two pipelines, each with the configs of the real checkpoint written out below (as the Hub's
-config files hold them, bookkeeping keys included, so the converter meets the real keys):
+Two pipelines with the configs of the real checkpoint written out below (as the Hub's config
+files hold them, bookkeeping keys included, so the converter meets the real keys), and one
+made-up mid size:
 
   sd-turbo   stabilityai/sd-turbo: the SD 2.1-base U-Net (block_out_channels 320/640/1280/1280,
              `attention_head_dim` [5, 10, 20, 20] (really heads), linear projections,
@@ -13,6 +15,12 @@ config files hold them, bookkeeping keys included, so the converter meets the re
   sd15       runwayml/stable-diffusion-v1-5: the same U-Net layout with 8 heads, 1x1-conv
              projections and cross_attention_dim 768, CLIP ViT-L/14's text encoder (12 layers,
              width 768, quick_gelu), the same VAE, PNDMScheduler.
+  mid        no real checkpoint: the SD 1.5 layout at 2/5 of its width for 256x256 images (32x32
+             latents), small enough for a browser benchmark on a 2-core host: U-Net 128/256/512/512
+             (8 heads, cross_attention_dim 512; 139.7M), a 6-layer CLIP text encoder of width 512
+             (44.3M, 25.3M of it the token embedding of the real vocabulary), the SD VAE at
+             quarter width (64/128/256/256; 20.9M), DDIMScheduler (SD 1.5's betas, leading
+             spacing).
 
 Speed and memory do not depend on the weights' values, so the weights are PyTorch's default
 initialisation (seeded), stored as fp16 safetensors to halve the disk (the converter and
@@ -23,7 +31,7 @@ extractor here (the pipeline does not need them).
 
     python3 tools/make_scale_pipelines.py --out /work/scale-data [--only sd-turbo]
 
-Disk: about 2.6 GB (sd-turbo) and 2.1 GB (sd15).
+Disk: about 2.6 GB (sd-turbo), 2.1 GB (sd15) and 0.4 GB (mid).
 """
 
 import argparse
@@ -254,7 +262,52 @@ SD15 = {
     },
 }
 
-PIPELINES = {"sd-turbo": SD_TURBO, "sd15": SD15}
+MID = {
+    "model_index": {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.42.1",
+        "feature_extractor": [None, None],
+        "safety_checker": [None, None],
+        "requires_safety_checker": False,
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    },
+    "unet": {
+        **SD15["unet"],
+        "_diffusers_version": "0.42.1",
+        "block_out_channels": [128, 256, 512, 512],
+        "cross_attention_dim": 512,
+        "sample_size": 32,
+    },
+    "text_encoder": {
+        **SD15["text_encoder"],
+        "hidden_size": 512,
+        "intermediate_size": 2048,
+        "num_attention_heads": 8,
+        "num_hidden_layers": 6,
+        "projection_dim": 512,
+    },
+    "vae": {**SD15["vae"], "_diffusers_version": "0.42.1", "block_out_channels": [64, 128, 256, 256], "sample_size": 256},
+    "scheduler": {
+        "_class_name": "DDIMScheduler",
+        "_diffusers_version": "0.42.1",
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "beta_start": 0.00085,
+        "clip_sample": False,
+        "num_train_timesteps": 1000,
+        "prediction_type": "epsilon",
+        "set_alpha_to_one": False,
+        "steps_offset": 1,
+        "timestep_spacing": "leading",
+        "trained_betas": None,
+    },
+}
+
+PIPELINES = {"sd-turbo": SD_TURBO, "sd15": SD15, "mid": MID}
 
 # ---------------------------------------------------------------------------------------------
 # 2. Random weights, written as the Hub's folders are laid out
