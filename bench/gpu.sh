@@ -211,7 +211,7 @@ run() {
 
     # Deadlines (Unix seconds): native half, WebGPU half; the report takes seconds.
     local budget=${GPU_BENCH_SECONDS:-470}
-    local native_end=$((start + budget * 60 / 100)) web_end=$((start + budget * 96 / 100))
+    local native_end=$((start + budget * 65 / 100)) web_end=$((start + budget * 96 / 100))
     if [ "$DRY" = 1 ]; then native_end=$((start + 1500)); web_end=$((start + 2400)); fi
     local dry=()
     [ "$DRY" = 1 ] && dry=(--dry-run)

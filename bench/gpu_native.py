@@ -348,7 +348,7 @@ class Bench:
             if not row:
                 continue
             if fl:
-                row["tflops"] = round(fl / (row["ms_per_step"] / 1000) / 1e12, 4)
+                row["tflops"] = float(f"{fl / (row['ms_per_step'] / 1000) / 1e12:.4g}")
                 if peak:
                     p = peak["float32"] if key in ("ours_wgpu", "torch_float32") else peak[key.split("_")[1]]
                     row["fraction_of_peak"] = round(fl / (row["ms_per_step"] / 1000) / p, 5)
@@ -419,18 +419,20 @@ class Smi:
     def summary(self):
         if self.error:
             return {"error": self.error}
-        rows = []
-        for line in self.lines:
+        def num(v):
             try:
-                rows.append([float(v) for v in line.strip().split(",")])
-            except ValueError:
-                continue
+                return float(v)
+            except ValueError:  # "[N/A]", "[Not Supported]"
+                return None
+
+        rows = [[num(v) for v in line.strip().split(",")] for line in self.lines if line.count(",") >= len(self.FIELDS) - 1]
         if not rows:
             return {"samples": 0}
-        col = lambda i: [r[i] for r in rows if len(r) > i]  # noqa: E731
-        return {"samples": len(rows), "gpu_util_mean": round(statistics.mean(col(0)), 1), "gpu_util_max": max(col(0)),
-                "mem_util_mean": round(statistics.mean(col(1)), 1), "memory_used_mib_max": max(col(2)),
-                "sm_clock_mhz_max": max(col(3)), "power_w_max": max(col(4)) if col(4) else None,
+        col = lambda i: [r[i] for r in rows if len(r) > i and r[i] is not None]  # noqa: E731
+        stat = lambda i, f: (round(f(col(i)), 1) if col(i) else None)  # noqa: E731
+        return {"samples": len(rows), "gpu_util_mean": stat(0, statistics.mean), "gpu_util_max": stat(0, max),
+                "mem_util_mean": stat(1, statistics.mean), "memory_used_mib_max": stat(2, max),
+                "sm_clock_mhz_max": stat(3, max), "power_w_max": stat(4, max),
                 "stub": self.cmd.endswith("stub") or "stub" in self.cmd}
 
 

@@ -24,7 +24,7 @@ def ms(row):
     if not row:
         return "-"
     v = row["ms_per_step"]
-    return f"{v:,.0f}" if v >= 1000 else f"{v:,.1f}" if v >= 10 else f"{v:.3f}"
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3f}"
 
 
 def ratio(v):
@@ -42,7 +42,7 @@ def tflops(row, peak):
 
 def util(row):
     smi = (row or {}).get("smi") or {}
-    if "gpu_util_mean" not in smi:
+    if smi.get("gpu_util_mean") is None:
         return "-"
     return f"{smi['gpu_util_mean']:.0f}%" + ("*" if smi.get("stub") else "")
 
