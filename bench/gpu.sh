@@ -86,6 +86,8 @@ stage() {
     tar -C "$tmp" -cf - node | nice xz --x86 --lzma2=preset=9e -T1 >"$STAGE/c/node.tar.xz"
 
     say "the CLI ($(mib "$(stat -c %s "$cli")") MiB): stripping and compressing"
+    local cli_mtime
+    cli_mtime=$(stat -c %Y "$cli")
     mkdir -p "$tmp/main/bin"
     cp "$cli" "$tmp/main/bin/wasm-diffusion"
     strip "$tmp/main/bin/wasm-diffusion"
@@ -124,7 +126,7 @@ stage() {
     (cd "$tmp/debs" && apt-get $o download libvulkan1 >/dev/null 2>&1) || die "apt-get download libvulkan1 failed"
     tar -C "$tmp" -cf "$STAGE/c/vulkan.tar" debs
 
-    python3 bench/gpu_pack.py "$STAGE" "$(tree_bytes)" "$LIMIT_MIB" "$node" "$cli"
+    python3 bench/gpu_pack.py "$STAGE" "$(tree_bytes)" "$LIMIT_MIB" "$node" "$cli" "$cli_mtime"
     check_sizes
 }
 
@@ -236,20 +238,25 @@ run() {
     return "$rc"
 }
 
-case "$mode" in
-    stage) stage ;;
-    unpack)
-        WD=/tmp/wd-gpu
-        unpack_parts
-        ;;
-    run)
-        WD=/tmp/wd-gpu DRY=0 NICE=0
-        run
-        ;;
-    dry)
-        check_sizes
-        WD=/tmp/wd-gpu-dry DRY=1 NICE=10
-        rm -rf "$WD"
-        run
-        ;;
-esac
+main() {
+    case "$mode" in
+        stage) stage ;;
+        unpack)
+            WD=/tmp/wd-gpu
+            unpack_parts
+            ;;
+        run)
+            WD=/tmp/wd-gpu DRY=0 NICE=0
+            run
+            ;;
+        dry)
+            check_sizes
+            WD=/tmp/wd-gpu-dry DRY=1 NICE=10
+            rm -rf "$WD"
+            run
+            ;;
+    esac
+}
+
+# One line, read whole before it runs: editing this file during a run cannot derail it.
+main; exit $?

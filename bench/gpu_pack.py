@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Packs bench/gpu.sh's staged archives into parts that each travel in one device call.
 
-    python3 bench/gpu_pack.py STAGE TREE_BYTES LIMIT_MIB NODE CLI
+    python3 bench/gpu_pack.py STAGE TREE_BYTES LIMIT_MIB NODE CLI CLI_MTIME
 
 STAGE/c/ holds one archive per component. A device call carries at most LIMIT_MIB including the
 tree (TREE_BYTES: tracked and untracked, not ignored files), so each part gets the room left
@@ -22,7 +22,7 @@ NATIVE = ["cli.tar.xz", "py.tar.xz", "vulkan.tar"]
 
 
 def main():
-    stage, tree, limit, node, cli = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+    stage, tree, limit, node, cli, cli_mtime = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], int(sys.argv[6])
     c = os.path.join(stage, "c")
     sizes = {f: os.path.getsize(os.path.join(c, f)) for f in os.listdir(c)}
     room = limit * 2**20 - tree - 2**18
@@ -52,7 +52,7 @@ def main():
     manifest = {
         "staged": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git": git("rev-parse", "HEAD"),
         "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")), "node": version(node), "cli": version(cli),
-        "cli_built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(os.path.getmtime(cli))),
+        "cli_built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cli_mtime)),
         "tree_bytes": tree, "room_bytes": room, "parts": {f"part{i}": {f: sizes[f] for f in p} for i, p in enumerate(order, 1)},
     }
     for i in range(1, len(order) + 1):

@@ -28,12 +28,14 @@ def ms(row):
 
 
 def ratio(v):
-    return "-" if v is None else f"{v:.2f}x"
+    return "-" if v is None else "n/a" if v <= 0 else f"{v:.2f}x"
 
 
 def tflops(row, peak):
     if not row or "tflops" not in row:
         return "-"
+    if row["ms_per_step"] <= 0:
+        return "n/a"
     s = f"{row['tflops']:.3g}"
     if peak and "fraction_of_peak" in row:
         s += f" ({row['fraction_of_peak'] * 100:.1f}%)"
@@ -75,6 +77,8 @@ def table(r):
         p(f"  peak used: f32 {peak['float32'] / 1e12:.0f} TFLOP/s for ours and torch f32, {peak['bfloat16'] / 1e12:.0f} for f16/bf16 (H200 datasheet, dense)")
     else:
         p("  no peak: not an H200 (percent of peak left out)")
+    if any((c.get("ours_wgpu") or {}).get("ms_per_step", 1) <= 0 for c in nat.get("cases", [])):
+        p("  a negative step time: the difference of two runs was lost in run-to-run noise (the JSON has a warning); n/a = no ratio")
     if any("*" in util(c.get("ours_wgpu")) for c in nat.get("cases", [])):
         p("  * utilisation from the dry run's nvidia-smi stub (zeros): the sampling path ran, the figure means nothing")
     p("")
@@ -82,8 +86,9 @@ def table(r):
     p(f"{'model':9s} {'b':>3s} | {'ours (pkg)':>10s} | {'ORT webgpu':>10s} | {'ratio':>6s} | {'ORT create':>10s} | ORT vs torch max err")
     for c in web.get("cases", []):
         o = c.get("ort_webgpu_node") or {}
+        err = f"{o['max_abs_err_vs_torch']:.1e}" if o else "-"
         p(f"{c['model']:9s} {c['batch']:>3d} | {ms(c.get('ours_webgpu_node')):>10s} | {ms(c.get('ort_webgpu_node')):>10s} | "
-          f"{ratio(c.get('ratio_ours_vs_ort')):>6s} | {o.get('session_create_ms', float('nan')):10,.0f} | {o.get('max_abs_err_vs_torch', '-')}")
+          f"{ratio(c.get('ratio_ours_vs_ort')):>6s} | {o.get('session_create_ms', float('nan')):10,.0f} | {err}")
     p("")
     p("Whole run with a preview every step vs none, batch 1, and time to first frame")
     for v in nat.get("preview", []):
