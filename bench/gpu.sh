@@ -11,8 +11,9 @@
 #                                  unpack, measure (within 8 minutes), write $OUT/gpu-bench.json
 #
 # Why several calls: a call carries at most 64 MiB including the tree (tracked files, ~43 MiB),
-# and Node alone is ~19 MiB compressed. What the earlier calls unpack lives in /tmp/wd-gpu, which
-# survives only while the machine is warm (30 s after a call). If the last call finds no Node
+# and Node alone is ~20 MiB compressed. What the earlier calls unpack lives in
+# .gpu-stage/unpacked (ignored, so the device keeps it between calls), which survives only while
+# the machine is warm (30 s after a call). If the last call finds no Node
 # (the machine went cold), the WebGPU half is recorded as not run and the native half still runs:
 # the last part holds everything the native half needs.
 #
@@ -151,8 +152,8 @@ check_sizes() {
 }
 
 # ------------------------------------------------------------------------------------------------
-# unpacking (device, and the dry run here) into $WD, outside the repository: it survives between
-# calls while the machine stays warm
+# unpacking (device, and the dry run here) into $WD: on the device .gpu-stage/unpacked, an ignored
+# path that the device keeps between calls while the machine stays warm; in the dry run /tmp
 # ------------------------------------------------------------------------------------------------
 unpack_parts() { # every .gpu-stage/part*/ present (carried now, or left there by an earlier call)
     mkdir -p "$WD"
@@ -242,11 +243,11 @@ main() {
     case "$mode" in
         stage) stage ;;
         unpack)
-            WD=/tmp/wd-gpu
+            WD="$STAGE/unpacked"
             unpack_parts
             ;;
         run)
-            WD=/tmp/wd-gpu DRY=0 NICE=0
+            WD="$STAGE/unpacked" DRY=0 NICE=0
             run
             ;;
         dry)

@@ -285,7 +285,10 @@ try {
     if (pv) results.preview.push(pv);
     samplers[model]?.s.dispose();
   }
-  results.sd_turbo = { status: "not run", reason: "the WebGPU half covers the pixel models; the SD-Turbo U-Net's f32 weights (3.5 GB) and its ONNX export exceed what a wasm32 heap (4 GiB) can stage" };
+  results.sd_turbo = {
+    status: "not run",
+    reason: "our package dequantizes a pipeline's weights to f32 at load (4.8 GiB for SD-Turbo, BENCHMARKS.md's scale section), and onnxruntime-web would hold the 3.5 GB f32 ONNX: both beyond a wasm32 heap (4 GiB)",
+  };
   results.chromium = await guard("chromium", chromium);
 } catch (e) {
   log("ERROR setup:", e && e.stack ? e.stack : e);
