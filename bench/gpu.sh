@@ -69,7 +69,7 @@ stage() {
     fi
     local node
     node="$(command -v node)" || die "node missing"
-    if ldd "$node" | grep -q 'libnode\|libuv\|libicu'; then
+    if ldd "$node" | grep 'libnode\|libuv\|libicu' >/dev/null; then
         die "$node links libnode/libuv/libicu: stage a self-contained Node binary (the official build)"
     fi
 
@@ -169,7 +169,7 @@ unpack_parts() { # every .gpu-stage/part*/ present (carried now, or left there b
             say "unpacked $(basename "$d")/$(basename "$f")"
         done
     done
-    if [ -d "$WD/debs" ] && ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1'; then
+    if [ -d "$WD/debs" ] && ! ldconfig -p 2>/dev/null | grep 'libvulkan.so.1' >/dev/null; then
         say "no Vulkan loader: unpacking the carried libvulkan1 .deb into / (the device README's recipe)"
         for f in "$WD"/debs/*.deb; do dpkg -x "$f" /; done
         ldconfig
