@@ -305,7 +305,8 @@ class Loop:
         if self.resume and args.preset != self.preset:
             self.log(f"WARNING: checkpoint preset {self.preset!r} overrides --preset {args.preset!r}")
         self.state = {"step": 0, "wall_time": 0.0, "loss_history": [],
-                      "recent_losses": deque(maxlen=args.ma_window), "batch": args.batch}
+                      "recent_losses": deque(maxlen=args.ma_window), "batch": args.batch,
+                      "batch_history": [(0, args.batch)]}  # (from step, batch)
         self.stop = None
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
@@ -325,6 +326,11 @@ class Loop:
         for k in ("step", "wall_time", "loss_history"):
             self.state[k] = r[k]
         self.state["recent_losses"].extend(r["recent_losses"])
+        if r["batch"] != self.args.batch:
+            self.log(f"note: batch changed {r['batch']} -> {self.args.batch} at step {r['step']}")
+        self.state["batch_history"] = r.get("batch_history", [(0, r["batch"])])
+        if self.state["batch_history"][-1][1] != self.args.batch:
+            self.state["batch_history"].append((r["step"], self.args.batch))
         prev = r.get("hardware", hw)
         self.state["hardware"] = hw if prev == hw or prev.endswith(f"then {hw}") else f"{prev}; then {hw}"
         self.log(f"resumed from {self.ckpt_path} at step {self.state['step']} "
@@ -335,7 +341,8 @@ class Loop:
         ckpt.update(step=self.state["step"], preset=self.preset, batch=self.args.batch,
                     wall_time=self.state["wall_time"], loss_history=self.state["loss_history"],
                     recent_losses=list(self.state["recent_losses"]), rng=rng_state(gen),
-                    hardware=self.state["hardware"], args=vars(self.args), **(extra or {}))
+                    hardware=self.state["hardware"], args=vars(self.args),
+                    batch_history=self.state["batch_history"], **(extra or {}))
         atomic_torch_save(ckpt, self.ckpt_path)
 
     def run(self, step_fn, gen, on_log=None, periodic=None):
@@ -628,6 +635,7 @@ def stage_export(args):
     recent = ck["recent_losses"]
     info = {
         "steps": ck["step"], "preset": ck["preset"], "batch": ck["batch"],
+        "batch_history": ck.get("batch_history", [(0, ck["batch"])]),
         "params": {"unet": n_params(unet), "text_encoder": n_params(text), "vae": n_params(vae)},
         "wall_time_s": {"vae": vae_info["wall_time_s"], "unet": round(ck["wall_time"], 1)},
         "hardware": {"vae": vae_info["hardware"], "unet": ck["hardware"]},
