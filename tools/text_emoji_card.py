@@ -7,9 +7,10 @@
 Writes into models/text-emoji/:
 
   samples_int8.png   64 fixed prompts (8 per category, rows in CLASSES order; in each row the
-                     first 6 are training phrasings, the last 2 held-out phrasings), seed 0,
-                     DDIM --steps, guidance --guidance
-  guidance.png       4 prompts (rows) at guidance 1, 2, 3, 5, 8 (columns), seed 0
+                     first 6 are training phrasings, the last 2 held-out phrasings); prompt i
+                     (row-major) gets seed --seed + i; DDIM --steps, guidance --guidance
+  guidance.png       4 prompts (rows; row r gets seed --seed + r) at guidance 1, 2, 3, 5, 8
+                     (columns)
   prompts.json       the 64 prompts in grid order, each marked trained / held-out
   loss_unet.png, loss_vae.png, train_info.json   copied from the export
 
@@ -109,16 +110,17 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         rows = []
         for c, row in enumerate(PROMPTS):
-            rows.append([sample(args.cli, args.model, p, args.seed, args.steps, args.guidance,
+            rows.append([sample(args.cli, args.model, p, args.seed + 8 * c + j, args.steps,
+                                args.guidance,
                                 os.path.join(tmp, f"{c}_{j}.png")) for j, p in enumerate(row)])
             print(f"row {c}: {' | '.join(row)}", flush=True)
         grid(rows).save(os.path.join(out, "samples_int8.png"))
-        sweep = [[sample(args.cli, args.model, p, args.seed, args.steps, g,
+        sweep = [[sample(args.cli, args.model, p, args.seed + i, args.steps, g,
                          os.path.join(tmp, f"s{i}_{g}.png")) for g in SWEEP_GUIDANCE]
                  for i, p in enumerate(SWEEP_PROMPTS)]
         grid(sweep).save(os.path.join(out, "guidance.png"))
     with open(os.path.join(out, "prompts.json"), "w") as f:
-        json.dump({"seed": args.seed, "steps": args.steps, "guidance": args.guidance,
+        json.dump({"seed": f"{args.seed} + index (row-major)", "steps": args.steps, "guidance": args.guidance,
                    "scheduler": "ddim", "prompts": prompts,
                    "guidance_sweep": {"prompts": SWEEP_PROMPTS, "guidance": SWEEP_GUIDANCE}},
                   f, indent=1)
