@@ -32,9 +32,10 @@ Examples::
 
     npm install --prefix tools
     python tools/train_text_emoji.py data
-    # CPU, one thread, in the background (what models/text-emoji/ was trained with)
-    nice -n 19 python tools/train_text_emoji.py vae --preset cpu --threads 1 --max-minutes 25
-    nice -n 19 python tools/train_text_emoji.py unet --preset cpu --threads 1
+    # CPU, one thread, in the background (models/text-emoji/: VAE 25 min at batch 16; U-Net
+    # batch 32 for 314 steps, then resumed with --batch 16, stopped with SIGTERM at 2,523 steps)
+    nice -n 19 python tools/train_text_emoji.py vae --preset cpu --threads 1 --batch 16 --max-minutes 25
+    nice -n 19 python tools/train_text_emoji.py unet --preset cpu --threads 1 --batch 16
     python tools/train_text_emoji.py export && python tools/train_text_emoji.py sample
     # continue (or start) on a GPU: the same commands with --preset gpu --device cuda
     python tools/train_text_emoji.py unet --preset gpu --device cuda --batch 256 --max-minutes 60
