@@ -77,23 +77,28 @@ def load_sheet(pkg: str, size: int, variant: str) -> tuple[Image.Image, int]:
     return Image.open(path).convert("RGBA"), sheet_px
 
 
-def build(pkg: str, size: int, variant: str = "sheets-clean"):
+def selected_entries(pkg: str) -> list[dict]:
+    """The emoji.json entries that become images, in dataset order (by class, then the
+    dataset's sort_order). tools/train_text_emoji.py builds its captions from the same list."""
     with open(os.path.join(pkg, "emoji.json"), encoding="utf-8") as f:
         meta = json.load(f)
+    entries = [e for e in meta
+               if e.get("has_img_google") and e["category"] not in DROPPED]
+    unknown = {e["category"] for e in entries} - set(CLASSES)
+    if unknown:
+        sys.exit(f"unexpected categories in emoji.json: {sorted(unknown)}")
+    entries.sort(key=lambda e: (CLASSES.index(e["category"]), e.get("sort_order", 0)))
+    return entries
+
+
+def build(pkg: str, size: int, variant: str = "sheets-clean"):
+    entries = selected_entries(pkg)
     sheet, sheet_px = load_sheet(pkg, size, variant)
     cell = sheet_px + 2
     ncols = sheet.width // cell
     nrows = sheet.height // cell
     assert sheet.width == ncols * cell and sheet.height == nrows * cell, (
         f"sheet {sheet.size} is not a multiple of cell size {cell}")
-
-    entries = [e for e in meta
-               if e.get("has_img_google") and e["category"] not in DROPPED]
-    unknown = {e["category"] for e in entries} - set(CLASSES)
-    if unknown:
-        sys.exit(f"unexpected categories in emoji.json: {sorted(unknown)}")
-    # deterministic order: by class, then by the dataset's sort_order
-    entries.sort(key=lambda e: (CLASSES.index(e["category"]), e.get("sort_order", 0)))
 
     white = Image.new("RGBA", (sheet_px, sheet_px), (255, 255, 255, 255))
     images, labels, names = [], [], []
