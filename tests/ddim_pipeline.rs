@@ -87,21 +87,7 @@ fn ddim_loop_matches_diffusers_pipeline() {
     // sample that way must give its image exactly; ours differs by the loop's drift above (the
     // image halves it, and the clamp can only shrink it).
     let (ishape, image) = read_tensor(&fx, "image");
-    let [b, h, w, c] = [ishape[0], ishape[1], ishape[2], ishape[3]];
-    let to_image = |x: &[f32]| {
-        let mut out = vec![0f32; image.len()];
-        for n in 0..b {
-            for y in 0..h {
-                for xx in 0..w {
-                    for ch in 0..c {
-                        let v = x[((n * c + ch) * h + y) * w + xx];
-                        out[((n * h + y) * w + xx) * c + ch] = (v / 2.0 + 0.5).clamp(0.0, 1.0);
-                    }
-                }
-            }
-        }
-        out
-    };
+    let to_image = |x: &[f32]| common::to_np_image(x, &ishape);
     assert!(max_abs_diff(&to_image(&final_sample), &image) < 1e-6);
     let scale = final_sample.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = max_abs_diff(&to_image(&got), &image);

@@ -113,13 +113,7 @@ fn ldm_pipeline_matches_diffusers() {
     eprintln!("ldm_tiny decoded: relative error {e:e}");
     assert!(e < tolerance, "decoded: relative error {e:e}");
     let (s, want_image) = read_tensor(&io, "image");
-    let (b, h, w) = (s[0], s[1], s[2]);
-    let got: Vec<f32> = (0..b * h * w * 3)
-        .map(|i| {
-            let (n, p, c) = (i / (h * w * 3), (i / 3) % (h * w), i % 3);
-            (image[(n * 3 + c) * h * w + p] / 2.0 + 0.5).clamp(0.0, 1.0)
-        })
-        .collect();
+    let got = common::to_np_image(&image, &s);
     let e = rel_err(&got, &want_image);
     eprintln!("ldm_tiny image: relative error {e:e}");
     assert!(e < tolerance, "image: relative error {e:e}");

@@ -51,13 +51,7 @@ fn text_to_image_matches_diffusers() {
     }
     let image = to_vec(run.decode()); // [1, 3, H, W] in [-1, 1]
     let (s, want) = read_tensor(&io, "image"); // [1, H, W, 3] in [0, 1]
-    let (h, w) = (s[1], s[2]);
-    let got: Vec<f32> = (0..h * w * 3)
-        .map(|i| {
-            let (p, c) = (i / 3, i % 3);
-            (image[c * h * w + p] / 2.0 + 0.5).clamp(0.0, 1.0)
-        })
-        .collect();
+    let got = common::to_np_image(&image, &s);
     let e = rel_err(&got, &want);
     eprintln!("sd_tiny image: relative error {e:e}");
     assert!(e < 1e-4, "image: relative error {e:e}");
@@ -362,13 +356,7 @@ fn whole_runs_match_diffusers() {
         }
         let image_out = to_vec(run.decode());
         let (s, want) = read_tensor(&io, &format!("{name}.out")); // [1, H, W, 3] in [0, 1]
-        let (h, w) = (s[1], s[2]);
-        let got: Vec<f32> = (0..h * w * 3)
-            .map(|i| {
-                let (p, c) = (i / 3, i % 3);
-                (image_out[c * h * w + p] / 2.0 + 0.5).clamp(0.0, 1.0)
-            })
-            .collect();
+        let got = common::to_np_image(&image_out, &s);
         let e = rel_err(&got, &want);
         let floor = case["sensitivity_1e-6"].as_f64().unwrap();
         eprintln!(

@@ -97,13 +97,7 @@ fn a_guided_run_matches_diffusers_on_the_same_weights() {
     }
     let image = to_vec(run.decode()); // [1, 3, H, W] in [-1, 1]
     let (s, want) = read_tensor(&io, "image"); // [1, H, W, 3] in [0, 1]
-    let (h, w) = (s[1], s[2]);
-    let got: Vec<f32> = (0..h * w * 3)
-        .map(|i| {
-            let (p, c) = (i / 3, i % 3);
-            (image[c * h * w + p] / 2.0 + 0.5).clamp(0.0, 1.0)
-        })
-        .collect();
+    let got = common::to_np_image(&image, &s);
     let e = rel_err(&got, &want);
     eprintln!("image: relative error {e:e}");
     assert!(e < 1e-3, "image: relative error {e:e}");

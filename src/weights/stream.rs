@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::container::{header_len, Entry, Header, TensorView};
-use super::quant::{self, stored_shapes};
+use super::quant;
 use super::{Dtype, TensorSource, SCALE_SUFFIX};
 use crate::error::{Error, Result};
 use crate::memory::fmt_bytes;
@@ -158,7 +158,7 @@ fn view<'b>(entry: &Entry, bytes: &'b [u8]) -> TensorView<'b> {
 /// (16 MiB of f32). A larger tensor goes up in parts joined on the device.
 pub const UPLOAD_CHUNK_VALUES: usize = 1 << 22;
 
-/// A [`StreamSink`] that puts each model tensor on `device` as f32 as soon as it (and its scales,
+/// The sink of a streamed model's tensors: puts each one on `device` as f32 as soon as it (and its scales,
 /// when quantized) has arrived, then serves a model's `load` ([`TensorSource`]). The heap holds
 /// at most one stored tensor and [`UPLOAD_CHUNK_VALUES`] dequantized values at a time (beside a
 /// quantized tensor whose scales come later in the file, which the project's files never do).
@@ -272,27 +272,11 @@ impl DeviceTensors {
     }
 }
 
-impl StreamSink for DeviceTensors {
-    fn header(&mut self, header: &Header) -> Result<()> {
-        // The dtypes and shapes are the caller's to check (`quant::check_stored` over
-        // `Container::header_only`); here only what the upload relies on.
-        for e in &header.entries {
-            if let Some(shape) = self.expected.get(&e.name) {
-                if matches!(e.dtype, Dtype::I8 | Dtype::U8)
-                    && stored_shapes(e.dtype, shape).is_none()
-                {
-                    return Err(Error::format(format!(
-                        "tensor `{}`: expected a float dtype for shape {shape:?}, found {}",
-                        e.name,
-                        e.dtype.name()
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn tensor(&mut self, entry: &Entry, view: TensorView<'_>) -> Result<()> {
+impl DeviceTensors {
+    /// Takes tensor `entry` of the file whose header the caller has checked
+    /// (`quant::check_stored` over `Container::header_only`): uploads it, or keeps it (or its
+    /// scales) until its other half arrives.
+    pub fn tensor(&mut self, entry: &Entry, view: TensorView<'_>) -> Result<()> {
         let name = entry.name.as_str();
         if self.expected.contains_key(name) {
             return match view.dtype {

@@ -49,6 +49,18 @@ pub fn to_vec(t: Tensor<4>) -> Vec<f32> {
 }
 
 /// max |a - b| / max |b|: the error relative to the reference's scale.
+/// Our images (NCHW in [-1, 1]) as diffusers' `output_type="np"` gives them: NHWC in [0, 1],
+/// of `shape` `[b, h, w, c]`.
+pub fn to_np_image(image: &[f32], shape: &[usize]) -> Vec<f32> {
+    let [b, h, w, c] = [shape[0], shape[1], shape[2], shape[3]];
+    (0..b * h * w * c)
+        .map(|i| {
+            let (n, p, ch) = (i / (h * w * c), (i / c) % (h * w), i % c);
+            (image[(n * c + ch) * h * w + p] / 2.0 + 0.5).clamp(0.0, 1.0)
+        })
+        .collect()
+}
+
 pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
     let scale = b.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1e-12);
