@@ -39,7 +39,9 @@ async function importPackage() {
         if (!sw.controller) $("offline-status").textContent = "offline mode unavailable: the service worker did not install";
       }
       // A later build takes over the worker; this page keeps its own build until it reloads.
-      const loadedUnder = sw.controller;
+      // The page runs under its controller, or under `worker` when that one activated just now
+      // and its claim of this page has not reached it yet: that claim is no new version.
+      const loadedUnder = sw.controller || worker;
       sw.addEventListener("controllerchange", () => {
         if (loadedUnder && sw.controller !== loadedUnder) $("offline-status").textContent = "a new version is ready: reload the page to use it";
       });
