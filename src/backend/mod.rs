@@ -16,7 +16,16 @@ use burn::tensor::{Device, Tensor, TensorData};
 #[allow(clippy::large_enum_variant)]
 pub enum Param<const D: usize> {
     Device(Tensor<D>),
-    Host { values: Vec<f32>, shape: [usize; D] },
+    Host {
+        values: Vec<f32>,
+        shape: [usize; D],
+    },
+    /// A GEMM's left operand packed for the CPU kernels (`[shape[0], product of the rest]`),
+    /// held instead of the values.
+    Packed {
+        matrix: cpu::PackedMatrix,
+        shape: [usize; D],
+    },
 }
 
 impl<const D: usize> Param<D> {
@@ -33,11 +42,35 @@ impl<const D: usize> Param<D> {
         }
     }
 
-    /// The host values, on the CPU backend.
+    /// [`new`](Self::new), but on the CPU backend with [`cpu::PACK_CONV_WEIGHTS`] the values
+    /// are packed as the left operand of a GEMM: `[dim 0, the other dims flattened]`.
+    pub fn new_gemm_lhs(t: Tensor<D>) -> Self {
+        match Self::new(t) {
+            Param::Host { values, shape } if cpu::PACK_CONV_WEIGHTS => {
+                let rows = shape.first().copied().unwrap_or(1);
+                let cols = shape.iter().skip(1).product();
+                Param::Packed {
+                    matrix: cpu::PackedMatrix::pack(&values, rows, cols),
+                    shape,
+                }
+            }
+            p => p,
+        }
+    }
+
+    /// The host values, on the CPU backend (not for a packed parameter: see [`packed`](Self::packed)).
     pub fn host(&self) -> Option<&[f32]> {
         match self {
             Param::Host { values, .. } => Some(values),
-            Param::Device(_) => None,
+            Param::Device(_) | Param::Packed { .. } => None,
+        }
+    }
+
+    /// The packed values, on the CPU backend where they are kept packed.
+    pub fn packed(&self) -> Option<&cpu::PackedMatrix> {
+        match self {
+            Param::Packed { matrix, .. } => Some(matrix),
+            Param::Device(_) | Param::Host { .. } => None,
         }
     }
 
@@ -48,13 +81,16 @@ impl<const D: usize> Param<D> {
             Param::Host { values, shape } => {
                 Tensor::from_data(TensorData::new(values.clone(), *shape), &Device::flex())
             }
+            Param::Packed { matrix, shape } => {
+                Tensor::from_data(TensorData::new(matrix.unpack(), *shape), &Device::flex())
+            }
         }
     }
 
     pub fn dims(&self) -> [usize; D] {
         match self {
             Param::Device(t) => t.dims(),
-            Param::Host { shape, .. } => *shape,
+            Param::Host { shape, .. } | Param::Packed { shape, .. } => *shape,
         }
     }
 }

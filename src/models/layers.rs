@@ -78,7 +78,7 @@ impl Conv2d {
             Tensor::zeros([c.out_channels], &weight.device())
         };
         Ok(Self {
-            weight: Param::new(weight),
+            weight: Param::new_gemm_lhs(weight),
             bias: Param::new(bias),
             stride: c.stride,
             padding: c.padding,
@@ -99,7 +99,12 @@ impl Conv2d {
     /// `[B, in, H, W] -> [B, out, H', W']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let g = self.geometry();
-        match (self.weight.host(), self.bias.host()) {
+        let weight = match (self.weight.host(), self.weight.packed()) {
+            (Some(v), _) => Some(cpu::ConvWeight::Values(v)),
+            (_, Some(p)) => Some(cpu::ConvWeight::Packed(p)),
+            _ => None,
+        };
+        match (weight, self.bias.host()) {
             (Some(w), Some(b)) if cpu::conv2d_applies(&x, w, b, g) => cpu::conv2d(x, w, b, g),
             _ => self.forward_generic(x),
         }

@@ -2,6 +2,7 @@
 
 use burn::tensor::Tensor;
 
+use super::gemm::{gemm_indirect, gemm_packed, pack_b_row, packed_b_len, PackedMatrix, NR};
 use super::{from_host, on_cpu_f32, take_host};
 use crate::memory::MAX_IM2COL_ELEMS;
 
@@ -15,15 +16,40 @@ pub(crate) struct ConvGeometry {
     pub(crate) padding: (usize, usize),
 }
 
-/// Whether [`conv2d`] runs on `x` with the weight and bias values `weight`, `bias` and geometry
-/// `g`: an f32 flex tensor with `g.c_in` channels and at least one kernel-sized window, and
-/// parameters of the sizes `g` implies (what makes the GEMM's reads safe).
-pub(crate) fn conv2d_applies(x: &Tensor<4>, weight: &[f32], bias: &[f32], g: ConvGeometry) -> bool {
+/// A convolution weight `[c_out, c_in, k, k]` as the CPU kernel takes it: the row-major values
+/// (multiplied by the gemm crate, natively) or packed once at load for the browser's GEMM
+/// ([`super::gemm`]).
+#[derive(Clone, Copy)]
+pub(crate) enum ConvWeight<'a> {
+    Values(&'a [f32]),
+    Packed(&'a PackedMatrix),
+}
+
+impl ConvWeight<'_> {
+    /// Whether this is the weight of `g`'s `[c_out, c_in k k]` GEMM.
+    fn fits(&self, g: ConvGeometry) -> bool {
+        let kk = g.c_in * g.kernel * g.kernel;
+        match self {
+            ConvWeight::Values(v) => v.len() == g.c_out * kk,
+            ConvWeight::Packed(p) => p.rows() == g.c_out && p.cols() == kk,
+        }
+    }
+}
+
+/// Whether [`conv2d`] runs on `x` with the weight and bias `weight`, `bias` and geometry `g`: an
+/// f32 flex tensor with `g.c_in` channels and at least one kernel-sized window, and parameters
+/// of the sizes `g` implies (what makes the GEMM's reads safe).
+pub(crate) fn conv2d_applies(
+    x: &Tensor<4>,
+    weight: ConvWeight,
+    bias: &[f32],
+    g: ConvGeometry,
+) -> bool {
     let [_, c_in, h, w] = x.dims();
     let (pb, pe) = g.padding;
     on_cpu_f32(x)
         && c_in == g.c_in
-        && weight.len() == g.c_out * g.c_in * g.kernel * g.kernel
+        && weight.fits(g)
         && bias.len() == g.c_out
         && g.kernel != 0
         && g.stride != 0
@@ -31,9 +57,9 @@ pub(crate) fn conv2d_applies(x: &Tensor<4>, weight: &[f32], bias: &[f32], g: Con
         && w + pb + pe >= g.kernel
 }
 
-/// `torch.nn.Conv2d` on a flex tensor `[B, c_in, H, W]` ([`conv2d_applies`]) with the host
-/// values of the weight `[c_out, c_in, k, k]` and bias `[c_out]`.
-pub(crate) fn conv2d(x: Tensor<4>, weight: &[f32], bias: &[f32], g: ConvGeometry) -> Tensor<4> {
+/// `torch.nn.Conv2d` on a flex tensor `[B, c_in, H, W]` ([`conv2d_applies`]) with the weight
+/// `[c_out, c_in, k, k]` and the host values of the bias `[c_out]`.
+pub(crate) fn conv2d(x: Tensor<4>, weight: ConvWeight, bias: &[f32], g: ConvGeometry) -> Tensor<4> {
     let [b, c_in, h, w] = x.dims();
     let ConvGeometry {
         c_out,
@@ -43,7 +69,7 @@ pub(crate) fn conv2d(x: Tensor<4>, weight: &[f32], bias: &[f32], g: ConvGeometry
         ..
     } = g;
     assert!(
-        weight.len() == c_out * c_in * k * k && bias.len() == c_out,
+        weight.fits(g) && bias.len() == c_out,
         "conv2d: parameter sizes checked by conv2d_applies"
     );
     let oh = (h + pb + pe - k) / s + 1;
@@ -51,6 +77,11 @@ pub(crate) fn conv2d(x: Tensor<4>, weight: &[f32], bias: &[f32], g: ConvGeometry
     let p = oh * ow;
     let kk = c_in * k * k;
     let pointwise = k == 1 && s == 1 && pb == 0 && pe == 0;
+    if let ConvWeight::Packed(a) = weight {
+        if s == 1 && oh == h && ow == w && w % NR == 0 {
+            return conv2d_indirect(x, a, bias, g);
+        }
+    }
     // The patch matrix is bounded: above MAX_IM2COL_ELEMS it is built and multiplied in bands
     // of output rows (a 256x256 layer on 256 channels would otherwise take 600 MB of scratch).
     let band = if pointwise || kk * p <= MAX_IM2COL_ELEMS {
@@ -59,11 +90,20 @@ pub(crate) fn conv2d(x: Tensor<4>, weight: &[f32], bias: &[f32], g: ConvGeometry
         (MAX_IM2COL_ELEMS / (kk * ow)).clamp(1, oh)
     };
     let run = |v: &[f32]| {
-        COL.with_borrow_mut(|col| {
+        SCRATCH.with_borrow_mut(|Scratch { col, panels }| {
             // The patch matrix is scratch kept between calls; im2col overwrites all of it.
             let band_p = band * ow;
-            if !pointwise && col.len() < kk * band_p {
-                col.resize(kk * band_p, 0.0);
+            // With the gemm crate the whole patch matrix; packed, one row of it at a time
+            // (packed at once) and the panels.
+            let (col_len, panels_len) = match weight {
+                ConvWeight::Values(_) => (kk * band_p, 0),
+                ConvWeight::Packed(_) => (band_p, packed_b_len(kk, band_p)),
+            };
+            if !pointwise && col.len() < col_len {
+                col.resize(col_len, 0.0);
+            }
+            if panels.len() < panels_len {
+                panels.resize(panels_len, 0.0);
             }
             // Output rows start as the bias (written once, no zero-fill), the GEMM adds onto them.
             let mut out: Vec<f32> = Vec::with_capacity(b * c_out * p);
@@ -76,38 +116,41 @@ pub(crate) fn conv2d(x: Tensor<4>, weight: &[f32], bias: &[f32], g: ConvGeometry
                 for oy0 in (0..oh).step_by(band) {
                     let oy1 = (oy0 + band).min(oh);
                     let bp = (oy1 - oy0) * ow;
-                    if !pointwise {
-                        im2col_nchw(xb, &mut col[..kk * bp], c_in, h, w, k, s, pb, oy0..oy1, ow);
-                    }
-                    let rhs = if pointwise { xb } else { &col[..kk * bp] };
                     let dst = &mut ob[oy0 * ow..];
-                    // SAFETY: lhs is c_out x kk (row stride kk), rhs kk x bp (row stride bp) and
-                    // dst c_out x bp with row stride p starting at column oy0 * ow, so its last
-                    // element is (c_out - 1) p + oy0 ow + bp - 1 < c_out p: all inside the slices
-                    // above (sizes asserted at the top). dst = 1 * dst + 1 * (W @ col): the bias rows plus the
-                    // convolution.
-                    unsafe {
-                        gemm::gemm(
-                            c_out,
-                            bp,
-                            kk,
-                            dst.as_mut_ptr(),
-                            1,
-                            p as isize,
-                            true,
-                            weight.as_ptr(),
-                            1,
-                            kk as isize,
-                            rhs.as_ptr(),
-                            1,
-                            bp as isize,
-                            1.0f32,
-                            1.0f32,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        );
+                    let patch = Patch {
+                        c_in,
+                        h,
+                        w,
+                        k,
+                        s,
+                        pad: pb,
+                        rows: oy0..oy1,
+                        ow,
+                    };
+                    match weight {
+                        ConvWeight::Packed(a) => {
+                            if pointwise {
+                                for (r, row) in xb.chunks_exact(bp).enumerate() {
+                                    pack_b_row(row, r, kk, panels);
+                                }
+                            } else {
+                                let row = &mut col[..bp];
+                                for r in 0..kk {
+                                    patch.row(xb, r, row);
+                                    pack_b_row(row, r, kk, panels);
+                                }
+                            }
+                            gemm_packed(a, panels, bp, dst, p);
+                        }
+                        ConvWeight::Values(weight) => {
+                            if !pointwise {
+                                for (r, row) in col[..kk * bp].chunks_exact_mut(bp).enumerate() {
+                                    patch.row(xb, r, row);
+                                }
+                            }
+                            let rhs = if pointwise { xb } else { &col[..kk * bp] };
+                            gemm_values(weight, rhs, c_out, kk, bp, dst, p);
+                        }
                     }
                 }
             }
@@ -117,6 +160,109 @@ pub(crate) fn conv2d(x: Tensor<4>, weight: &[f32], bias: &[f32], g: ConvGeometry
     let device = x.device();
     let (_, out) = take_host(x, |v| run(v));
     from_host(out, [b, c_out, oh, ow], &device)
+}
+
+/// [`conv2d`] with packed weights, stride 1, an output of the input's size (a "same" or 1x1
+/// convolution) and a width of whole [`NR`]-pixel panels: an indirect GEMM over the input
+/// zero-padded once ([`gemm_indirect`]), so no patch matrix is built or packed. Row `(ci, ky,
+/// kx)` of the patch matrix at output pixel `(y, x)` is the padded input at `(ci, y + ky, x +
+/// kx)`, so the 8 pixels of a panel (one output row) are 8 consecutive padded values.
+fn conv2d_indirect(x: Tensor<4>, a: &PackedMatrix, bias: &[f32], g: ConvGeometry) -> Tensor<4> {
+    let [b, c_in, h, w] = x.dims();
+    let ConvGeometry {
+        c_out,
+        kernel: k,
+        padding: (pb, pe),
+        ..
+    } = g;
+    let (hp, wp) = (h + pb + pe, w + pb + pe);
+    let p = h * w;
+    let padded = pb + pe > 0;
+    // Offsets of the patch matrix's rows in the (padded) input, bases of its 8-pixel panels.
+    let offsets: Vec<usize> = (0..c_in * k * k)
+        .map(|r| {
+            let (ci, ky, kx) = (r / (k * k), r / k % k, r % k);
+            ci * hp * wp + ky * wp + kx
+        })
+        .collect();
+    let bases: Vec<usize> = (0..p / NR)
+        .map(|j| {
+            let (y, x0) = (j / (w / NR), j % (w / NR) * NR);
+            y * wp + x0
+        })
+        .collect();
+    let run = |v: &[f32]| {
+        SCRATCH.with_borrow_mut(|Scratch { col, .. }| {
+            if padded && col.len() < c_in * hp * wp {
+                col.resize(c_in * hp * wp, 0.0);
+            }
+            let mut out: Vec<f32> = Vec::with_capacity(b * c_out * p);
+            for xb in v.chunks_exact(c_in * p) {
+                let src: &[f32] = if padded {
+                    let dst = &mut col[..c_in * hp * wp];
+                    dst.fill(0.0);
+                    for (ci, plane) in xb.chunks_exact(p).enumerate() {
+                        for (y, row) in plane.chunks_exact(w).enumerate() {
+                            dst[ci * hp * wp + (y + pb) * wp + pb..][..w].copy_from_slice(row);
+                        }
+                    }
+                    dst
+                } else {
+                    xb
+                };
+                let start = out.len();
+                for &bv in bias {
+                    out.extend(std::iter::repeat_n(bv, p));
+                }
+                gemm_indirect(a, src, &offsets, &bases, &mut out[start..], p);
+            }
+            out
+        })
+    };
+    let device = x.device();
+    let (_, out) = take_host(x, |v| run(v));
+    from_host(out, [b, c_out, h, w], &device)
+}
+
+/// `dst += weight @ rhs` with the gemm crate: `weight` `[c_out, kk]`, `rhs` `[kk, bp]` (row
+/// stride bp), `dst` `[c_out, bp]` with row stride `p` (a band of the output's rows).
+fn gemm_values(
+    weight: &[f32],
+    rhs: &[f32],
+    c_out: usize,
+    kk: usize,
+    bp: usize,
+    dst: &mut [f32],
+    p: usize,
+) {
+    assert!(weight.len() == c_out * kk && rhs.len() >= kk * bp);
+    assert!(c_out == 0 || dst.len() >= (c_out - 1) * p + bp);
+    // SAFETY: lhs is c_out x kk (row stride kk), rhs kk x bp (row stride bp) and dst c_out x bp
+    // with row stride p, so its last element is (c_out - 1) p + bp - 1: all inside the slices
+    // (asserted above). dst = 1 * dst + 1 * (W @ col): the bias rows plus the convolution.
+    unsafe {
+        gemm::gemm(
+            c_out,
+            bp,
+            kk,
+            dst.as_mut_ptr(),
+            1,
+            p as isize,
+            true,
+            weight.as_ptr(),
+            1,
+            kk as isize,
+            rhs.as_ptr(),
+            1,
+            bp as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
 }
 
 /// One im2col row of a stride-1 "same" convolution: `row[y w + x] = plane[(y + dy) w + (x + dx)]`,
@@ -149,23 +295,27 @@ fn same_shift(plane: &[f32], row: &mut [f32], h: usize, w: usize, dy: isize, dx:
     }
 }
 
+/// Scratch of [`conv2d`], grown to the largest layer and reused: the im2col patch matrix and
+/// its packed panels (packed weights only).
+#[derive(Default)]
+struct Scratch {
+    col: Vec<f32>,
+    panels: Vec<f32>,
+}
+
 thread_local! {
-    /// im2col scratch of [`conv2d`], grown to the largest layer and reused.
-    static COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
-/// Frees the im2col scratch (it is grown to the largest layer and kept between calls); called
-/// when a model is disposed.
+/// Frees the convolution's scratch (it is grown to the largest layer and kept between calls);
+/// called when a model is disposed.
 pub fn release_scratch() {
-    COL.with_borrow_mut(|col| *col = Vec::new());
+    SCRATCH.with_borrow_mut(|s| *s = Scratch::default());
 }
 
-/// Rows `(ci, ky, kx)` of the `[c_in k k, |rows| ow]` patch matrix of one image, for the output
-/// rows `rows` (all `oh` of them, or a band); padding is zero.
-#[allow(clippy::too_many_arguments)]
-fn im2col_nchw(
-    x: &[f32],
-    col: &mut [f32],
+/// The im2col patch matrix `[c_in k k, |rows| ow]` of one image, for the output rows `rows`
+/// (all `oh` of them, or a band); padding is zero.
+struct Patch {
     c_in: usize,
     h: usize,
     w: usize,
@@ -174,52 +324,54 @@ fn im2col_nchw(
     pad: usize,
     rows: std::ops::Range<usize>,
     ow: usize,
-) {
-    let oh = rows.len();
-    let p = oh * ow;
-    for ci in 0..c_in {
+}
+
+impl Patch {
+    /// Writes row `r` = `(ci, ky, kx)` of the patch matrix of image `x` into `row`.
+    fn row(&self, x: &[f32], r: usize, row: &mut [f32]) {
+        let Patch {
+            c_in,
+            h,
+            w,
+            k,
+            s,
+            pad,
+            ow,
+            ..
+        } = *self;
+        let (ci, ky, kx) = (r / (k * k), r / k % k, r % k);
+        debug_assert!(ci < c_in && row.len() == self.rows.len() * ow);
         let plane = &x[ci * h * w..(ci + 1) * h * w];
-        for ky in 0..k {
-            for kx in 0..k {
-                let row = &mut col[((ci * k + ky) * k + kx) * p..][..p];
-                if s == 1 && ow == w && oh == h && rows.start == 0 {
-                    same_shift(
-                        plane,
-                        row,
-                        h,
-                        w,
-                        ky as isize - pad as isize,
-                        kx as isize - pad as isize,
-                    );
-                    continue;
+        if s == 1 && ow == w && self.rows.len() == h && self.rows.start == 0 {
+            let d = |kv: usize| kv as isize - pad as isize;
+            same_shift(plane, row, h, w, d(ky), d(kx));
+            return;
+        }
+        for (i, oy) in self.rows.clone().enumerate() {
+            let dst = &mut row[i * ow..(i + 1) * ow];
+            let iy = (oy * s + ky) as isize - pad as isize;
+            if iy < 0 || iy >= h as isize {
+                dst.fill(0.0);
+                continue;
+            }
+            let src = &plane[iy as usize * w..(iy as usize + 1) * w];
+            if s == 1 {
+                // ix = ox + kx - pad: one contiguous run, zeros either side.
+                let lo = pad.saturating_sub(kx).min(ow);
+                let hi = (w + pad).saturating_sub(kx).clamp(lo, ow);
+                dst[..lo].fill(0.0);
+                if lo < hi {
+                    dst[lo..hi].copy_from_slice(&src[lo + kx - pad..hi + kx - pad]);
                 }
-                for (r, oy) in rows.clone().enumerate() {
-                    let dst = &mut row[r * ow..(r + 1) * ow];
-                    let iy = (oy * s + ky) as isize - pad as isize;
-                    if iy < 0 || iy >= h as isize {
-                        dst.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                    if s == 1 {
-                        // ix = ox + kx - pad: one contiguous run, zeros either side.
-                        let lo = pad.saturating_sub(kx).min(ow);
-                        let hi = (w + pad).saturating_sub(kx).clamp(lo, ow);
-                        dst[..lo].fill(0.0);
-                        if lo < hi {
-                            dst[lo..hi].copy_from_slice(&src[lo + kx - pad..hi + kx - pad]);
-                        }
-                        dst[hi..].fill(0.0);
+                dst[hi..].fill(0.0);
+            } else {
+                for (ox, d) in dst.iter_mut().enumerate() {
+                    let ix = (ox * s + kx) as isize - pad as isize;
+                    *d = if ix < 0 || ix >= w as isize {
+                        0.0
                     } else {
-                        for (ox, d) in dst.iter_mut().enumerate() {
-                            let ix = (ox * s + kx) as isize - pad as isize;
-                            *d = if ix < 0 || ix >= w as isize {
-                                0.0
-                            } else {
-                                src[ix as usize]
-                            };
-                        }
-                    }
+                        src[ix as usize]
+                    };
                 }
             }
         }
@@ -247,6 +399,12 @@ mod tests {
             (4, 4, 3, 1, (1, 1), 1, 1),
             (3, 2, 5, 1, (2, 2), 4, 6),
             (2, 3, 3, 1, (1, 1), 2, 2),
+            // Widths of whole 8-pixel panels: the indirect GEMM over the padded input (packed
+            // weights), 3x3 and 5x5, a single row, 1x1, output channels beyond one 4-row tile.
+            (8, 5, 1, 1, (0, 0), 2, 8),
+            (3, 5, 3, 1, (1, 1), 5, 16),
+            (2, 9, 5, 1, (2, 2), 3, 8),
+            (4, 6, 3, 1, (1, 1), 1, 24),
             // Patch matrices above MAX_IM2COL_ELEMS: built in bands of output rows (the last
             // band shorter), same-padded and strided.
             (64, 4, 3, 1, (1, 1), 130, 128),
@@ -268,6 +426,7 @@ mod tests {
                 )),
                 ConvOptions::new_with_padding([s, s], [pad, pad], [1, 1], 1),
             );
+            let want_dims = want.dims();
             let g = ConvGeometry {
                 c_in,
                 c_out,
@@ -275,20 +434,26 @@ mod tests {
                 stride: s,
                 padding: pad,
             };
-            assert!(
-                conv2d_applies(&xt, &wt, &bias, g),
-                "fast path refused {g:?}"
-            );
-            let got = conv2d(xt, &wt, &bias, g);
-            assert_eq!(got.dims(), want.dims(), "{g:?}");
-            let got = got.into_data().try_into_vec::<f32>().unwrap();
             let want = want.into_data().try_into_vec::<f32>().unwrap();
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(worst < 1e-5, "{g:?} {h}x{w}: max |diff| {worst:e}");
+            let packed = PackedMatrix::pack(&wt, c_out, c_in * k * k);
+            for weight in [ConvWeight::Values(&wt), ConvWeight::Packed(&packed)] {
+                assert!(
+                    conv2d_applies(&xt, weight, &bias, g),
+                    "fast path refused {g:?}"
+                );
+                let got = conv2d(xt.clone(), weight, &bias, g);
+                assert_eq!(got.dims()[..], want_dims[..], "{g:?}");
+                let got = got.into_data().try_into_vec::<f32>().unwrap();
+                let worst = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(worst < 1e-5, "{g:?} {h}x{w}: max |diff| {worst:e}");
+            }
+            // A weight of the wrong size is refused.
+            let short = PackedMatrix::pack(&wt[..c_in * k * k], 1, c_in * k * k);
+            assert!(c_out == 1 || !conv2d_applies(&xt, ConvWeight::Packed(&short), &bias, g));
         }
     }
 }

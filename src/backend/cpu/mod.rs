@@ -20,10 +20,16 @@
 //! The reference implementations the kernels are tested against are those generic ops.
 
 mod conv;
+mod gemm;
 mod norm;
 
 pub use conv::release_scratch;
-pub(crate) use conv::{conv2d, conv2d_applies, ConvGeometry};
+pub(crate) use conv::{conv2d, conv2d_applies, ConvGeometry, ConvWeight};
+pub use gemm::PackedMatrix;
+
+/// Whether convolution weights are packed once at load for the browser's own GEMM
+/// ([`gemm`]); native builds keep the gemm crate (its AVX-512/AVX2 kernels beat a 4-lane tile).
+pub(crate) const PACK_CONV_WEIGHTS: bool = cfg!(target_arch = "wasm32");
 pub(crate) use norm::{group_norm, group_norm_applies, silu, silu_applies};
 
 use burn::tensor::{DType, Device, Tensor, TensorData};

@@ -16,7 +16,7 @@ use wasm_diffusion::text::MAX_LENGTH;
 use wasm_diffusion::weights::container::Container;
 use wasm_diffusion::{Error, Result, SchedulerKind};
 
-use crate::{io_err, read_npy, write_npy, write_png, SampleArgs};
+use crate::{io_err, read_npy, write_npy, write_png, SampleArgs, StepTimes};
 
 /// The pipeline `path` holds: the `_class_name` of a diffusers pipeline folder's
 /// `model_index.json`, or the `pipeline` a pipeline file's metadata names (read from its header
@@ -100,8 +100,10 @@ pub fn run_sample(a: &SampleArgs, device: &Device) -> Result<()> {
     }
     let t1 = Instant::now();
     let mut run = pipe.start(&opts)?;
+    let mut times = StepTimes::new(a.step_times.as_deref(), a.backend);
     while !run.is_done() {
         let info = run.step()?;
+        times.record(|| read_back(run.latents()).map(drop))?;
         if let Some(dir) = &a.frames {
             if let Some(p) = run.preview()? {
                 let shape = p.dims();
@@ -114,6 +116,7 @@ pub fn run_sample(a: &SampleArgs, device: &Device) -> Result<()> {
         }
     }
     let steps_s = t1.elapsed().as_secs_f64();
+    times.write()?;
     let latents = run.latents();
     if let Some(p) = &a.out_latents {
         let shape = latents.dims();

@@ -347,6 +347,58 @@ struct SampleArgs {
     frames: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendArg,
+    /// Write the wall time of each denoising step to this file, one per line in milliseconds
+    /// with microsecond resolution (for benchmarks; on wgpu each step is read back to time it)
+    #[arg(long)]
+    step_times: Option<PathBuf>,
+}
+
+/// `--step-times`: the wall time of each step. On the CPU backend a step's work is done when
+/// `step()` returns; on wgpu it is only queued, so the sample is read back to wait for it.
+struct StepTimes {
+    path: Option<PathBuf>,
+    sync: bool,
+    ms: Vec<f64>,
+    last: Instant,
+}
+
+impl StepTimes {
+    fn new(path: Option<&Path>, backend: BackendArg) -> Self {
+        Self {
+            path: path.map(Path::to_path_buf),
+            sync: !matches!(backend, BackendArg::Cpu),
+            ms: Vec::new(),
+            last: Instant::now(),
+        }
+    }
+
+    /// Starts the clock of the next step.
+    fn start(&mut self) {
+        self.last = Instant::now();
+    }
+
+    /// Ends the step begun at the last `start` or `record`; `wait` reads the sample back.
+    fn record(&mut self, wait: impl FnOnce() -> Result<()>) -> Result<()> {
+        if self.path.is_none() {
+            return Ok(());
+        }
+        if self.sync {
+            wait()?;
+        }
+        let now = Instant::now();
+        self.ms
+            .push(now.duration_since(self.last).as_secs_f64() * 1000.0);
+        self.last = now;
+        Ok(())
+    }
+
+    fn write(&self) -> Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let text: String = self.ms.iter().map(|ms| format!("{ms:.3}\n")).collect();
+        std::fs::write(path, text).map_err(|e| io_err(path, e))
+    }
 }
 
 fn parse_classes(spec: &str, names: &[String]) -> Result<Vec<usize>> {
@@ -457,9 +509,12 @@ fn run_sample(a: SampleArgs) -> Result<()> {
         )
         .expect("valid template"),
     );
+    let mut times = StepTimes::new(a.step_times.as_deref(), a.backend);
     let t1 = Instant::now();
+    times.start();
     while !sampler.is_done() {
         let info = sampler.step()?;
+        times.record(|| read_back(sampler.current()).map(drop))?;
         bar.set_message(info.timestep.to_string());
         bar.inc(1);
         if let Some(dir) = &a.frames {
@@ -481,6 +536,7 @@ fn run_sample(a: SampleArgs) -> Result<()> {
     let final_values = read_back(sampler.current())?;
     let sample_s = t1.elapsed().as_secs_f64();
     bar.finish();
+    times.write()?;
     let shape = sampler.shape();
     write_png(&a.output, &final_values, shape)?;
     if let Some(p) = &a.out_npy {
@@ -537,11 +593,14 @@ fn run_ldm(a: SampleArgs) -> Result<()> {
     let t1 = Instant::now();
     let mut run = pipe.start(&opts)?;
     let bar = ProgressBar::new(run.total_steps() as u64);
+    let mut times = StepTimes::new(a.step_times.as_deref(), a.backend);
     while !run.is_done() {
         run.step()?;
+        times.record(|| read_back(run.latents()).map(drop))?;
         bar.inc(1);
     }
     bar.finish();
+    times.write()?;
     let image = run.decode();
     let shape = image.dims();
     let values = read_back(image)?;
