@@ -28,9 +28,12 @@ if (!fs.existsSync(path.join(REPO, "pkg/index.js"))) throw new Error("pkg/ missi
 
 // Groups, first match wins. Self time only: a function's callees count in their own rows.
 const GROUPS = [
-  ["GEMM microkernels", /gemm_f32::microkernel/],
-  ["GEMM packing and driver", /gemm_common|gemm_f32::gemm|gemm::gemm/],
-  ["our conv2d: im2col", /wasm_diffusion::backend::cpu::conv::(conv2d|im2col)/],
+  // Our GEMM (src/backend/cpu/gemm.rs): the 4x8 simd128 tile is inlined into these drivers.
+  ["our GEMM (packed / indirect, tile inlined)", /wasm_diffusion::backend::cpu::gemm::gemm_/],
+  ["our GEMM: packing B", /wasm_diffusion::backend::cpu::gemm::pack/],
+  ["gemm crate microkernels (matmuls, attention)", /gemm_f32::microkernel/],
+  ["gemm crate packing and driver", /gemm_common|gemm_f32::gemm|gemm::gemm/],
+  ["our conv2d: im2col, padding", /wasm_diffusion::backend::cpu::conv::/],
   // take_host runs the in-place GroupNorm(+SiLU) / SiLU loops and the conv's bias rows inlined.
   ["our GroupNorm(+SiLU), SiLU, bias rows", /wasm_diffusion::backend::cpu::/],
   ["flex conv (other shapes)", /burn_flex::ops::conv/],

@@ -102,6 +102,11 @@ async function main() {
   if (entry.guidance !== undefined) $("guidance").value = entry.guidance;
   if (params.get("guidance")) $("guidance").value = params.get("guidance");
   const backend = params.get("backend") || "auto";
+  // The suggested scheduler and steps of models/index.json (text mode: in setUpTextToImage).
+  if (!TEXT_MODE && params.get("model") === null) {
+    if (entry.scheduler) $("scheduler").value = entry.scheduler;
+    if (entry.steps) $("steps").value = entry.steps;
+  }
   if (params.get("steps")) $("steps").value = params.get("steps");
   if (params.get("scheduler")) $("scheduler").value = params.get("scheduler");
   const t0 = performance.now();

@@ -1,0 +1,68 @@
+// The demo's default run, timed as a user sees it: the shipped emoji model on the CPU, batch 4
+// with classifier-free guidance (8 images per U-Net call), from the first step to the final
+// frame, each run in a fresh page after one warm-up run. Several (package, scheduler, steps)
+// configurations, rounds interleaved, in ONE headless Chromium session.
+//
+//   node bench/demo_run.mjs [--rounds 3] [--model models/emoji/emoji.int8.safetensors]
+//                           PKG_DIR:SCHEDULER:STEPS ...
+//
+// e.g. `node bench/demo_run.mjs /tmp/pkg-before:ddim:25 pkg:ddim:25 pkg:dpm++:15`. Prints the
+// median and range of the whole-run seconds per configuration (guidance 1.5, class 0, seed 0,
+// a preview every step as the demo shows them).
+import path from "node:path";
+import { startServer } from "../pkg-tests/server.mjs";
+import { launch } from "../pkg-tests/chromium.mjs";
+import { REPO, argv, arg, median } from "./common.mjs";
+
+const ROUNDS = Number(arg("--rounds", "3"));
+const MODEL = arg("--model", "models/emoji/emoji.int8.safetensors");
+const configs = argv
+  .filter((a, i) => !a.startsWith("--") && !argv[i - 1]?.startsWith("--"))
+  .map((c) => {
+    const [dir, scheduler, steps] = c.split(":");
+    if (!dir || !scheduler || !(Number(steps) > 0)) throw new Error(`expected PKG_DIR:SCHEDULER:STEPS, found "${c}"`);
+    return { dir: path.resolve(dir), scheduler, steps: Number(steps), name: c };
+  });
+if (!configs.length) throw new Error("usage: node bench/demo_run.mjs PKG_DIR:SCHEDULER:STEPS ...");
+
+const roots = { "/": REPO };
+configs.forEach((c, i) => (roots[`/p${i}/`] = c.dir));
+const server = await startServer({ roots });
+const browser = await launch([]);
+const times = configs.map(() => []);
+try {
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [i, c] of configs.entries()) {
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      await page.goto(`${server.url}/pkg-tests/page.html`);
+      const ms = await page.evaluate(
+        async ({ pkg, url, scheduler, steps }) => {
+          const wd = await import(pkg);
+          const s = await wd.Sampler.load(url, { backend: "cpu" });
+          const run = async () => {
+            const t0 = performance.now();
+            for await (const f of s.sample({ scheduler, steps, seed: 0, batch: 4, classLabels: [0, 0, 0, 0], guidanceScale: 1.5, previewEvery: 1 })) void f;
+            return performance.now() - t0;
+          };
+          await run(); // warm-up: V8 tiers the hot code up, as in a demo's second click
+          const t = await run();
+          s.dispose();
+          return t;
+        },
+        { pkg: `/p${i}/index.js`, url: `/${MODEL}`, scheduler: c.scheduler, steps: c.steps },
+      );
+      times[i].push(ms / 1000);
+      console.error(`round ${round + 1} ${c.name}: ${(ms / 1000).toFixed(2)} s`);
+      await context.close();
+    }
+  }
+} finally {
+  await browser.close();
+  await server.close();
+}
+console.log("demo default run (batch 4, guidance 1.5, CPU), whole run in seconds");
+for (const [i, c] of configs.entries()) {
+  const t = times[i];
+  console.log(`${median(t).toFixed(2).padStart(7)} s  (${Math.min(...t).toFixed(2)}-${Math.max(...t).toFixed(2)}, n ${t.length})  ${c.name}`);
+}
