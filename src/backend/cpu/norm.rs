@@ -14,7 +14,12 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     let x = x.clamp(-87.3, 88.3);
-    let n = (x * LOG2E + 0.5).floor();
+    // n = floor(x log2(e) + 0.5), from a truncation of a positive number: `f32::floor` is a
+    // libm call on x86-64's baseline (no SSE4.1), 7.5% of a native batch-8 step in `perf`; this
+    // vectorises everywhere. t + 256 may round up to the next integer when t is within 2^-16 of
+    // it; r below then comes out slightly negative past -ln2/2, where the polynomial is still
+    // exact to f32 precision (|r| < 0.35), so e^x is unchanged.
+    let n = ((x * LOG2E + 0.5 + 256.0) as i32 - 256) as f32;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + r * (1.0
