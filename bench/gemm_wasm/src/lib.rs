@@ -103,19 +103,10 @@ unsafe fn tile_strided(kc: usize, a: *const f32, b: *const f32, ldb: usize, c: *
     for r in 0..4 { for v in 0..2 { v128_store(c.add(r * ldc + 4 * v) as *mut v128, acc[r][v]); } }
 }
 
-/// A packed [m/4][k][4], B row-major k x n, KC blocks
+/// A packed [m/4][k][4], B row-major k x n, KC blocks: `gemm_strided_ld` with ldb = n.
 #[no_mangle]
 pub unsafe extern "C" fn gemm_strided(m: usize, n: usize, k: usize, c: *mut f32, ap: *const f32, b: *const f32, kcb: usize) {
-    let mut k0 = 0;
-    while k0 < k {
-        let kc = kcb.min(k - k0);
-        for j in 0..n / 8 {
-            for i in 0..m / 4 {
-                tile_strided(kc, ap.add((i * k + k0) * 4), b.add(k0 * n + j * 8), n, c.add(i * 4 * n + j * 8), n);
-            }
-        }
-        k0 += kc;
-    }
+    gemm_strided_ld(m, n, k, c, ap, b, n, kcb)
 }
 
 /// A packed [m/4][k][4], B k x n with row stride ldb, KC blocks

@@ -105,14 +105,9 @@ pub(crate) fn conv2d(x: Tensor<4>, weight: ConvWeight, bias: &[f32], g: ConvGeom
             if panels.len() < panels_len {
                 panels.resize(panels_len, 0.0);
             }
-            // Output rows start as the bias (written once, no zero-fill), the GEMM adds onto them.
             let mut out: Vec<f32> = Vec::with_capacity(b * c_out * p);
             for xb in v.chunks_exact(c_in * h * w) {
-                let start = out.len();
-                for &bv in bias {
-                    out.extend(std::iter::repeat_n(bv, p));
-                }
-                let ob = &mut out[start..];
+                let ob = push_bias_rows(&mut out, bias, p);
                 for oy0 in (0..oh).step_by(band) {
                     let oy1 = (oy0 + band).min(oh);
                     let bp = (oy1 - oy0) * ow;
@@ -210,11 +205,8 @@ fn conv2d_indirect(x: Tensor<4>, a: &PackedMatrix, bias: &[f32], g: ConvGeometry
                 } else {
                     xb
                 };
-                let start = out.len();
-                for &bv in bias {
-                    out.extend(std::iter::repeat_n(bv, p));
-                }
-                gemm_indirect(a, src, &offsets, &bases, &mut out[start..], p);
+                let ob = push_bias_rows(&mut out, bias, p);
+                gemm_indirect(a, src, &offsets, &bases, ob, p);
             }
             out
         })
@@ -222,6 +214,16 @@ fn conv2d_indirect(x: Tensor<4>, a: &PackedMatrix, bias: &[f32], g: ConvGeometry
     let device = x.device();
     let (_, out) = take_host(x, |v| run(v));
     from_host(out, [b, c_out, h, w], &device)
+}
+
+/// Appends one image's output rows, each `p` copies of its channel's bias (written once, no
+/// zero-fill: the GEMM adds onto them), and returns them.
+fn push_bias_rows<'o>(out: &'o mut Vec<f32>, bias: &[f32], p: usize) -> &'o mut [f32] {
+    let start = out.len();
+    for &bv in bias {
+        out.extend(std::iter::repeat_n(bv, p));
+    }
+    &mut out[start..]
 }
 
 /// `dst += weight @ rhs` with the gemm crate: `weight` `[c_out, kk]`, `rhs` `[kk, bp]` (row

@@ -109,62 +109,10 @@ pub(crate) fn pack_b_row(row: &[f32], r: usize, k: usize, out: &mut [f32]) {
 /// `dst += A B`: `a` is `[m, k]` packed, `b` the `[k, n]` matrix packed by [`pack_b`], `dst` an
 /// `[m, n]` matrix with row stride `ldc`.
 pub(crate) fn gemm_packed(a: &PackedMatrix, b: &[f32], n: usize, dst: &mut [f32], ldc: usize) {
-    let (m, k) = (a.rows, a.cols);
-    if m == 0 || n == 0 {
-        return;
-    }
+    let k = a.cols;
     assert!(b.len() >= packed_b_len(k, n), "gemm_packed: B too small");
-    assert!(
-        ldc >= n && dst.len() >= (m - 1) * ldc + n,
-        "gemm_packed: C too small"
-    );
-    let a_panels = m.div_ceil(MR);
-    let b_panels = n.div_ceil(NR);
-    for k0 in (0..k).step_by(KC) {
-        let kc = KC.min(k - k0);
-        for j in 0..b_panels {
-            let bp = &b[(j * k + k0) * NR..][..kc * NR];
-            let cols = NR.min(n - j * NR);
-            for i in 0..a_panels {
-                let ap = &a.data[(i * k + k0) * MR..][..kc * MR];
-                let rows = MR.min(m - i * MR);
-                let c = &mut dst[i * MR * ldc + j * NR..];
-                if rows == MR && cols == NR {
-                    // SAFETY: the tile's rows r < MR start at r ldc <= (m - 1 - i MR) ldc in `c`
-                    // and hold NR <= n - j NR values: inside dst (asserted above); ap and bp
-                    // hold kc MR and kc NR values (sliced above).
-                    unsafe {
-                        tile(
-                            kc,
-                            ap.as_ptr(),
-                            |kk| bp.as_ptr().add(kk * NR),
-                            c.as_mut_ptr(),
-                            ldc,
-                        )
-                    };
-                } else {
-                    // An edge tile: through a full-size scratch tile.
-                    let mut t = [0f32; MR * NR];
-                    for r in 0..rows {
-                        t[r * NR..][..cols].copy_from_slice(&c[r * ldc..][..cols]);
-                    }
-                    // SAFETY: `t` is a whole MR x NR tile with row stride NR.
-                    unsafe {
-                        tile(
-                            kc,
-                            ap.as_ptr(),
-                            |kk| bp.as_ptr().add(kk * NR),
-                            t.as_mut_ptr(),
-                            NR,
-                        )
-                    };
-                    for r in 0..rows {
-                        c[r * ldc..][..cols].copy_from_slice(&t[r * NR..][..cols]);
-                    }
-                }
-            }
-        }
-    }
+    // SAFETY: row kk < k of panel j < n.div_ceil(NR) ends at (j k + kk + 1) NR <= b.len().
+    unsafe { drive(a, n, dst, ldc, |j, kk| b.as_ptr().add((j * k + kk) * NR)) }
 }
 
 /// `dst += A B` where B is read in place ("indirect" GEMM, as XNNPACK's convolutions do): row
@@ -181,43 +129,73 @@ pub(crate) fn gemm_indirect(
     dst: &mut [f32],
     ldc: usize,
 ) {
-    let (m, k) = (a.rows, a.cols);
-    let n = bases.len() * NR;
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert_eq!(offsets.len(), k, "gemm_indirect: one offset per row of B");
+    assert_eq!(
+        offsets.len(),
+        a.cols,
+        "gemm_indirect: one offset per row of B"
+    );
     let reach =
         offsets.iter().max().copied().unwrap_or(0) + bases.iter().max().copied().unwrap_or(0);
     assert!(
-        k == 0 || reach + NR <= src.len(),
+        offsets.is_empty() || bases.is_empty() || reach + NR <= src.len(),
         "gemm_indirect: B reads past the input"
     );
+    // SAFETY: j < bases.len() and kk < k = offsets.len(), and every base + offset + NR is at
+    // most src.len() (asserted above).
+    unsafe {
+        drive(a, bases.len() * NR, dst, ldc, |j, kk| {
+            src.as_ptr()
+                .add(bases.get_unchecked(j) + offsets.get_unchecked(kk))
+        })
+    }
+}
+
+/// The loop both GEMMs share: K blocks of [`KC`], then B's panels, then A's (GotoBLAS's order),
+/// `dst` `[m, n]` with row stride `ldc` += A B; an edge tile goes through a full-size scratch
+/// tile.
+///
+/// # Safety
+/// `b(j, kk)` points at [`NR`] readable values for every panel `j < n.div_ceil(NR)` and row
+/// `kk < a.cols`.
+#[inline(always)]
+unsafe fn drive(
+    a: &PackedMatrix,
+    n: usize,
+    dst: &mut [f32],
+    ldc: usize,
+    b: impl Fn(usize, usize) -> *const f32,
+) {
+    let (m, k) = (a.rows, a.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
     assert!(
         ldc >= n && dst.len() >= (m - 1) * ldc + n,
-        "gemm_indirect: C too small"
+        "gemm: C too small"
     );
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
-        let offs = &offsets[k0..k0 + kc];
-        for (j, &base) in bases.iter().enumerate() {
+        for j in 0..n.div_ceil(NR) {
+            let cols = NR.min(n - j * NR);
+            let bj = |kk: usize| b(j, k0 + kk);
             for i in 0..m.div_ceil(MR) {
                 let ap = &a.data[(i * k + k0) * MR..][..kc * MR];
                 let rows = MR.min(m - i * MR);
                 let c = &mut dst[i * MR * ldc + j * NR..];
-                // SAFETY: B's reads end at base + offset + NR <= src.len() (asserted above); the
-                // rest as in gemm_packed.
-                let b = |kk: usize| unsafe { src.as_ptr().add(base + *offs.get_unchecked(kk)) };
-                if rows == MR {
-                    unsafe { tile(kc, ap.as_ptr(), b, c.as_mut_ptr(), ldc) };
+                if rows == MR && cols == NR {
+                    // SAFETY: the tile's rows r < MR start at r ldc <= (m - 1 - i MR) ldc in `c`
+                    // and hold NR <= n - j NR values: inside dst (asserted above); ap holds
+                    // kc MR values (sliced above), bj the caller's promise.
+                    tile(kc, ap.as_ptr(), bj, c.as_mut_ptr(), ldc);
                 } else {
                     let mut t = [0f32; MR * NR];
                     for r in 0..rows {
-                        t[r * NR..][..NR].copy_from_slice(&c[r * ldc..][..NR]);
+                        t[r * NR..][..cols].copy_from_slice(&c[r * ldc..][..cols]);
                     }
-                    unsafe { tile(kc, ap.as_ptr(), b, t.as_mut_ptr(), NR) };
+                    // SAFETY: `t` is a whole MR x NR tile with row stride NR.
+                    tile(kc, ap.as_ptr(), bj, t.as_mut_ptr(), NR);
                     for r in 0..rows {
-                        c[r * ldc..][..NR].copy_from_slice(&t[r * NR..][..NR]);
+                        c[r * ldc..][..cols].copy_from_slice(&t[r * NR..][..cols]);
                     }
                 }
             }
