@@ -43,6 +43,24 @@ impl MemoryBudget {
     };
 }
 
+/// Bytes the weights of `shapes` take where they live in the budget's memory (the CPU backend):
+/// f32, except that a 3x3 convolution weight is held as its Winograd transform, 16/9 of its
+/// size (`backend::cpu::winograd`; counted for every 3x3 weight, also the stride-2 ones kept as
+/// they are, so this is an upper bound).
+pub(crate) fn cpu_weight_bytes<'a>(shapes: impl IntoIterator<Item = &'a [usize]>) -> u64 {
+    shapes
+        .into_iter()
+        .map(|s| {
+            let n = s.iter().product::<usize>() as u64;
+            if s.len() == 4 && s[2] == 3 && s[3] == 3 {
+                4 * n / 9 * 16
+            } else {
+                4 * n
+            }
+        })
+        .sum()
+}
+
 /// Human-readable bytes: "512 KiB", "3.2 GiB".
 pub(crate) fn fmt_bytes(b: u64) -> String {
     const K: f64 = 1024.0;

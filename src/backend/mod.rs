@@ -26,6 +26,12 @@ pub enum Param<const D: usize> {
         matrix: cpu::PackedMatrix,
         shape: [usize; D],
     },
+    /// A 3x3, stride-1, padding-1 convolution weight as its Winograd transform (the CPU
+    /// convolution's form of it), held instead of the values.
+    Winograd {
+        weight: cpu::WinogradWeight,
+        shape: [usize; D],
+    },
 }
 
 impl<const D: usize> Param<D> {
@@ -62,7 +68,7 @@ impl<const D: usize> Param<D> {
     pub fn host(&self) -> Option<&[f32]> {
         match self {
             Param::Host { values, .. } => Some(values),
-            Param::Device(_) | Param::Packed { .. } => None,
+            Param::Device(_) | Param::Packed { .. } | Param::Winograd { .. } => None,
         }
     }
 
@@ -70,7 +76,15 @@ impl<const D: usize> Param<D> {
     pub fn packed(&self) -> Option<&cpu::PackedMatrix> {
         match self {
             Param::Packed { matrix, .. } => Some(matrix),
-            Param::Device(_) | Param::Host { .. } => None,
+            Param::Device(_) | Param::Host { .. } | Param::Winograd { .. } => None,
+        }
+    }
+
+    /// The Winograd transform, on the CPU backend where a convolution weight is kept as one.
+    pub fn winograd(&self) -> Option<&cpu::WinogradWeight> {
+        match self {
+            Param::Winograd { weight, .. } => Some(weight),
+            _ => None,
         }
     }
 
@@ -84,13 +98,37 @@ impl<const D: usize> Param<D> {
             Param::Packed { matrix, shape } => {
                 Tensor::from_data(TensorData::new(matrix.unpack(), *shape), &Device::flex())
             }
+            Param::Winograd { weight, shape } => {
+                Tensor::from_data(TensorData::new(weight.weight(), *shape), &Device::flex())
+            }
         }
     }
 
     pub fn dims(&self) -> [usize; D] {
         match self {
             Param::Device(t) => t.dims(),
-            Param::Host { shape, .. } | Param::Packed { shape, .. } => *shape,
+            Param::Host { shape, .. }
+            | Param::Packed { shape, .. }
+            | Param::Winograd { shape, .. } => *shape,
         }
+    }
+}
+
+impl Param<4> {
+    /// The weight `[out, in, k, k]` of a convolution with `stride` and `padding`: on the CPU
+    /// backend a 3x3, stride-1, padding-1 one becomes its Winograd transform (its only use is
+    /// that convolution), any other is [`new_gemm_lhs`](Self::new_gemm_lhs).
+    pub fn new_conv_weight(t: Tensor<4>, stride: usize, padding: (usize, usize)) -> Self {
+        let [c_out, c_in, kh, kw] = t.dims();
+        let winograd = kh == 3 && kw == 3 && stride == 1 && padding == (1, 1);
+        if winograd && cpu::on_cpu(&t.device()) {
+            let shape = t.dims();
+            let values = cpu::host_values(t);
+            return Param::Winograd {
+                weight: cpu::WinogradWeight::new(&values, c_out, c_in, cpu::PACK_CONV_WEIGHTS),
+                shape,
+            };
+        }
+        Self::new_gemm_lhs(t)
     }
 }

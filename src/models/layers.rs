@@ -78,7 +78,7 @@ impl Conv2d {
             Tensor::zeros([c.out_channels], &weight.device())
         };
         Ok(Self {
-            weight: Param::new_gemm_lhs(weight),
+            weight: Param::new_conv_weight(weight, c.stride, c.padding),
             bias: Param::new(bias),
             stride: c.stride,
             padding: c.padding,
@@ -99,9 +99,14 @@ impl Conv2d {
     /// `[B, in, H, W] -> [B, out, H', W']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let g = self.geometry();
-        let weight = match (self.weight.host(), self.weight.packed()) {
-            (Some(v), _) => Some(cpu::ConvWeight::Values(v)),
-            (_, Some(p)) => Some(cpu::ConvWeight::Packed(p)),
+        let weight = match (
+            self.weight.host(),
+            self.weight.packed(),
+            self.weight.winograd(),
+        ) {
+            (Some(v), _, _) => Some(cpu::ConvWeight::Values(v)),
+            (_, Some(p), _) => Some(cpu::ConvWeight::Packed(p)),
+            (_, _, Some(w)) => Some(cpu::ConvWeight::Winograd(w)),
             _ => None,
         };
         match (weight, self.bias.host()) {

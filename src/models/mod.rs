@@ -104,11 +104,15 @@ fn check_weights(
     }
     // Held once on every backend: on the CPU as the host values its kernels read
     // (backend::Param), elsewhere as device tensors.
-    let resident = if budget.weights_inside { 4 * params } else { 0 };
+    let resident = if budget.weights_inside {
+        crate::memory::cpu_weight_bytes(expected.iter().map(|(_, s)| &s[..]))
+    } else {
+        0
+    };
     let held = resident + file_bytes as u64;
     if held > budget.total {
         return Err(Error::memory(format!(
-            "{name}: its {params} parameters take {} in f32 beside the {} file, above {} ({})",
+            "{name}: its {params} parameters take {} on the CPU beside the {} file, above {} ({})",
             fmt_bytes(resident),
             fmt_bytes(file_bytes as u64),
             fmt_bytes(budget.total),

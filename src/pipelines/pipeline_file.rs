@@ -682,6 +682,7 @@ impl StableDiffusion {
                 .iter()
                 .map(|(_, s)| s.iter().product::<usize>() as u64)
                 .sum(),
+            cpu_weight_bytes: crate::memory::cpu_weight_bytes(expected.iter().map(|(_, s)| &s[..])),
         }
         .with_budget(MemoryBudget::NATIVE)
     }

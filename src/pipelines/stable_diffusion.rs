@@ -42,10 +42,12 @@ pub struct StableDiffusion {
     /// What a run may use ([`LatentRunEstimate`] is checked against it when a run starts):
     /// the native budget unless the loader says otherwise (the browser's heap or adapter).
     pub budget: MemoryBudget,
-    /// Bytes of weights held inside the budget's memory (f32 on the CPU; 0 on a GPU).
+    /// Bytes of weights held inside the budget's memory (on the CPU; 0 on a GPU).
     pub resident_bytes: u64,
     /// Parameters of every component.
     pub parameters: u64,
+    /// Bytes those parameters take on the CPU ([`crate::memory::cpu_weight_bytes`]).
+    pub cpu_weight_bytes: u64,
 }
 
 /// What to generate. `Default`: 50 DDIM steps, guidance 7.5, an empty negative prompt, one
@@ -263,10 +265,12 @@ impl StableDiffusion {
             device: device.clone(),
         };
         let vae = AutoencoderKL::load(&c.vae, &mut src, device)?;
-        let parameters = super::pipeline_file::parameter_shapes(&c)?
+        let shapes = super::pipeline_file::parameter_shapes(&c)?;
+        let parameters = shapes
             .iter()
             .map(|(_, s)| s.iter().product::<usize>() as u64)
             .sum();
+        let cpu_weight_bytes = crate::memory::cpu_weight_bytes(shapes.iter().map(|(_, s)| &s[..]));
         Self {
             tokenizer,
             text_encoder,
@@ -277,6 +281,7 @@ impl StableDiffusion {
             budget: MemoryBudget::NATIVE,
             resident_bytes: 0,
             parameters,
+            cpu_weight_bytes,
         }
         .with_budget(MemoryBudget::NATIVE)
     }
@@ -736,10 +741,14 @@ impl StableDiffusion {
     /// they live in the budget's memory). Refuses weights that alone exceed it.
     pub fn with_budget(mut self, budget: MemoryBudget) -> Result<Self> {
         let params = self.parameters;
-        self.resident_bytes = if budget.weights_inside { 4 * params } else { 0 };
+        self.resident_bytes = if budget.weights_inside {
+            self.cpu_weight_bytes
+        } else {
+            0
+        };
         if self.resident_bytes > budget.total {
             return Err(Error::memory(format!(
-                "this pipeline's weights: expected at most {} ({}), found {} ({params} parameters as f32)",
+                "this pipeline's weights: expected at most {} ({}), found {} ({params} parameters on the CPU)",
                 fmt_bytes(budget.total),
                 budget.what,
                 fmt_bytes(self.resident_bytes)

@@ -56,19 +56,18 @@ impl StreamSink for Sink {
         let mut stream =
             PipelineStream::new(&self.device, self.budget.largest_buffer, self.budget.what);
         stream.header(header)?;
-        let params: u64 = stream
-            .parameters()
-            .unwrap_or_default()
+        let shapes = stream.parameters().unwrap_or_default();
+        let params: u64 = shapes
             .iter()
             .map(|(_, s)| s.iter().product::<usize>() as u64)
             .sum();
-        // On the CPU the f32 weights live in this heap beside other engines' weights.
+        // On the CPU the weights live in this heap beside other engines' weights.
         if self.budget.weights_inside {
-            self.resident = 4 * params;
+            self.resident = crate::memory::cpu_weight_bytes(shapes.iter().map(|(_, s)| &s[..]));
             let held = self.resident + self.others;
             if held > self.budget.total {
                 return Err(Error::memory(format!(
-                    "loading this pipeline: expected at most {} ({}), found {} (its {params} parameters as f32{})",
+                    "loading this pipeline: expected at most {} ({}), found {} (its {params} parameters on the CPU{})",
                     fmt_bytes(self.budget.total),
                     self.budget.what,
                     fmt_bytes(held),

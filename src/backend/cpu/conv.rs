@@ -3,6 +3,7 @@
 use burn::tensor::Tensor;
 
 use super::gemm::{gemm_indirect, gemm_packed, pack_b_row, packed_b_len, PackedMatrix, NR};
+use super::winograd::{self, WinogradWeight};
 use super::{from_host, on_cpu_f32, take_host};
 use crate::memory::MAX_IM2COL_ELEMS;
 
@@ -23,6 +24,8 @@ pub(crate) struct ConvGeometry {
 pub(crate) enum ConvWeight<'a> {
     Values(&'a [f32]),
     Packed(&'a PackedMatrix),
+    /// A 3x3, stride-1, padding-1 weight as its Winograd transform ([`super::winograd`]).
+    Winograd(&'a WinogradWeight),
 }
 
 impl ConvWeight<'_> {
@@ -32,8 +35,22 @@ impl ConvWeight<'_> {
         match self {
             ConvWeight::Values(v) => v.len() == g.c_out * kk,
             ConvWeight::Packed(p) => p.rows() == g.c_out && p.cols() == kk,
+            ConvWeight::Winograd(w) => {
+                w.c_out() == g.c_out
+                    && w.c_in() == g.c_in
+                    && g.kernel == 3
+                    && g.stride == 1
+                    && g.padding == (1, 1)
+            }
         }
     }
+}
+
+/// The weight of the im2col path of [`conv2d`] (every weight but a Winograd one).
+#[derive(Clone, Copy)]
+enum Im2colWeight<'a> {
+    Values(&'a [f32]),
+    Packed(&'a PackedMatrix),
 }
 
 /// Whether [`conv2d`] runs on `x` with the weight and bias `weight`, `bias` and geometry `g`: an
@@ -77,11 +94,14 @@ pub(crate) fn conv2d(x: Tensor<4>, weight: ConvWeight, bias: &[f32], g: ConvGeom
     let p = oh * ow;
     let kk = c_in * k * k;
     let pointwise = k == 1 && s == 1 && pb == 0 && pe == 0;
-    if let ConvWeight::Packed(a) = weight {
-        if s == 1 && oh == h && ow == w && w % NR == 0 {
+    let weight = match weight {
+        ConvWeight::Winograd(wt) => return winograd::conv2d(x, wt, bias),
+        ConvWeight::Packed(a) if s == 1 && oh == h && ow == w && w % NR == 0 => {
             return conv2d_indirect(x, a, bias, g);
         }
-    }
+        ConvWeight::Packed(a) => Im2colWeight::Packed(a),
+        ConvWeight::Values(v) => Im2colWeight::Values(v),
+    };
     // The patch matrix is bounded: above MAX_IM2COL_ELEMS it is built and multiplied in bands
     // of output rows (a 256x256 layer on 256 channels would otherwise take 600 MB of scratch).
     let band = if pointwise || kk * p <= MAX_IM2COL_ELEMS {
@@ -96,8 +116,8 @@ pub(crate) fn conv2d(x: Tensor<4>, weight: ConvWeight, bias: &[f32], g: ConvGeom
             // With the gemm crate the whole patch matrix; packed, one row of it at a time
             // (packed at once) and the panels.
             let (col_len, panels_len) = match weight {
-                ConvWeight::Values(_) => (kk * band_p, 0),
-                ConvWeight::Packed(_) => (band_p, packed_b_len(kk, band_p)),
+                Im2colWeight::Values(_) => (kk * band_p, 0),
+                Im2colWeight::Packed(_) => (band_p, packed_b_len(kk, band_p)),
             };
             if !pointwise && col.len() < col_len {
                 col.resize(col_len, 0.0);
@@ -123,7 +143,7 @@ pub(crate) fn conv2d(x: Tensor<4>, weight: ConvWeight, bias: &[f32], g: ConvGeom
                         ow,
                     };
                     match weight {
-                        ConvWeight::Packed(a) => {
+                        Im2colWeight::Packed(a) => {
                             if pointwise {
                                 for (r, row) in xb.chunks_exact(bp).enumerate() {
                                     pack_b_row(row, r, kk, panels);
@@ -137,7 +157,7 @@ pub(crate) fn conv2d(x: Tensor<4>, weight: ConvWeight, bias: &[f32], g: ConvGeom
                             }
                             gemm_packed(a, panels, bp, dst, p);
                         }
-                        ConvWeight::Values(weight) => {
+                        Im2colWeight::Values(weight) => {
                             if !pointwise {
                                 for (r, row) in col[..kk * bp].chunks_exact_mut(bp).enumerate() {
                                     patch.row(xb, r, row);
@@ -309,9 +329,8 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
-/// Frees the convolution's scratch (it is grown to the largest layer and kept between calls);
-/// called when a model is disposed.
-pub fn release_scratch() {
+/// Frees [`conv2d`]'s scratch.
+pub(super) fn release_scratch() {
     SCRATCH.with_borrow_mut(|s| *s = Scratch::default());
 }
 
@@ -401,6 +420,10 @@ mod tests {
             (4, 4, 3, 1, (1, 1), 1, 1),
             (3, 2, 5, 1, (2, 2), 4, 6),
             (2, 3, 3, 1, (1, 1), 2, 2),
+            // Winograd: channels over several GEMM tiles, odd sizes (a ragged last row and column
+            // of 2x2 tiles), more tiles than one chunk.
+            (19, 13, 3, 1, (1, 1), 7, 9),
+            (40, 72, 3, 1, (1, 1), 16, 16),
             // Widths of whole 8-pixel panels: the indirect GEMM over the padded input (packed
             // weights), 3x3 and 5x5, a single row, 1x1, output channels beyond one 4-row tile.
             (8, 5, 1, 1, (0, 0), 2, 8),
@@ -438,7 +461,21 @@ mod tests {
             };
             let want = want.into_data().try_into_vec::<f32>().unwrap();
             let packed = PackedMatrix::pack(&wt, c_out, c_in * k * k);
-            for weight in [ConvWeight::Values(&wt), ConvWeight::Packed(&packed)] {
+            let winograd: Vec<WinogradWeight> = if k == 3 {
+                [false, true]
+                    .map(|p| WinogradWeight::new(&wt, c_out, c_in, p))
+                    .into()
+            } else {
+                vec![]
+            };
+            let mut weights = vec![ConvWeight::Values(&wt), ConvWeight::Packed(&packed)];
+            if k == 3 && s == 1 && pad == (1, 1) {
+                weights.extend(winograd.iter().map(ConvWeight::Winograd));
+            } else if let Some(w) = winograd.first() {
+                // A Winograd weight is refused where it does not apply (stride 2, other padding).
+                assert!(!conv2d_applies(&xt, ConvWeight::Winograd(w), &bias, g));
+            }
+            for weight in weights {
                 assert!(
                     conv2d_applies(&xt, weight, &bias, g),
                     "fast path refused {g:?}"
@@ -451,7 +488,11 @@ mod tests {
                     .zip(&want)
                     .map(|(a, b)| (a - b).abs())
                     .fold(0f32, f32::max);
-                assert!(worst < 1e-5, "{g:?} {h}x{w}: max |diff| {worst:e}");
+                let winograd = matches!(weight, ConvWeight::Winograd(_));
+                assert!(
+                    worst < if winograd { 2e-5 } else { 1e-5 },
+                    "{g:?} {h}x{w} (winograd: {winograd}): max |diff| {worst:e}"
+                );
             }
             // A weight of the wrong size is refused.
             let short = PackedMatrix::pack(&wt[..c_in * k * k], 1, c_in * k * k);

@@ -1,5 +1,6 @@
 //! Kernels for the CPU (flex) backend: GroupNorm (+ SiLU) and SiLU as single passes over host
-//! memory, and Conv2d as one NCHW im2col + GEMM with the bias folded into the GEMM.
+//! memory, Conv2d as one NCHW im2col (or indirect) GEMM with the bias folded into the GEMM, and
+//! the 3x3 stride-1 Conv2d of every resnet as Winograd F(2x2, 3x3) ([`winograd`]).
 //!
 //! Why: a profile of a CPU sampling step in the browser (BENCHMARKS.md, `bench/profile.mjs`)
 //! spent ~11% in the scalar `expf` of flex's sigmoid and a few % more in the 6-8 separate tensor
@@ -22,10 +23,18 @@
 mod conv;
 mod gemm;
 mod norm;
+mod winograd;
 
-pub use conv::release_scratch;
 pub(crate) use conv::{conv2d, conv2d_applies, ConvGeometry, ConvWeight};
 pub use gemm::PackedMatrix;
+pub use winograd::WinogradWeight;
+
+/// Frees the convolutions' scratch (grown to the largest layer and kept between calls); called
+/// when a model is disposed.
+pub fn release_scratch() {
+    conv::release_scratch();
+    winograd::release_scratch();
+}
 
 /// Whether convolution weights are packed once at load for the browser's own GEMM
 /// ([`gemm`]); native builds keep the gemm crate (its AVX-512/AVX2 kernels beat a 4-lane tile).
