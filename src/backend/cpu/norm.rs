@@ -36,6 +36,24 @@ pub(crate) fn silu_f32(x: f32) -> f32 {
     x / (1.0 + exp_f32(-x))
 }
 
+/// `sum f(e)` over `v` in f64, in 8 independent lanes (then added up): one running sum is a
+/// chain of dependent adds at the adder's latency per element, which kept GroupNorm's two
+/// statistics passes scalar; lanes vectorise (f64x2 in wasm simd128) and overlap.
+#[inline(always)]
+fn lane_sum(v: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    const LANES: usize = 8;
+    let mut acc = [0f64; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &e) in acc.iter_mut().zip(c) {
+            *a += f(e as f64);
+        }
+    }
+    let tail: f64 = rest.iter().map(|&e| f(e as f64)).sum();
+    acc.iter().sum::<f64>() + tail
+}
+
 /// Whether [`silu`] runs on `x` (an f32 flex tensor).
 pub(crate) fn silu_applies<const D: usize>(x: &Tensor<D>) -> bool {
     on_cpu_f32(x)
@@ -44,12 +62,20 @@ pub(crate) fn silu_applies<const D: usize>(x: &Tensor<D>) -> bool {
 /// SiLU in place on a flex tensor ([`silu_applies`]).
 pub(crate) fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
-    let (data, ()) = take_host(x, |v| {
-        for e in v.iter_mut() {
-            *e = silu_f32(*e);
-        }
-    });
+    let (data, ()) = take_host(x, silu_slice);
     Tensor::from_data(data, &device)
+}
+
+wide_simd! {
+    /// [`silu_f32`] over `v` in place.
+    fn silu_slice(v: &mut [f32]) = silu_slice_body
+}
+
+#[inline(always)]
+fn silu_slice_body(v: &mut [f32]) {
+    for e in v.iter_mut() {
+        *e = silu_f32(*e);
+    }
 }
 
 /// Whether [`group_norm`] runs on `x` with `groups` groups and `channels` affine parameters.
@@ -75,38 +101,69 @@ pub(crate) fn group_norm(
     let cpg = c / groups;
     let n = (cpg * hw) as f64;
     let device = x.device();
-    let normalise = |v: &mut [f32]| {
-        for sample in v.chunks_exact_mut(c * hw) {
-            for (g, group) in sample.chunks_exact_mut(cpg * hw).enumerate() {
-                let mean = group.iter().map(|&e| e as f64).sum::<f64>() / n;
-                let var = group
-                    .iter()
-                    .map(|&e| {
-                        let d = e as f64 - mean;
-                        d * d
-                    })
-                    .sum::<f64>()
-                    / n;
-                let rstd = 1.0 / (var + eps).sqrt();
-                for (ci, plane) in group.chunks_exact_mut(hw).enumerate() {
-                    let ch = g * cpg + ci;
-                    let scale = (rstd * gamma[ch] as f64) as f32;
-                    let shift = (beta[ch] as f64 - mean * rstd * gamma[ch] as f64) as f32;
-                    if with_silu {
-                        for e in plane.iter_mut() {
-                            *e = silu_f32(*e * scale + shift);
-                        }
-                    } else {
-                        for e in plane.iter_mut() {
-                            *e = *e * scale + shift;
-                        }
+    let shape = GroupShape {
+        c,
+        hw,
+        cpg,
+        n,
+        eps,
+        with_silu,
+    };
+    let (data, ()) = take_host(x, |v| normalise(v, shape, gamma, beta));
+    Tensor::from_data(data, &device)
+}
+
+/// The sizes of a [`group_norm`].
+#[derive(Clone, Copy)]
+struct GroupShape {
+    c: usize,
+    hw: usize,
+    cpg: usize,
+    /// Elements per group, as f64.
+    n: f64,
+    eps: f64,
+    with_silu: bool,
+}
+
+wide_simd! {
+    /// [`group_norm`] on the host values `v` of `[B, C, H, W]`, in place.
+    fn normalise(v: &mut [f32], s: GroupShape, gamma: &[f32], beta: &[f32]) = normalise_body
+}
+
+#[inline(always)]
+fn normalise_body(v: &mut [f32], s: GroupShape, gamma: &[f32], beta: &[f32]) {
+    let GroupShape {
+        c,
+        hw,
+        cpg,
+        n,
+        eps,
+        with_silu,
+    } = s;
+    for sample in v.chunks_exact_mut(c * hw) {
+        for (g, group) in sample.chunks_exact_mut(cpg * hw).enumerate() {
+            let mean = lane_sum(group, |e| e) / n;
+            let var = lane_sum(group, |e| {
+                let d = e - mean;
+                d * d
+            }) / n;
+            let rstd = 1.0 / (var + eps).sqrt();
+            for (ci, plane) in group.chunks_exact_mut(hw).enumerate() {
+                let ch = g * cpg + ci;
+                let scale = (rstd * gamma[ch] as f64) as f32;
+                let shift = (beta[ch] as f64 - mean * rstd * gamma[ch] as f64) as f32;
+                if with_silu {
+                    for e in plane.iter_mut() {
+                        *e = silu_f32(*e * scale + shift);
+                    }
+                } else {
+                    for e in plane.iter_mut() {
+                        *e = *e * scale + shift;
                     }
                 }
             }
         }
-    };
-    let (data, ()) = take_host(x, normalise);
-    Tensor::from_data(data, &device)
+    }
 }
 
 #[cfg(test)]

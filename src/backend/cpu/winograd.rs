@@ -253,7 +253,8 @@ impl Grid {
 /// (`e[i]` = padded column `2 i`, `o[i]` = `2 i + 1`, where padded column `p` is input column
 /// `p - 1`); then tile `k`'s 4 columns are `e[k], o[k], e[k + 1], o[k + 1]`, and `Bᵀ` along the
 /// columns and then along the rows is adds and subtracts of whole runs.
-fn transform_inputs(
+#[inline(always)]
+fn transform_inputs_body(
     x: &[f32],
     g: Grid,
     c_in: usize,
@@ -376,8 +377,9 @@ fn transform_inputs(
 
 /// Reads the products `M_ξ[o][t - tiles.start]` (16 matrices `[c_out, n]` one after the other)
 /// and writes each tile's outputs plus the bias into `out` `[B, c_out, h, w]`, a run of tiles
-/// along a row at a time (as [`transform_inputs`]).
-fn transform_outputs(
+/// along a row at a time (as [`transform_inputs_body`]).
+#[inline(always)]
+fn transform_outputs_body(
     m: &[f32],
     g: Grid,
     c_out: usize,
@@ -443,6 +445,30 @@ fn transform_outputs(
             }
         }
     }
+}
+
+wide_simd! {
+    /// [`transform_inputs_body`], AVX2 where the CPU has it.
+    fn transform_inputs(
+        x: &[f32],
+        g: Grid,
+        c_in: usize,
+        tiles: std::ops::Range<usize>,
+        packed: bool,
+        v: &mut [f32],
+    ) = transform_inputs_body
+}
+
+wide_simd! {
+    /// [`transform_outputs_body`], AVX2 where the CPU has it.
+    fn transform_outputs(
+        m: &[f32],
+        g: Grid,
+        c_out: usize,
+        tiles: std::ops::Range<usize>,
+        bias: &[f32],
+        out: &mut [f32],
+    ) = transform_outputs_body
 }
 
 /// `m = a @ v` with the gemm crate: `a` `[c_out, c_in]`, `v` `[c_in, n]`, `m` `[c_out, n]`, all
