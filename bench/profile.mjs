@@ -34,6 +34,7 @@ const GROUPS = [
   ["gemm crate microkernels (matmuls, attention)", /gemm_f32::microkernel/],
   ["gemm crate packing and driver", /gemm_common|gemm_f32::gemm|gemm::gemm/],
   ["our conv2d: im2col, padding", /wasm_diffusion::backend::cpu::conv::/],
+  ["our Winograd transforms (3x3 convs)", /wasm_diffusion::backend::cpu::winograd::/],
   // take_host runs the in-place GroupNorm(+SiLU) / SiLU loops and the conv's bias rows inlined.
   ["our GroupNorm(+SiLU), SiLU, bias rows", /wasm_diffusion::backend::cpu::/],
   ["flex conv (other shapes)", /burn_flex::ops::conv/],

@@ -106,6 +106,18 @@ pub(crate) fn pack_b_row(row: &[f32], r: usize, k: usize, out: &mut [f32]) {
     }
 }
 
+/// Copies the [`NR`] values of one panel row from `src` to `dst` as two 4-lane moves (a slice
+/// copy of 8 values becomes a `memory.copy` call in wasm, whose fixed cost dominates it).
+#[inline(always)]
+pub(crate) fn copy_panel_row(src: &[f32], dst: &mut [f32]) {
+    assert!(src.len() >= NR && dst.len() >= NR, "copy_panel_row: sizes");
+    // SAFETY: both slices hold at least NR = 8 values (asserted above).
+    unsafe {
+        lanes::F4::load(src.as_ptr()).store(dst.as_mut_ptr());
+        lanes::F4::load(src.as_ptr().add(4)).store(dst.as_mut_ptr().add(4));
+    }
+}
+
 /// `dst += A B`: `a` is `[m, k]` packed, `b` the `[k, n]` matrix packed by [`pack_b`], `dst` an
 /// `[m, n]` matrix with row stride `ldc`.
 pub(crate) fn gemm_packed(a: &PackedMatrix, b: &[f32], n: usize, dst: &mut [f32], ldc: usize) {

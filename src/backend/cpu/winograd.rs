@@ -21,7 +21,7 @@
 
 use burn::tensor::Tensor;
 
-use super::gemm::{gemm_packed, packed_b_len, PackedMatrix, NR};
+use super::gemm::{copy_panel_row, gemm_packed, packed_b_len, PackedMatrix, NR};
 use super::{from_host, take_host};
 
 /// Floats of one chunk's `V` and `M` together: tiles per chunk are chosen to keep both within
@@ -249,10 +249,9 @@ impl Grid {
 /// matrices `[c_in, n]` one after the other, row-major or (when `packed`) as the GEMM's B panels.
 ///
 /// A run of tiles along a row is transformed at once, so that every step is a loop over the
-/// run the compiler vectorises: the 4 input rows are split into even and odd padded columns
-/// (`e[i]` = padded column `2 i`, `o[i]` = `2 i + 1`, where padded column `p` is input column
-/// `p - 1`); then tile `k`'s 4 columns are `e[k], o[k], e[k + 1], o[k + 1]`, and `Bᵀ` along the
-/// columns and then along the rows is adds and subtracts of whole runs.
+/// run the compiler vectorises: the run's 4 input rows are copied zero-padded, `Bᵀ` down the
+/// columns is adds and subtracts of whole rows, and `Bᵀ` along the rows reads tile `k`'s 4
+/// columns `2 k .. 2 k + 4` of each result row.
 #[inline(always)]
 fn transform_inputs_body(
     x: &[f32],
@@ -267,8 +266,8 @@ fn transform_inputs_body(
     let segs = g.segments(tiles);
     let longest = segs.iter().map(|s| s.len).max().unwrap_or(0);
     let m_max = longest + 1;
-    // Even and odd columns of the 4 rows, then of Bᵀ along the columns; the 16 outputs.
-    let mut eo = vec![0f32; 8 * m_max];
+    // The 4 padded rows, then Bᵀ down their columns; the 16 outputs (packed only).
+    let mut rows = vec![0f32; 8 * m_max];
     let mut te = vec![0f32; 8 * m_max];
     let mut out16 = vec![0f32; if packed { 16 * longest } else { 0 }];
     if packed {
@@ -283,59 +282,46 @@ fn transform_inputs_body(
         for s in &segs {
             let plane = &x[(s.img * c_in + c) * h * w..][..h * w];
             let m = s.len + 1;
-            // 1. The 4 input rows, split into even and odd padded columns (zero outside).
+            // 1. The 4 padded input rows: padded column p = input column 2 tx0 + p - 1, zero
+            //    outside; tile k reads padded columns 2 k .. 2 k + 4.
+            let pw = 2 * m;
             for r in 0..4 {
-                let (e, o) = eo[2 * r * m_max..][..2 * m_max].split_at_mut(m_max);
-                let (e, o) = (&mut e[..m], &mut o[..m]);
+                let prow = &mut rows[r * 2 * m_max..][..pw];
                 let y = (2 * s.ty + r).wrapping_sub(1);
                 if y >= h {
-                    e.fill(0.0);
-                    o.fill(0.0);
+                    prow.fill(0.0);
                     continue;
                 }
                 let row = &plane[y * w..][..w];
-                // Tiles k in lo..hi read whole pairs (row[col - 1], row[col]) inside the row.
-                let lo = usize::from(s.tx0 == 0);
-                let hi = (w.div_ceil(2).saturating_sub(s.tx0)).clamp(lo, m);
-                let start = (2 * (s.tx0 + lo)).saturating_sub(1);
-                for ((ev, ov), pair) in e[lo..hi]
-                    .iter_mut()
-                    .zip(&mut o[lo..hi])
-                    .zip(row[start..start + 2 * (hi - lo)].chunks_exact(2))
-                {
-                    *ev = pair[0];
-                    *ov = pair[1];
-                }
-                for k in (0..lo).chain(hi..m) {
-                    let col = 2 * (s.tx0 + k);
-                    e[k] = if col >= 1 && col - 1 < w {
-                        row[col - 1]
-                    } else {
-                        0.0
-                    };
-                    o[k] = if col < w { row[col] } else { 0.0 };
-                }
+                // Input columns c0 - 1 .. c0 - 1 + pw, clipped to the row.
+                let c0 = 2 * s.tx0;
+                let lo = usize::from(c0 == 0);
+                let hi = (w + 1 - c0).min(pw);
+                prow[..lo].fill(0.0);
+                prow[lo..hi].copy_from_slice(&row[c0 + lo - 1..c0 + hi - 1]);
+                prow[hi..].fill(0.0);
             }
             // 2. Bᵀ down the columns: rows d0..d3 -> d0 - d2, d1 + d2, d2 - d1, d1 - d3.
-            for p in 0..2 {
-                let d = |r: usize| &eo[(2 * r + p) * m_max..][..m];
+            {
+                let d = |r: usize| &rows[r * 2 * m_max..][..pw];
                 let (d0, d1, d2, d3) = (d(0), d(1), d(2), d(3));
-                let (t01, t23) = te[2 * p * m_max * 2..][..4 * m_max].split_at_mut(2 * m_max);
-                let (t0, t1) = t01.split_at_mut(m_max);
-                let (t2, t3) = t23.split_at_mut(m_max);
-                for k in 0..m {
+                let (t01, t23) = te[..8 * m_max].split_at_mut(4 * m_max);
+                let (t0, t1) = t01.split_at_mut(2 * m_max);
+                let (t2, t3) = t23.split_at_mut(2 * m_max);
+                // Slices of exactly pw: the loop then has no bounds checks and vectorises.
+                let (t0, t1, t2, t3) = (&mut t0[..pw], &mut t1[..pw], &mut t2[..pw], &mut t3[..pw]);
+                for k in 0..pw {
                     t0[k] = d0[k] - d2[k];
                     t1[k] = d1[k] + d2[k];
                     t2[k] = d2[k] - d1[k];
                     t3[k] = d1[k] - d3[k];
                 }
             }
-            // 3. Bᵀ along the rows: a tile's columns e[k], o[k], e[k + 1], o[k + 1]; row-major
+            // 3. Bᵀ along the rows: tile k's columns t[2 k .. 2 k + 4]; row-major
             //    straight into the GEMM's B matrices, packed through out16.
             let len = s.len;
             for r in 0..4 {
-                let e = &te[r * m_max..][..m];
-                let o = &te[(4 + r) * m_max..][..m];
+                let t = &te[r * 2 * m_max..][..pw];
                 let [v0, v1, v2, v3] = if packed {
                     let (v0, rest) = out16[4 * r * longest..][..4 * longest].split_at_mut(longest);
                     let (v1, rest) = rest.split_at_mut(longest);
@@ -354,21 +340,31 @@ fn transform_inputs_body(
                     &mut v2[..len],
                     &mut v3[..len],
                 );
-                for k in 0..len {
-                    v0[k] = e[k] - e[k + 1];
-                    v1[k] = o[k] + e[k + 1];
-                    v2[k] = e[k + 1] - o[k];
-                    v3[k] = o[k] - o[k + 1];
+                for (k, (q, q1)) in t.chunks_exact(2).zip(t[2..].chunks_exact(2)).enumerate() {
+                    v0[k] = q[0] - q1[0];
+                    v1[k] = q[1] + q1[0];
+                    v2[k] = q1[0] - q[1];
+                    v3[k] = q[1] - q1[1];
                 }
             }
             // 4. Packed: into the GEMM's B panels.
             if packed {
-                for (xi, vals) in out16.chunks_exact(longest).enumerate() {
-                    let vx = &mut v[xi * v_len..][..v_len];
-                    for (k, &val) in vals[..len].iter().enumerate() {
-                        let j = s.j0 + k;
-                        vx[(j / NR * c_in + c) * NR + j % NR] = val;
+                // Column j goes to panel j / NR, row c, lane j % NR: the run in pieces per panel.
+                let mut k = 0;
+                while k < len {
+                    let j = s.j0 + k;
+                    let lane = j % NR;
+                    let take = (NR - lane).min(len - k);
+                    let at = (j / NR * c_in + c) * NR + lane;
+                    for (xi, vals) in out16.chunks_exact(longest).enumerate() {
+                        let vx = &mut v[xi * v_len + at..];
+                        if take == NR {
+                            copy_panel_row(&vals[k..], vx);
+                        } else {
+                            vx[..take].copy_from_slice(&vals[k..k + take]);
+                        }
                     }
+                    k += take;
                 }
             }
         }
@@ -404,6 +400,12 @@ fn transform_outputs_body(
             let (y0, rest) = y4[..4 * longest].split_at_mut(longest);
             let (y1, rest) = rest.split_at_mut(longest);
             let (y2, y3) = rest.split_at_mut(longest);
+            let (y0, y1, y2, y3) = (
+                &mut y0[..len],
+                &mut y1[..len],
+                &mut y2[..len],
+                &mut y3[..len],
+            );
             for k in 0..len {
                 // Aᵀ down the columns: rows m0..m3 -> m0 + m1 + m2, m1 - m2 - m3.
                 let a = [
