@@ -48,11 +48,11 @@ impl<const D: usize> Param<D> {
         }
     }
 
-    /// [`new`](Self::new), but on the CPU backend with [`cpu::PACK_CONV_WEIGHTS`] the values
+    /// [`new`](Self::new), but on the CPU backend with [`cpu::PACK_WEIGHTS`] the values
     /// are packed as the left operand of a GEMM: `[dim 0, the other dims flattened]`.
     pub fn new_gemm_lhs(t: Tensor<D>) -> Self {
         match Self::new(t) {
-            Param::Host { values, shape } if cpu::PACK_CONV_WEIGHTS => {
+            Param::Host { values, shape } if cpu::PACK_WEIGHTS => {
                 let rows = shape.first().copied().unwrap_or(1);
                 let cols = shape.iter().skip(1).product();
                 Param::Packed {
@@ -125,7 +125,7 @@ impl Param<4> {
             let shape = t.dims();
             let values = cpu::host_values(t);
             return Param::Winograd {
-                weight: cpu::WinogradWeight::new(&values, c_out, c_in, cpu::PACK_CONV_WEIGHTS),
+                weight: cpu::WinogradWeight::new(&values, c_out, c_in, cpu::PACK_WEIGHTS),
                 shape,
             };
         }

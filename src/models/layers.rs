@@ -3,7 +3,7 @@
 
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
 use crate::backend::{cpu, Param};
 use crate::error::Result;
@@ -124,12 +124,26 @@ impl Conv2d {
 }
 
 /// `torch.nn.Linear`. The weight is kept as `[in, out]` (transposed once at load) so that the
-/// forward pass is one matmul.
+/// forward pass is one matmul; on the CPU backend in the browser ([`cpu::PACK_WEIGHTS`]) it is
+/// the `[out, in]` weight packed once for [`cpu::linear`] instead.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    pub weight: Tensor<2>,
-    /// Absent for `bias=False` (the attention projections of the transformer blocks).
-    pub bias: Option<Tensor<1>>,
+    params: LinearParams,
+}
+
+/// The bias is absent for `bias=False` (the attention projections of the transformer blocks).
+#[derive(Debug, Clone)]
+// As `Param`: the tensor variant is the large one and the common one on the GPU.
+#[allow(clippy::large_enum_variant)]
+enum LinearParams {
+    Tensor {
+        weight: Tensor<2>,
+        bias: Option<Tensor<1>>,
+    },
+    Packed {
+        weight: cpu::PackedMatrix,
+        bias: Option<Vec<f32>>,
+    },
 }
 
 impl Linear {
@@ -157,15 +171,40 @@ impl Linear {
         } else {
             None
         };
-        Ok(Self {
-            weight: weight.transpose(),
-            bias,
-        })
+        let params = if cpu::PACK_WEIGHTS && cpu::on_cpu(&weight.device()) {
+            // The tensor's own dims: a shape recorder hands out 1-element placeholders.
+            let [rows, cols] = weight.dims();
+            LinearParams::Packed {
+                weight: cpu::PackedMatrix::pack(&cpu::host_values(weight), rows, cols),
+                bias: bias.map(cpu::host_values),
+            }
+        } else {
+            LinearParams::Tensor {
+                weight: weight.transpose(),
+                bias,
+            }
+        };
+        Ok(Self { params })
     }
 
     /// `[..., in] -> [..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        burn::tensor::module::linear(x, self.weight.clone(), self.bias.clone())
+        use burn::tensor::module::linear;
+        match &self.params {
+            LinearParams::Tensor { weight, bias } => linear(x, weight.clone(), bias.clone()),
+            LinearParams::Packed { weight, bias } => {
+                let bias = bias.as_deref();
+                if cpu::linear_applies(&x, weight, bias) {
+                    return cpu::linear(x, weight, bias);
+                }
+                // Where the kernel does not apply (a wrong input width: burn's op reports it).
+                let device = x.device();
+                let w = TensorData::new(weight.unpack(), [weight.rows(), weight.cols()]);
+                let b = bias
+                    .map(|b| Tensor::from_data(TensorData::new(b.to_vec(), [b.len()]), &device));
+                linear(x, Tensor::from_data(w, &device).transpose(), b)
+            }
+        }
     }
 }
 

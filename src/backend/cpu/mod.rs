@@ -51,11 +51,13 @@ macro_rules! wide_simd {
 
 mod conv;
 mod gemm;
+mod linear;
 mod norm;
 mod winograd;
 
 pub(crate) use conv::{conv2d, conv2d_applies, ConvGeometry, ConvWeight};
 pub use gemm::PackedMatrix;
+pub(crate) use linear::{linear, linear_applies};
 pub use winograd::WinogradWeight;
 
 /// Frees the convolutions' scratch (grown to the largest layer and kept between calls); called
@@ -65,9 +67,10 @@ pub fn release_scratch() {
     winograd::release_scratch();
 }
 
-/// Whether convolution weights are packed once at load for the browser's own GEMM
-/// ([`gemm`]); native builds keep the gemm crate (its AVX-512/AVX2 kernels beat a 4-lane tile).
-pub(crate) const PACK_CONV_WEIGHTS: bool = cfg!(target_arch = "wasm32");
+/// Whether convolution and linear-layer weights are packed once at load for the browser's own
+/// GEMM ([`gemm`]); native builds keep the gemm crate (its AVX-512/AVX2 kernels beat a 4-lane
+/// tile).
+pub(crate) const PACK_WEIGHTS: bool = cfg!(target_arch = "wasm32");
 pub(crate) use norm::{group_norm, group_norm_applies, silu, silu_applies};
 
 use burn::tensor::{DType, Device, Tensor, TensorData};

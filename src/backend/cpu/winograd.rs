@@ -30,7 +30,7 @@ const CHUNK_ELEMS: usize = 1 << 18;
 
 /// A 3x3 convolution weight `[c_out, c_in, 3, 3]` as the 16 Winograd matrices `U_ξ = (G g
 /// Gᵀ)_ξ`, each `[c_out, c_in]`: row-major for the gemm crate natively, packed for the
-/// browser's GEMM ([`super::PACK_CONV_WEIGHTS`]).
+/// browser's GEMM ([`super::PACK_WEIGHTS`]).
 #[derive(Debug, Clone)]
 pub struct WinogradWeight {
     c_out: usize,
