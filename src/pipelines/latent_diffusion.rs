@@ -165,7 +165,7 @@ impl LatentDiffusion {
         // The run is checked against the native budget, beside both models' f32 weights.
         let budget = MemoryBudget::NATIVE;
         let resident = if budget.weights_inside {
-            4 * self.parameter_count()? as u64
+            self.cpu_weight_bytes()?
         } else {
             0
         };
@@ -180,6 +180,17 @@ impl LatentDiffusion {
             resident,
         )?;
         Ok(LdmRun { pipe: self, run })
+    }
+
+    /// Bytes the U-Net's and the VQ model's weights take on the CPU
+    /// ([`crate::memory::cpu_weight_bytes`]).
+    fn cpu_weight_bytes(&self) -> Result<u64> {
+        let mut rec = ShapeRecorder::default();
+        VQModel::load(&self.vqvae.config, &mut rec, &Device::flex())?;
+        let unet = crate::models::parameter_shapes(&self.unet.config)?;
+        Ok(crate::memory::cpu_weight_bytes(
+            rec.entries.iter().chain(&unet).map(|(_, s)| &s[..]),
+        ))
     }
 
     /// Parameters of the U-Net and the VQ model together.
