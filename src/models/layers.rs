@@ -211,26 +211,46 @@ impl Linear {
 /// `torch.nn.LayerNorm(dim, eps, elementwise_affine=True)` over the last axis.
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
-    pub weight: Tensor<1>,
-    pub bias: Tensor<1>,
+    pub weight: Param<1>,
+    pub bias: Param<1>,
     eps: f64,
 }
 
 impl LayerNorm {
     pub fn load(src: &mut impl TensorSource, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
-        Ok(Self {
-            weight: src.get(&join(prefix, "weight"), [dim])?,
-            bias: src.get(&join(prefix, "bias"), [dim])?,
+        Ok(Self::new(
+            src.get(&join(prefix, "weight"), [dim])?,
+            src.get(&join(prefix, "bias"), [dim])?,
             eps,
-        })
+        ))
     }
 
-    /// `[B, N, dim] -> [B, N, dim]`, normalised per token with the biased variance.
+    /// From the affine parameters `[dim]`.
+    pub fn new(weight: Tensor<1>, bias: Tensor<1>, eps: f64) -> Self {
+        Self {
+            weight: Param::new(weight),
+            bias: Param::new(bias),
+            eps,
+        }
+    }
+
+    /// `[B, N, dim] -> [B, N, dim]`, normalised per token with the biased variance: the CPU
+    /// kernel where it applies, else the generic ops.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        if let (Some(g), Some(b)) = (self.weight.host(), self.bias.host()) {
+            if cpu::layer_norm_applies(&x, g.len()) && b.len() == g.len() {
+                return cpu::layer_norm(x, g, b, self.eps);
+            }
+        }
+        self.forward_generic(x)
+    }
+
+    /// The same with burn's generic ops (every backend; WebGPU uses this).
+    pub(crate) fn forward_generic(&self, x: Tensor<3>) -> Tensor<3> {
         let [_, _, d] = x.dims();
         let (var, mean) = x.clone().var_mean_bias(2);
         let normed = (x - mean).div((var + self.eps).sqrt());
-        normed * self.weight.clone().reshape([1, 1, d]) + self.bias.clone().reshape([1, 1, d])
+        normed * self.weight.tensor().reshape([1, 1, d]) + self.bias.tensor().reshape([1, 1, d])
     }
 }
 

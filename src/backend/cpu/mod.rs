@@ -71,7 +71,9 @@ pub fn release_scratch() {
 /// GEMM ([`gemm`]); native builds keep the gemm crate (its AVX-512/AVX2 kernels beat a 4-lane
 /// tile).
 pub(crate) const PACK_WEIGHTS: bool = cfg!(target_arch = "wasm32");
-pub(crate) use norm::{group_norm, group_norm_applies, silu, silu_applies};
+pub(crate) use norm::{
+    group_norm, group_norm_applies, layer_norm, layer_norm_applies, silu, silu_applies,
+};
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
