@@ -3,21 +3,22 @@
 //! Convolutional Neural Networks", section 4).
 //!
 //! Why: a direct 3x3 convolution is a GEMM with `9 c_in` multiply-adds per output; with the tile
-//! at simd128's bound (no FMA: BENCHMARKS.md "CPU speed with the fair harness") the only way to
-//! a faster CPU step is fewer multiplies. F(2x2, 3x3) computes each 2x2 block of outputs from a
+//! at simd128's bound (no FMA: BENCHMARKS.md "CPU speed with the fair harness") the lever left is
+//! fewer multiplies. F(2x2, 3x3) computes each 2x2 block of outputs from a
 //! 4x4 input tile with 16 products instead of 36 (2.25x fewer), and the products of all tiles
 //! at one of the 16 positions `ξ` are one GEMM: `M_ξ [c_out, tiles] = U_ξ [c_out, c_in] @ V_ξ
 //! [c_in, tiles]`. The pieces:
 //! - **U** = `G g Gᵀ` for every filter `g`, transformed ONCE at load ([`WinogradWeight::new`];
 //!   16/9 of the weight's memory), packed for the browser's GEMM there.
-//! - **V** = `Bᵀ d Bᵀᵀ` for every 4x4 input tile `d` (stride 2, the padding read as zeros),
+//! - **V** = `Bᵀ d B` for every 4x4 input tile `d` (stride 2, the padding read as zeros),
 //!   written straight into the layout the GEMM reads (packed panels in the browser).
 //! - **Y** = `Aᵀ M A`: the 2x2 outputs of a tile, plus the bias.
 //! - The tiles of every image of the batch are the GEMMs' columns, so a batch is one GEMM per
 //!   `ξ` (not one per image), in chunks that keep `V` and `M` in cache.
 //!
 //! F(2x2, 3x3)'s transforms have entries 0, ±1 and ±1/2 only, so its rounding stays within a few
-//! ulp of the direct sum (the larger F(4x4, 3x3) needs ±1/4..±8 and loses ~2 digits).
+//! ulp of the direct sum (the larger F(4x4, 3x3) has entries up to ±8 and a larger rounding
+//! error); the unit tests hold it within 2e-5 of the direct convolution.
 
 use burn::tensor::Tensor;
 
