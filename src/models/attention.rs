@@ -8,6 +8,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::Tensor;
 
 use super::layers::{GroupNorm, LayerNorm, Linear};
+use crate::backend::cpu;
 use crate::error::Result;
 use crate::memory::MAX_SCORE_ELEMS;
 use crate::weights::TensorSource;
@@ -135,6 +136,9 @@ impl FeedForward {
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let h = self.geglu.proj.forward(x);
+        if cpu::geglu_applies(&h) {
+            return self.out.forward(cpu::geglu(h));
+        }
         let inner = h.dims()[2] / 2;
         let a = h.clone().narrow(2, 0, inner);
         let g = h.narrow(2, inner, inner);

@@ -1,5 +1,5 @@
-//! Kernels for the CPU (flex) backend: GroupNorm (+ SiLU), LayerNorm and SiLU as single passes
-//! over host memory, Conv2d as one NCHW im2col (or indirect) GEMM with the bias folded into the
+//! Kernels for the CPU (flex) backend: GroupNorm (+ SiLU), LayerNorm, SiLU and GEGLU as single
+//! passes over host memory, Conv2d as one NCHW im2col (or indirect) GEMM with the bias folded into the
 //! GEMM, the 3x3 stride-1 Conv2d of every resnet as Winograd F(2x2, 3x3) ([`winograd`]), and in
 //! the browser Linear on the same packed GEMM ([`linear`]).
 //!
@@ -73,7 +73,8 @@ pub fn release_scratch() {
 /// tile).
 pub(crate) const PACK_WEIGHTS: bool = cfg!(target_arch = "wasm32");
 pub(crate) use norm::{
-    group_norm, group_norm_applies, layer_norm, layer_norm_applies, silu, silu_applies,
+    geglu, geglu_applies, group_norm, group_norm_applies, layer_norm, layer_norm_applies, silu,
+    silu_applies,
 };
 
 use burn::tensor::{DType, Device, Tensor, TensorData};

@@ -1,4 +1,4 @@
-//! GroupNorm (+ SiLU) and SiLU on host memory, with a vectorisable exponential.
+//! GroupNorm (+ SiLU), LayerNorm, SiLU and GEGLU on host memory, with a vectorisable exponential.
 
 use burn::tensor::Tensor;
 
@@ -57,6 +57,66 @@ fn lane_sum(v: &[f32], f: impl Fn(f64) -> f64) -> f64 {
 /// Whether [`silu`] runs on `x` (an f32 flex tensor).
 pub(crate) fn silu_applies<const D: usize>(x: &Tensor<D>) -> bool {
     on_cpu_f32(x)
+}
+
+/// `0.5 x (1 + erf(x / √2))`, torch's exact GELU, with erf from Abramowitz & Stegun 7.1.26
+/// (absolute error below 1.5e-7) on a vectorisable exp: for x < 0, `1 + erf` is computed as the
+/// formula's `erfc` directly (no cancellation), so the tail keeps its relative accuracy too.
+#[inline(always)]
+pub(crate) fn gelu_f32(x: f32) -> f32 {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_74,
+        1.421_413_8,
+        -1.453_152,
+        1.061_405_4,
+    ];
+    let y = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
+    let t = 1.0 / (1.0 + P * y);
+    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    // erfc(|x| / √2).
+    let erfc = poly * exp_f32(-y * y);
+    let one_plus_erf = if x < 0.0 { erfc } else { 2.0 - erfc };
+    0.5 * x * one_plus_erf
+}
+
+/// Whether [`geglu`] runs on `h` (an f32 flex tensor whose last axis has two halves).
+pub(crate) fn geglu_applies(h: &Tensor<3>) -> bool {
+    on_cpu_f32(h) && h.dims()[2] % 2 == 0
+}
+
+/// diffusers' `GEGLU` after its projection: `[B, N, 2 inner] -> [B, N, inner]`, `a * gelu(g)`
+/// for the halves `[a, g]` of the last axis, in one pass ([`geglu_applies`]; the generic form
+/// is two strided views, the GELU's passes and the product).
+pub(crate) fn geglu(h: Tensor<3>) -> Tensor<3> {
+    let [b, n, two_inner] = h.dims();
+    let inner = two_inner / 2;
+    let device = h.device();
+    let (_, out) = take_host(h, |v| {
+        let mut out = vec![0f32; b * n * inner];
+        geglu_rows(v, &mut out, inner);
+        out
+    });
+    super::from_host(out, [b, n, inner], &device)
+}
+
+wide_simd! {
+    /// [`geglu`] on host rows `[a, g]` of `2 inner` values into rows of `inner`.
+    fn geglu_rows(v: &[f32], out: &mut [f32], inner: usize) = geglu_rows_body
+}
+
+#[inline(always)]
+fn geglu_rows_body(v: &[f32], out: &mut [f32], inner: usize) {
+    for (row, o) in v
+        .chunks_exact(2 * inner.max(1))
+        .zip(out.chunks_exact_mut(inner.max(1)))
+    {
+        let (a, g) = row.split_at(inner);
+        for ((o, &a), &g) in o.iter_mut().zip(a).zip(g) {
+            *o = a * gelu_f32(g);
+        }
+    }
 }
 
 /// SiLU in place on a flex tensor ([`silu_applies`]).
@@ -240,6 +300,71 @@ mod tests {
         }
         assert_eq!(silu_f32(1e4), 1e4);
         assert!(silu_f32(-1e4).abs() < 1e-30);
+    }
+
+    #[test]
+    fn gelu_matches_the_exact_definition() {
+        // Against torch's exact GELU in f64 (libm erf), over the range activations take and
+        // the tails.
+        let mut worst = 0f64;
+        let mut x = -12.0f32;
+        while x <= 12.0 {
+            let want = 0.5 * x as f64 * (1.0 + libm_erf(x as f64 / std::f64::consts::SQRT_2));
+            worst = worst.max((gelu_f32(x) as f64 - want).abs() / want.abs().max(1.0));
+            x += 0.0137;
+        }
+        assert!(worst < 5e-7, "max error {worst:e}");
+        assert_eq!(gelu_f32(0.0), 0.0);
+        assert!(gelu_f32(-100.0).abs() < 1e-30 && gelu_f32(100.0) == 100.0);
+    }
+
+    /// erf in f64, the reference:
+    /// the Taylor series for |x| < 3, else 1 - erfc from its continued fraction.
+    fn libm_erf(x: f64) -> f64 {
+        let a = x.abs();
+        let r = if a < 3.0 {
+            let (mut term, mut sum, mut k) = (a, a, 0.0);
+            while term.abs() > 1e-17 * sum.abs() {
+                k += 1.0;
+                term *= -a * a / k;
+                sum += term / (2.0 * k + 1.0);
+            }
+            sum * 2.0 / std::f64::consts::PI.sqrt()
+        } else {
+            // erfc(a) = exp(-a^2) / sqrt(pi) * 1 / (a + 1/2 / (a + 1 / (a + 3/2 / (a + ...)))).
+            let mut f = a;
+            for k in (1..60).rev() {
+                f = a + (k as f64 / 2.0) / f;
+            }
+            1.0 - (-a * a).exp() / (std::f64::consts::PI.sqrt() * f)
+        };
+        r.copysign(x)
+    }
+
+    #[test]
+    fn fused_geglu_matches_the_generic_ops() {
+        let device = Device::flex();
+        let [b, n, inner] = [2, 3, 10];
+        let v: Vec<f32> = (0..b * n * 2 * inner)
+            .map(|i| (i * 7919 % 1000) as f32 / 100.0 - 5.0)
+            .collect();
+        let h = Tensor::<3>::from_data(TensorData::new(v, [b, n, 2 * inner]), &device);
+        assert!(geglu_applies(&h));
+        let a = h.clone().narrow(2, 0, inner);
+        let g = h.clone().narrow(2, inner, inner);
+        let want = (a * burn::tensor::activation::gelu(g))
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        let got = geglu(h);
+        assert_eq!(got.dims(), [b, n, inner]);
+        let got = got.into_data().try_into_vec::<f32>().unwrap();
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+            .fold(0f32, f32::max);
+        assert!(worst < 2e-6, "max |fused - generic| = {worst:e}");
     }
 
     #[test]
