@@ -1,7 +1,7 @@
 //! Kernels for the CPU (flex) backend: GroupNorm (+ SiLU), LayerNorm, SiLU and GEGLU as single
-//! passes over host memory, Conv2d as one NCHW im2col (or indirect) GEMM with the bias folded into the
-//! GEMM, the 3x3 stride-1 Conv2d of every resnet as Winograd F(2x2, 3x3) ([`winograd`]), and in
-//! the browser Linear on the same packed GEMM ([`linear`]).
+//! passes over host memory, Conv2d as one NCHW im2col (or indirect) GEMM with the bias folded
+//! into the GEMM, the 3x3 stride-1 Conv2d of every resnet as Winograd F(2x2, 3x3)
+//! ([`winograd`]), and in the browser Linear on the same packed GEMM ([`linear`]).
 //!
 //! Why: a profile of a CPU sampling step in the browser (BENCHMARKS.md, `bench/profile.mjs`)
 //! spent ~11% in the scalar `expf` of flex's sigmoid and a few % more in the 6-8 separate tensor
