@@ -80,14 +80,6 @@ impl<const D: usize> Param<D> {
         }
     }
 
-    /// The Winograd transform, on the CPU backend where a convolution weight is kept as one.
-    pub fn winograd(&self) -> Option<&cpu::WinogradWeight> {
-        match self {
-            Param::Winograd { weight, .. } => Some(weight),
-            _ => None,
-        }
-    }
-
     /// The parameter as a tensor on its device (on the CPU backend a copy of the host values).
     pub fn tensor(&self) -> Tensor<D> {
         match self {

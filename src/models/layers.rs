@@ -99,15 +99,11 @@ impl Conv2d {
     /// `[B, in, H, W] -> [B, out, H', W']`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let g = self.geometry();
-        let weight = match (
-            self.weight.host(),
-            self.weight.packed(),
-            self.weight.winograd(),
-        ) {
-            (Some(v), _, _) => Some(cpu::ConvWeight::Values(v)),
-            (_, Some(p), _) => Some(cpu::ConvWeight::Packed(p)),
-            (_, _, Some(w)) => Some(cpu::ConvWeight::Winograd(w)),
-            _ => None,
+        let weight = match &self.weight {
+            Param::Host { values, .. } => Some(cpu::ConvWeight::Values(values)),
+            Param::Packed { matrix, .. } => Some(cpu::ConvWeight::Packed(matrix)),
+            Param::Winograd { weight, .. } => Some(cpu::ConvWeight::Winograd(weight)),
+            Param::Device(_) => None,
         };
         match (weight, self.bias.host()) {
             (Some(w), Some(b)) if cpu::conv2d_applies(&x, w, b, g) => cpu::conv2d(x, w, b, g),

@@ -182,27 +182,31 @@ impl LatentDiffusion {
         Ok(LdmRun { pipe: self, run })
     }
 
+    /// Every parameter of the U-Net and the VQ model: (name, shape).
+    fn parameter_shapes(&self) -> Result<Vec<(String, Vec<usize>)>> {
+        let mut rec = ShapeRecorder::default();
+        VQModel::load(&self.vqvae.config, &mut rec, &Device::flex())?;
+        let mut shapes = crate::models::parameter_shapes(&self.unet.config)?;
+        shapes.append(&mut rec.entries);
+        Ok(shapes)
+    }
+
     /// Bytes the U-Net's and the VQ model's weights take on the CPU
     /// ([`crate::memory::cpu_weight_bytes`]).
     fn cpu_weight_bytes(&self) -> Result<u64> {
-        let mut rec = ShapeRecorder::default();
-        VQModel::load(&self.vqvae.config, &mut rec, &Device::flex())?;
-        let unet = crate::models::parameter_shapes(&self.unet.config)?;
+        let shapes = self.parameter_shapes()?;
         Ok(crate::memory::cpu_weight_bytes(
-            rec.entries.iter().chain(&unet).map(|(_, s)| &s[..]),
+            shapes.iter().map(|(_, s)| &s[..]),
         ))
     }
 
     /// Parameters of the U-Net and the VQ model together.
     pub fn parameter_count(&self) -> Result<usize> {
-        let mut rec = ShapeRecorder::default();
-        VQModel::load(&self.vqvae.config, &mut rec, &Device::flex())?;
-        let vq: usize = rec
-            .entries
+        Ok(self
+            .parameter_shapes()?
             .iter()
             .map(|(_, s)| s.iter().product::<usize>())
-            .sum();
-        Ok(crate::models::parameter_count(&self.unet.config)? + vq)
+            .sum())
     }
 
     /// Latents `[B, C, h, w]` -> the image `[B, 3, H, W]` in about [-1, 1], as `LDMPipeline`

@@ -248,7 +248,7 @@ fn push_bias_rows<'o>(out: &'o mut Vec<f32>, bias: &[f32], p: usize) -> &'o mut 
 
 /// `dst += weight @ rhs` with the gemm crate: `weight` `[c_out, kk]`, `rhs` `[kk, bp]` (row
 /// stride bp), `dst` `[c_out, bp]` with row stride `p` (a band of the output's rows).
-fn gemm_values(
+pub(super) fn gemm_values(
     weight: &[f32],
     rhs: &[f32],
     c_out: usize,
@@ -409,7 +409,7 @@ mod tests {
         use burn::tensor::module::conv2d as generic_conv2d;
         use burn::tensor::ops::ConvOptions;
         let device = Device::flex();
-        let value = |i: usize, m: usize| ((i * 2654435761 % m) as f32 / m as f32) - 0.5;
+        let value = crate::backend::cpu::test_value;
         // (c_in, c_out, k, stride, padding, h, w): the shapes UNet2DModel uses (3x3 same, 1x1,
         // stride-2 downsample with symmetric and asymmetric padding) on odd and even sizes.
         for (c_in, c_out, k, s, pad, h, w) in [

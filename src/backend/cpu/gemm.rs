@@ -318,9 +318,7 @@ mod lanes {
 mod tests {
     use super::*;
 
-    fn value(i: usize, m: usize) -> f32 {
-        ((i * 2654435761 % m) as f32 / m as f32) - 0.5
-    }
+    use crate::backend::cpu::test_value as value;
 
     #[test]
     fn pack_then_unpack_is_the_identity() {

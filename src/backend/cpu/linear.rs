@@ -81,7 +81,7 @@ mod tests {
     #[test]
     fn linear_matches_the_generic_op() {
         let device = Device::flex();
-        let value = |i: usize, m: usize| ((i * 2654435761 % m) as f32 / m as f32) - 0.5;
+        let value = crate::backend::cpu::test_value;
         // (tokens, in, out): whole panels and tiles, ragged ones, one token, K over several
         // blocks of the GEMM.
         for (tokens, d_in, d_out, with_bias) in [

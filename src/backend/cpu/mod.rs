@@ -119,3 +119,10 @@ fn take_host<const D: usize, R>(x: Tensor<D>, f: impl FnOnce(&mut [f32]) -> R) -
 fn from_host<const D: usize>(v: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(v, shape), device)
 }
+
+/// A deterministic test value in [-0.5, 0.5) for index `i` (a multiplicative hash mod `m`), for
+/// the kernels' tests.
+#[cfg(test)]
+fn test_value(i: usize, m: usize) -> f32 {
+    ((i * 2654435761 % m) as f32 / m as f32) - 0.5
+}

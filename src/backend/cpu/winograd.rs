@@ -22,6 +22,7 @@
 
 use burn::tensor::Tensor;
 
+use super::conv::gemm_values;
 use super::gemm::{copy_panel_row, gemm_packed, packed_b_len, PackedMatrix, NR};
 use super::{from_host, take_host};
 
@@ -152,15 +153,17 @@ pub(crate) fn conv2d(x: Tensor<4>, w: &WinogradWeight, bias: &[f32]) -> Tensor<4
     let packed = matches!(w.u.first(), Some(Lhs::Packed(_)));
     let run = |x: &[f32]| {
         SCRATCH.with_borrow_mut(|Scratch { v, m }| {
-            let nc = chunk.min(tiles);
-            // One ξ's V: [c_in, nc] row-major, or packed into NR-column panels.
-            let v_len = if packed {
-                packed_b_len(c_in, nc)
-            } else {
-                c_in * nc
+            // One ξ's V for n tiles: [c_in, n] row-major, or packed into NR-column panels.
+            let v_len = |n: usize| {
+                if packed {
+                    packed_b_len(c_in, n)
+                } else {
+                    c_in * n
+                }
             };
-            if v.len() < 16 * v_len {
-                v.resize(16 * v_len, 0.0);
+            let nc = chunk.min(tiles);
+            if v.len() < 16 * v_len(nc) {
+                v.resize(16 * v_len(nc), 0.0);
             }
             if m.len() < 16 * c_out * nc {
                 m.resize(16 * c_out * nc, 0.0);
@@ -168,11 +171,7 @@ pub(crate) fn conv2d(x: Tensor<4>, w: &WinogradWeight, bias: &[f32]) -> Tensor<4
             let mut out = vec![0f32; b * c_out * h * wd];
             for t0 in (0..tiles).step_by(chunk) {
                 let n = chunk.min(tiles - t0);
-                let v_len = if packed {
-                    packed_b_len(c_in, n)
-                } else {
-                    c_in * n
-                };
+                let v_len = v_len(n);
                 // 1. V_ξ = (Bᵀ d B)_ξ for every input channel and tile of the chunk.
                 transform_inputs(x, grid, c_in, t0..t0 + n, packed, &mut v[..16 * v_len]);
                 // 2. M_ξ = U_ξ V_ξ: one GEMM per ξ over all the chunk's tiles.
@@ -182,12 +181,11 @@ pub(crate) fn conv2d(x: Tensor<4>, w: &WinogradWeight, bias: &[f32]) -> Tensor<4
                         .zip(v.chunks_exact(v_len))
                         .zip(m.chunks_exact_mut(c_out * n))
                 {
+                    // Both GEMMs add onto m.
+                    m.fill(0.0);
                     match u {
-                        Lhs::Packed(a) => {
-                            m.fill(0.0);
-                            gemm_packed(a, v, n, m, n);
-                        }
-                        Lhs::Values(a) => gemm_overwrite(a, v, c_out, c_in, n, m),
+                        Lhs::Packed(a) => gemm_packed(a, v, n, m, n),
+                        Lhs::Values(a) => gemm_values(a, v, c_out, c_in, n, m, n),
                     }
                 }
                 // 3. Y = Aᵀ M A + bias, the tiles' 2x2 outputs.
@@ -474,37 +472,6 @@ wide_simd! {
     ) = transform_outputs_body
 }
 
-/// `m = a @ v` with the gemm crate: `a` `[c_out, c_in]`, `v` `[c_in, n]`, `m` `[c_out, n]`, all
-/// row-major.
-fn gemm_overwrite(a: &[f32], v: &[f32], c_out: usize, c_in: usize, n: usize, m: &mut [f32]) {
-    assert!(a.len() == c_out * c_in && v.len() >= c_in * n && m.len() >= c_out * n);
-    // SAFETY: the three matrices lie inside their slices (asserted above) with the strides
-    // given; read_dst = false: m = 1 * (a @ v), whatever m held.
-    unsafe {
-        gemm::gemm(
-            c_out,
-            n,
-            c_in,
-            m.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            c_in as isize,
-            v.as_ptr(),
-            1,
-            n as isize,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
 /// Scratch of [`conv2d`], grown to the largest chunk and reused: the 16 `V_ξ` and `M_ξ`.
 #[derive(Default)]
 struct Scratch {
@@ -525,9 +492,7 @@ pub(crate) fn release_scratch() {
 mod tests {
     use super::*;
 
-    fn value(i: usize, m: usize) -> f32 {
-        ((i * 2654435761 % m) as f32 / m as f32) - 0.5
-    }
+    use crate::backend::cpu::test_value as value;
 
     #[test]
     fn the_weight_comes_back_from_its_transform() {
