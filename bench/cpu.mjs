@@ -2,7 +2,8 @@
 // execution provider (1 thread), in headless Chromium, measured the same way on both sides.
 //
 //   node bench/cpu.mjs [--models DIR] [--cases emoji:1,emoji-gpu:1,cifar10:1] [--rounds 3]
-//                      [--samples 10] [--flags default|no-liftoff] [--out FILE.json] [PKG_DIR...]
+//                      [--samples 10] [--flags default|no-liftoff] [--threads 1,2]
+//                      [--out FILE.json] [PKG_DIR...]
 //   node bench/cpu.mjs --time-to-speed PAGES [--ttfs-seconds 60] [--cases ...] [PKG_DIR]
 //
 // PKG_DIR (default pkg) is a built copy of pkg/; several are several builds compared, e.g. before
@@ -31,6 +32,14 @@
 // fresh page of its own (a new browser context: nothing compiled or cached is shared). Per cell
 // (case x implementation): n, median, p10, p90, min, max and the per-round medians of the pooled
 // samples; ours/ORT is the ratio of the pooled medians, with the range of the per-round ratios.
+// --threads LIST (default 1): every build and onnxruntime-web run once per thread count, ours
+// with the load option `threads` (the package's threaded build above 1), onnxruntime-web with
+// `numThreads`; with any count above 1 the pages are served cross-origin isolated (COOP/COEP),
+// which wasm threads need, and ours/ORT compares the same thread count, "vs 1t" each build
+// against itself on one thread. Ours then runs in a SamplerWorker at every thread count (on the
+// main thread a page keeps one core for the waiting thread, see index.js); a call is the same
+// step, its preview arriving as ImageBitmaps. onnxruntime-web stays on the main thread, which
+// is one of its compute threads.
 // --flags default starts Chromium with plain flags (Liftoff first, TurboFan tier-up as users
 // get it); no-liftoff adds NO_LIFTOFF_ARGS (every wasm function optimized before it first runs:
 // steady-state code from the first call).
@@ -68,7 +77,7 @@ if (argv.includes("-h") || argv.includes("--help")) {
 }
 
 // --- command line ---------------------------------------------------------------------------
-const OPTIONS = ["--models", "--cases", "--rounds", "--samples", "--flags", "--out", "--time-to-speed", "--ttfs-seconds"];
+const OPTIONS = ["--models", "--cases", "--rounds", "--samples", "--flags", "--out", "--time-to-speed", "--ttfs-seconds", "--threads"];
 const opts = new Map();
 const dirArgs = [];
 for (let i = 0; i < argv.length; i++) {
@@ -107,6 +116,19 @@ const dirs = (dirArgs.length ? dirArgs : ["pkg"]).map((d, i, all) => {
   const label = all.indexOf(d) === i ? d : `${d}#${i + 1}`;
   return { label, abs, route: `/p${i}/` };
 });
+const THREADS = (opts.get("--threads") ?? "1").split(",").map((t) => {
+  const n = Number(t);
+  if (!Number.isInteger(n) || n < 1 || n > 64) throw new Error(`--threads: expected thread counts from 1 to 64, found "${t}"`);
+  return n;
+});
+const ISOLATED = THREADS.some((t) => t > 1);
+const tName = (name, t) => (THREADS.length === 1 && t === 1 ? name : `${name} ${t}t`);
+// Every implementation measured: each build and onnxruntime-web, at each thread count.
+const impls = THREADS.flatMap((t) => [
+  ...dirs.map((d) => ({ ...d, ours: true, threads: t, label: tName(d.label, t), base: d.label })),
+  { ours: false, threads: t, label: tName(ORT, t), base: ORT },
+]);
+const ortOf = (impl) => impls.find((i) => !i.ours && i.threads === impl.threads);
 const BROWSER_ARGS = FLAGS === "no-liftoff" ? NO_LIFTOFF_ARGS : [];
 
 // --- page side ------------------------------------------------------------------------------
@@ -162,10 +184,11 @@ async function backToBack(call, { ms }) {
 const HARNESS = `window.cpuBench = { warmThenTime: (${warmThenTime}), backToBack: (${backToBack}) };`;
 
 /** Ours, in a page with the harness: load the model, then `mode` ("warmThenTime" or "backToBack"). */
-async function oursInPage({ pkg, url, batch, mode, cfg }) {
+async function oursInPage({ pkg, url, batch, mode, cfg, threads, worker }) {
   const loadStartAt = performance.now();
   const wd = await import(pkg);
-  const sampler = await wd.Sampler.load(url, { backend: "cpu" });
+  const sampler = await (worker ? wd.SamplerWorker : wd.Sampler).load(url, { backend: "cpu", threads });
+  if (sampler.threads !== threads) throw new Error(`asked for ${threads} thread(s), got ${sampler.threads}: ${sampler.threadsReason}`);
   const loadedAt = performance.now();
   const steps = sampler.config.sampling.maxSteps;
   let it = null;
@@ -184,17 +207,18 @@ async function oursInPage({ pkg, url, batch, mode, cfg }) {
   const out = await window.cpuBench[mode](call, cfg);
   if (it) await it.return();
   const backend = sampler.backend;
+  const threadsReason = sampler.threadsReason;
   sampler.dispose();
   if (backend !== "cpu") throw new Error(`asked for the cpu backend, got ${backend}`);
-  return { ...out, loadStartAt, loadedAt, steps };
+  return { ...out, loadStartAt, loadedAt, steps, threadsReason };
 }
 
-/** onnxruntime-web's wasm EP (1 thread), in a page with the harness; the output checked once. */
-async function ortInPage({ bundle, url, ref, mode, cfg }) {
+/** onnxruntime-web's wasm EP (`threads` threads), in a page with the harness; the output checked once. */
+async function ortInPage({ bundle, url, ref, mode, cfg, threads }) {
   const loadStartAt = performance.now();
   const ort = await import(bundle);
   ort.env.wasm.wasmPaths = "/ort/";
-  ort.env.wasm.numThreads = 1;
+  ort.env.wasm.numThreads = threads;
   ort.env.wasm.proxy = false;
   const session = await ort.InferenceSession.create(url, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
   const loadedAt = performance.now();
@@ -325,7 +349,7 @@ const results = {
 
 const roots = { "/": REPO, "/m/": MODELS, "/ort/": ORT_DIST };
 dirs.forEach((d) => (roots[d.route] = d.abs));
-const server = await startServer({ roots });
+const server = await startServer({ roots, isolated: ISOLATED });
 const BLANK = `${server.url}/__cpu-bench.html`;
 const browser = await launch(BROWSER_ARGS);
 results.browser = {
@@ -342,31 +366,32 @@ async function freshPage() {
   page.on("console", (m) => {
     if (m.type() === "error" && !/favicon|status of 404|VerifyEachNodeIsAssignedToAnEp/.test(m.text())) log("console:", m.text());
   });
-  await context.route(BLANK, (r) => r.fulfill({ contentType: "text/html; charset=utf-8", body: "<!doctype html><meta charset=utf-8><title>bench/cpu.mjs</title>" }));
+  const coi = ISOLATED ? { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp" } : {};
+  await context.route(BLANK, (r) => r.fulfill({ contentType: "text/html; charset=utf-8", headers: coi, body: "<!doctype html><meta charset=utf-8><title>bench/cpu.mjs</title>" }));
   await page.goto(BLANK);
   await context.unrouteAll();
   await page.evaluate(HARNESS);
   return { page, close: () => context.close() };
 }
 
-/** One page: `impl` (a dirs entry, or ORT) on case `c` in `mode`. */
+/** One page: `impl` (one of `impls`) on case `c` in `mode`. */
 async function runPage(impl, c, mode, cfg) {
   const { page, close } = await freshPage();
   try {
-    if (impl === ORT) {
+    if (!impl.ours) {
       const ref = JSON.parse(fs.readFileSync(path.join(MODELS, `${c.model}.b${c.batch}.ref.json`), "utf8"));
-      const r = await page.evaluate(ortInPage, { bundle: "/ort/ort.wasm.min.mjs", url: `/m/${c.model}.b${c.batch}.onnx`, ref, mode, cfg });
-      if (!(r.maxAbsErrVsTorch < 1e-3)) throw new Error(`${ORT} ${c.name}: output differs from PyTorch's by ${r.maxAbsErrVsTorch}`);
+      const r = await page.evaluate(ortInPage, { bundle: "/ort/ort.wasm.min.mjs", url: `/m/${c.model}.b${c.batch}.onnx`, ref, mode, cfg, threads: impl.threads });
+      if (!(r.maxAbsErrVsTorch < 1e-3)) throw new Error(`${impl.label} ${c.name}: output differs from PyTorch's by ${r.maxAbsErrVsTorch}`);
       results.ortVersion = r.version;
       return r;
     }
-    return await page.evaluate(oursInPage, { pkg: `${impl.route}index.js`, url: `/m/${c.model}.int8.safetensors`, batch: c.batch, mode, cfg });
+    return await page.evaluate(oursInPage, { pkg: `${impl.route}index.js`, url: `/m/${c.model}.int8.safetensors`, batch: c.batch, mode, cfg, threads: impl.threads, worker: ISOLATED });
   } finally {
     await close();
   }
 }
 
-const implName = (impl) => (impl === ORT ? ORT : impl.label);
+const implName = (impl) => impl.label;
 const f1 = (x) => (x == null ? "-" : x.toFixed(1));
 try {
   {
@@ -384,7 +409,7 @@ try {
       for (const c of CASES) {
         // The order alternates between rounds, so a drift of the host's load within a round
         // does not always favour the same side.
-        const order = round % 2 === 0 ? [...dirs, ORT] : [ORT, ...[...dirs].reverse()];
+        const order = round % 2 === 0 ? impls : [...impls].reverse();
         for (const impl of order) {
           const r = await runPage(impl, c, "warmThenTime", cfg);
           results.pages.push({ round, case: c.name, impl: implName(impl), ...r });
@@ -395,7 +420,7 @@ try {
   } else {
     for (const c of CASES) {
       for (let k = 0; k < TTFS_PAGES; k++) {
-        for (const impl of [dirs[0], ORT]) {
+        for (const impl of impls.filter((i) => i.base === dirs[0].label || !i.ours)) {
           const r = await runPage(impl, c, "backToBack", { ms: TTFS_SECONDS * 1000 });
           const speed = timeToSpeed(r.trace, r.loadedAt);
           results.pages.push({ page: k, case: c.name, impl: implName(impl), ...r, timeToSpeed: speed });
@@ -417,36 +442,47 @@ const simd = h.simdFlags ? SIMD_FLAGS.filter((f) => h.simdFlags[f]).join(" ") ||
 const p = results.page;
 const lines = [
   `host: ${h.cpuModel}, ${h.cpus} CPUs, SIMD: ${simd}; load average ${h.loadavgStart.join(" ")} at start, ${h.loadavgEnd.join(" ")} at end`,
-  `chromium ${results.browser.version}, V8 flags ${results.browser.jsFlags} (--flags ${FLAGS}); ${ORT} ${results.ortVersion ?? "?"} wasm EP, 1 thread`,
+  `chromium ${results.browser.version}, V8 flags ${results.browser.jsFlags} (--flags ${FLAGS}); ${ORT} ${results.ortVersion ?? "?"} wasm EP; threads ${THREADS.join(", ")}${ISOLATED ? " (pages cross-origin isolated)" : ""}`,
   `page: hardwareConcurrency ${p.hardwareConcurrency}, crossOriginIsolated ${p.crossOriginIsolated}, wasm SIMD ${p.wasm.simd}, relaxed SIMD ${p.wasm.relaxedSimd} (broken module rejected: ${!p.wasm.brokenSimd})`,
   ...results.builds.map((b) => `build ${b.label}: wasm ${(b.wasmBytes / 1e6).toFixed(1)} MB, sha256 ${b.wasmSha256}, built ${b.wasmMtime}`),
   "",
 ];
 const pad = (s, n) => String(s).padEnd(n);
 const lpad = (s, n) => String(s).padStart(n);
-const implW = Math.max(ORT.length, ...dirs.map((d) => d.label.length)) + 2;
+const implW = Math.max(...impls.map((i) => i.label.length)) + 2;
 const caseW = Math.max(6, ...CASES.map((c) => c.name.length)) + 2;
 
 if (!TTFS_PAGES) {
   results.cells = [];
   lines.push(`ms per U-Net call (one sample = one call incl. read-back), ${ROUNDS} round(s) x ${SAMPLES} samples per cell`);
-  lines.push(pad("case", caseW) + pad("impl", implW) + ["n", "median", "p10", "p90", "min", "max"].map((s) => lpad(s, 8)).join("") + "  per-round medians   ours/ORT (rounds)");
+  lines.push(pad("case", caseW) + pad("impl", implW) + ["n", "median", "p10", "p90", "min", "max"].map((s) => lpad(s, 8)).join("") + "  per-round medians   ours/ORT (rounds)" + (ISOLATED ? "   vs 1t" : ""));
   for (const c of CASES) {
     const of = (name) => results.pages.filter((q) => q.case === c.name && q.impl === name);
     const roundMedians = (name) => Array.from({ length: ROUNDS }, (_, r) => median(of(name).filter((q) => q.round === r).flatMap((q) => q.samples)));
-    const ortAll = of(ORT).flatMap((q) => q.samples);
-    const ortRounds = roundMedians(ORT);
-    for (const name of [...dirs.map((d) => d.label), ORT]) {
+    for (const impl of impls) {
+      const name = impl.label;
       const all = of(name).flatMap((q) => q.samples);
       const rounds = roundMedians(name);
       const s = stats(all);
-      const cell = { case: c.name, impl: name, ...s, roundMedians: rounds.map(r2) };
+      const cell = { case: c.name, impl: name, threads: impl.threads, ...s, roundMedians: rounds.map(r2) };
       let ratio = "";
-      if (name !== ORT) {
-        const perRound = rounds.map((m, r) => m / ortRounds[r]);
+      if (impl.ours) {
+        const ort = ortOf(impl).label;
+        const ortAll = of(ort).flatMap((q) => q.samples);
+        const perRound = rounds.map((m, r) => m / roundMedians(ort)[r]);
         cell.ratioVsOrt = r2(median(all) / median(ortAll));
         cell.ratioVsOrtRounds = [r2(Math.min(...perRound)), r2(Math.max(...perRound))];
         ratio = `${cell.ratioVsOrt.toFixed(2)}x (${cell.ratioVsOrtRounds[0].toFixed(2)}-${cell.ratioVsOrtRounds[1].toFixed(2)})`;
+      } else {
+        ratio = " ".repeat(16);
+      }
+      const one = impls.find((i) => i.base === impl.base && i.threads === 1);
+      if (ISOLATED && one && impl.threads > 1) {
+        const oneAll = of(one.label).flatMap((q) => q.samples);
+        const perRound = rounds.map((m, r) => m / roundMedians(one.label)[r]);
+        cell.ratioVsOneThread = r2(median(all) / median(oneAll));
+        cell.ratioVsOneThreadRounds = [r2(Math.min(...perRound)), r2(Math.max(...perRound))];
+        ratio += `   ${cell.ratioVsOneThread.toFixed(2)}x (${cell.ratioVsOneThreadRounds[0].toFixed(2)}-${cell.ratioVsOneThreadRounds[1].toFixed(2)})`;
       }
       cell.warmup = of(name).map((q) => ({ round: q.round, calls: q.warmupCalls, ms: Math.round(q.warmupMs), settledAt: Math.round(q.settledAt), settled: q.settled, loadMs: Math.round(q.loadedAt - q.loadStartAt) }));
       results.cells.push(cell);

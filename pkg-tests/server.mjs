@@ -2,7 +2,9 @@
 // test routes: /slow/<path> trickles the file out (to abort mid-download), /status/<code>,
 // /gzip/<path> sends the file gzipped (Content-Encoding: gzip, Content-Length of the compressed
 // bytes, as most servers and CDNs do) and /huge/<bytes> declares a Content-Length of <bytes>
-// and trickles zeros until the client gives up.
+// and trickles zeros until the client gives up. With `isolated`, every response carries the
+// headers that make a page cross-origin isolated (COOP same-origin, COEP require-corp), so the
+// package's threaded build can run; the demo is served that way.
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
@@ -20,21 +22,22 @@ const TYPES = {
 };
 
 /** Starts a server; `roots` maps URL prefixes to folders ("/" must be one). */
-export function startServer({ roots, port = 0, host = "127.0.0.1" }) {
+export function startServer({ roots, port = 0, host = "127.0.0.1", isolated = false }) {
   const log = [];
+  const coi = isolated ? { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp" } : {};
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, "http://x");
     log.push(url.pathname);
     let p = decodeURIComponent(url.pathname);
     const status = /^\/status\/(\d{3})/.exec(p);
     if (status) {
-      res.writeHead(Number(status[1]), { "content-type": "text/plain" });
+      res.writeHead(Number(status[1]), { "content-type": "text/plain", ...coi });
       res.end(`status ${status[1]}`);
       return;
     }
     const huge = /^\/huge\/(\d+)$/.exec(p);
     if (huge) {
-      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": huge[1], "cache-control": "no-store" });
+      res.writeHead(200, { "content-type": "application/octet-stream", "content-length": huge[1], "cache-control": "no-store", ...coi });
       const timer = setInterval(() => res.write(Buffer.alloc(65536)), 20);
       res.on("close", () => clearInterval(timer));
       return;
@@ -47,7 +50,7 @@ export function startServer({ roots, port = 0, host = "127.0.0.1" }) {
     const prefix = Object.keys(roots).sort((a, b) => b.length - a.length).find((k) => p.startsWith(k));
     const file = path.join(roots[prefix], p.slice(prefix.length));
     if (!file.startsWith(path.resolve(roots[prefix])) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
-      res.writeHead(404, { "content-type": "text/plain" });
+      res.writeHead(404, { "content-type": "text/plain", ...coi });
       res.end("not found");
       return;
     }
@@ -57,6 +60,7 @@ export function startServer({ roots, port = 0, host = "127.0.0.1" }) {
       "content-length": body.length,
       "cache-control": "no-store",
       ...(gzip ? { "content-encoding": "gzip" } : {}),
+      ...coi,
     });
     if (!slow) {
       res.end(body);
@@ -86,6 +90,7 @@ export function startServer({ roots, port = 0, host = "127.0.0.1" }) {
 if (import.meta.url === `file://${process.argv[1]}`) {
   const args = process.argv.slice(2);
   const get = (k, d) => (args.includes(k) ? args[args.indexOf(k) + 1] : d);
-  const { url } = await startServer({ roots: { "/": path.resolve(get("--root", ".")) }, port: Number(get("--port", 8080)) });
-  console.log(`serving ${path.resolve(get("--root", "."))} at ${url}/`);
+  const isolated = !args.includes("--not-isolated");
+  const { url } = await startServer({ roots: { "/": path.resolve(get("--root", ".")) }, port: Number(get("--port", 8080)), isolated });
+  console.log(`serving ${path.resolve(get("--root", "."))} at ${url}/${isolated ? " (cross-origin isolated: COOP/COEP)" : ""}`);
 }

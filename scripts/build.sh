@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build the browser package into pkg/: the wasm (wasm32, release, feature `web`) bound by
-# wasm-bindgen for `--target web`, the JS API of src/web/js and its npm manifest
+# Build the browser package into pkg/: the wasm (wasm32, release, features `web` and `webgpu`)
+# and the threaded CPU build (feature `threads`, nightly Rust) bound by wasm-bindgen for
+# `--target web`, the JS API of src/web/js and its npm manifest
 # src/web/js/package.json (whose version must be Cargo.toml's; the build stops if not).
 #
 #   bash scripts/build.sh [--opt[=LEVEL]]
@@ -60,7 +61,7 @@ wasm="$WASM_TARGET_DIR/wasm32-unknown-unknown/release/wasm_diffusion.wasm"
 echo "==> cargo build (wasm32, release, features: web) in $WASM_TARGET_DIR"
 t0=$SECONDS
 CARGO_TARGET_DIR="$WASM_TARGET_DIR" cargo build --lib --release \
-    --target wasm32-unknown-unknown --no-default-features --features web
+    --target wasm32-unknown-unknown --no-default-features --features web,webgpu
 echo "    cargo: $((SECONDS - t0)) s"
 [ -f "$wasm" ] || die "cargo did not produce $wasm"
 
@@ -71,6 +72,33 @@ bg="$out_dir/wasm_diffusion_bg.wasm"
 [ -f "$bg" ] || die "wasm-bindgen did not produce $bg"
 size_bindgen=$(stat -c %s "$bg")
 
+# The threaded CPU build (feature `threads`, no WebGPU): wasm atomics and a shared memory need
+# std rebuilt with them, hence the pinned nightly and -Z build-std. The index.js of the package
+# takes it on cross-origin isolated pages for the CPU backend. The link arguments are what
+# wasm-bindgen's thread support expects (shared, imported memory; TLS exports); 4 GiB is
+# wasm32's whole address space, as in the single-threaded build.
+threads_wasm="$WASM_THREADS_TARGET_DIR/wasm32-unknown-unknown/release/wasm_diffusion.wasm"
+rustup +"$WASM_THREADS_TOOLCHAIN" component list --installed 2>/dev/null | grep "^rust-src" >/dev/null \
+    || die "Rust $WASM_THREADS_TOOLCHAIN with rust-src not found; run: bash scripts/setup.sh"
+echo "==> cargo +$WASM_THREADS_TOOLCHAIN build (wasm32 atomics, -Z build-std, features: threads) in $WASM_THREADS_TARGET_DIR"
+t0=$SECONDS
+threads_flags="-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128"
+for arg in --shared-memory --import-memory --max-memory=4294967296 \
+    --export=__wasm_init_tls --export=__tls_size --export=__tls_align --export=__tls_base; do
+    threads_flags="$threads_flags -C link-arg=$arg"
+done
+CARGO_TARGET_DIR="$WASM_THREADS_TARGET_DIR" RUSTFLAGS="$threads_flags" \
+    cargo +"$WASM_THREADS_TOOLCHAIN" build --lib --release -Z build-std=panic_abort,std \
+    --target wasm32-unknown-unknown --no-default-features --features threads
+echo "    cargo: $((SECONDS - t0)) s"
+[ -f "$threads_wasm" ] || die "cargo did not produce $threads_wasm"
+rm -rf "$out_dir/snippets"
+wasm-bindgen --target web --out-dir "$out_dir" --out-name wasm_diffusion_threads "$threads_wasm"
+threads_bg="$out_dir/wasm_diffusion_threads_bg.wasm"
+[ -f "$threads_bg" ] || die "wasm-bindgen did not produce $threads_bg"
+# Its types are the single-threaded build's (index.js is the package's API either way).
+rm -f "$out_dir/wasm_diffusion_threads.d.ts" "$out_dir/wasm_diffusion_threads_bg.wasm.d.ts"
+
 if [ "$opt" = 1 ]; then
     wasm_opt="$REPO/node_modules/.bin/wasm-opt"
     # Not Debian's wasm-opt (binaryen 108): it writes a broken module without any error.
@@ -78,11 +106,14 @@ if [ "$opt" = 1 ]; then
     echo "==> $("$wasm_opt" --version) $opt_level (slow)"
     t0=$SECONDS
     # --enable-* match what rustc (1.82+) emits for wasm32-unknown-unknown by default.
-    "$wasm_opt" "$opt_level" \
-        --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-        --enable-mutable-globals --enable-reference-types --enable-multivalue \
-        "$bg" -o "$bg.opt"
-    mv "$bg.opt" "$bg"
+    for module in "$bg" "$threads_bg"; do
+        "$wasm_opt" "$opt_level" \
+            --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+            --enable-mutable-globals --enable-reference-types --enable-multivalue \
+            --enable-simd --enable-threads \
+            "$module" -o "$module.opt"
+        mv "$module.opt" "$module"
+    done
     echo "    wasm-opt: $((SECONDS - t0)) s"
 fi
 
@@ -106,6 +137,8 @@ echo "    cargo        $(mb "$size_cargo")  $wasm"
 echo "    wasm-bindgen $(mb "$size_bindgen")"
 [ "$opt" = 1 ] && echo "    wasm-opt     $(mb "$size_final")"
 echo "    final        $(mb "$size_final")  $bg  (gzip -9: $(mb "$size_gz"))"
+size_threads=$(stat -c %s "$threads_bg")
+echo "    threaded     $(mb "$size_threads")  $threads_bg  (gzip -9: $(mb "$(gzip -9 -c "$threads_bg" | wc -c)"))"
 
 # The demo's manifest: the default model's `integrity` in models/index.json (commit it when it
 # changes) and www/build-id.js, the build id and the hash of each file sw.js pins to it (the

@@ -14,6 +14,10 @@
 #                      directory a ~30 min cold wasm build blocks every native `--release`
 #                      build/test, and the other way round. Set WASM_TARGET_DIR=$CARGO_TARGET_DIR
 #                      to share one directory anyway.
+#   WASM_THREADS_TARGET_DIR  the threaded CPU build (default $WASM_DIFFUSION_CACHE/target-wasm-threads):
+#                      other RUSTFLAGS and a rebuilt std, so it shares nothing with WASM_TARGET_DIR
+#   WASM_THREADS_TOOLCHAIN  the pinned nightly Rust it is built with (-Z build-std; setup.sh
+#                      installs it with rust-src)
 #   PATH               + $WASM_DIFFUSION_CACHE/tools/bin (wasm-bindgen) and <repo>/node_modules/.bin
 #                      (wasm-opt from the npm package binaryen)
 #   XDG_RUNTIME_DIR    a private writable folder when unset (silences a wgpu/Vulkan warning)
@@ -24,6 +28,8 @@ _wd_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export WASM_DIFFUSION_CACHE="${WASM_DIFFUSION_CACHE:-$HOME/.cache/wasm-diffusion}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$WASM_DIFFUSION_CACHE/target}"
 export WASM_TARGET_DIR="${WASM_TARGET_DIR:-$WASM_DIFFUSION_CACHE/target-wasm}"
+export WASM_THREADS_TARGET_DIR="${WASM_THREADS_TARGET_DIR:-$WASM_DIFFUSION_CACHE/target-wasm-threads}"
+export WASM_THREADS_TOOLCHAIN="${WASM_THREADS_TOOLCHAIN:-nightly-2026-05-19}"
 export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 # playwright-core must never fetch browsers; we always pass executablePath=$CHROMIUM.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1

@@ -37,7 +37,7 @@ check "cargo fmt" cargo fmt --check
 check "clippy (release build of all targets)" cargo build --release --locked --all-targets
 if [ "${WASM_DIFFUSION_LINT_WASM:-0}" = 1 ]; then
     check "cargo clippy (wasm32, web)" cargo clippy --release --locked --lib --target wasm32-unknown-unknown \
-        --no-default-features --features web --target-dir "$WASM_TARGET_DIR" -- -D warnings
+        --no-default-features --features web,webgpu --target-dir "$WASM_TARGET_DIR" -- -D warnings
 fi
 check "tsc --checkJs src/web/js" node_modules/.bin/tsc -p pkg-tests/types/tsconfig.src.json
 if [ "${#failed[@]}" -gt 0 ]; then

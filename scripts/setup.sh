@@ -7,7 +7,8 @@
 #   bash scripts/setup.sh
 #
 # What it does (each step only when needed):
-#   1. rustup target add wasm32-unknown-unknown
+#   1. rustup target add wasm32-unknown-unknown; the pinned nightly (with rust-src) of the
+#      threaded build
 #   2. apt: chromium (ships SwiftShader for headless WebGPU) and mesa-vulkan-drivers
 #      (lavapipe, a Vulkan adapter on the CPU for native wgpu tests); nodejs/npm, python3,
 #      gcc only if those commands are missing
@@ -49,6 +50,16 @@ for component in rustfmt clippy; do
         rustup component add "${component}"
     fi
 done
+
+# The threaded CPU build (scripts/build.sh) rebuilds std with wasm atomics: a pinned nightly
+# with the standard library's sources.
+if rustup toolchain list | grep "^${WASM_THREADS_TOOLCHAIN}" >/dev/null \
+    && rustup +"$WASM_THREADS_TOOLCHAIN" component list --installed | grep "^rust-src" >/dev/null; then
+    echo "${WASM_THREADS_TOOLCHAIN} with rust-src: present"
+else
+    log "rustup toolchain install ${WASM_THREADS_TOOLCHAIN} (rust-src, for the threaded wasm build)"
+    rustup toolchain install "$WASM_THREADS_TOOLCHAIN" --profile minimal --component rust-src
+fi
 
 # ---------------------------------------------------------------- 2. apt
 dpkg_installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]; }

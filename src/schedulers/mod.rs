@@ -50,7 +50,7 @@ pub struct SchedulerOutput {
 
 /// A sampler's per-step rule. Steps are addressed by their index `i` into
 /// [`timesteps`](Scheduler::timesteps) (diffusers' `step_index`).
-pub trait Scheduler {
+pub trait Scheduler: Send {
     /// The model timestep of each step, in order (diffusers' `scheduler.timesteps`): training
     /// timesteps for DDPM, DDIM, DPM-Solver++ and LCM; fractional ones for Euler with Karras
     /// sigmas or `linspace` spacing and for consistency models (what the U-Net is given, as f32).

@@ -282,7 +282,8 @@ impl LatentRun {
     }
 
     pub fn step(&mut self) -> Result<JsValue, JsValue> {
-        step_view(self.run.step().map_err(err)?)
+        let run = &mut self.run;
+        step_view(crate::backend::cpu::on_pool(|| run.step()).map_err(err)?)
     }
 
     /// Reads `which`: "x0" the preview of the predicted image (TAESD or the linear map; the

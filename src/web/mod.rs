@@ -101,6 +101,38 @@ pub fn wasm_memory_bytes() -> f64 {
     (core::arch::wasm32::memory_size::<0>() as u64 * 65536) as f64
 }
 
+// The threaded CPU build: `initThreadPool(n)` (wasm-bindgen-rayon) starts n Web Workers on this
+// module's shared memory; the CPU kernels and burn-flex then split their work over them.
+#[cfg(feature = "threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
+/// Starts the CPU backend's pool of `n` threads (Web Workers on this module's memory) and
+/// resolves to `n` once they run; the kernels use them from then on. Only in the threaded build,
+/// and once per instance.
+#[cfg(feature = "threads")]
+#[wasm_bindgen(js_name = startThreads)]
+pub async fn start_threads(n: usize) -> Result<usize, JsValue> {
+    if !(1..=64).contains(&n) {
+        return Err(js_error(format!("threads: expected 1 to 64, found {n}")));
+    }
+    if crate::backend::cpu::threads() > 1 {
+        return Err(js_error_named(
+            "BackendError",
+            "threads: expected one pool per instance, found one started already",
+        ));
+    }
+    wasm_bindgen_futures::JsFuture::from(init_thread_pool(n)).await?;
+    crate::backend::cpu::set_threads(n);
+    Ok(n)
+}
+
+/// How many threads the CPU backend runs on: the rayon pool's size in the threaded build once
+/// `initThreadPool` has resolved, else 1.
+#[wasm_bindgen(js_name = cpuThreads)]
+pub fn cpu_threads() -> usize {
+    crate::backend::cpu::threads()
+}
+
 /// The largest model file this instance can take into its heap now (the copy alone; loading
 /// then checks the f32 weights and one image's run against the budget).
 #[wasm_bindgen(js_name = maxModelBytes)]
@@ -144,6 +176,15 @@ fn forget_webgpu_device() {
     });
 }
 
+#[cfg(not(feature = "webgpu"))]
+async fn webgpu_device() -> Result<Device, JsValue> {
+    Err(js_error_named(
+        "BackendError",
+        "WebGPU: expected a build with WebGPU, found the threaded CPU build (load it with backend \"cpu\", or the default build for WebGPU)",
+    ))
+}
+
+#[cfg(feature = "webgpu")]
 async fn webgpu_device() -> Result<Device, JsValue> {
     if let Some(d) = WEBGPU.with(|w| w.borrow().clone()) {
         return Ok(d);
@@ -531,7 +572,8 @@ impl Run {
     }
 
     pub fn step(&mut self) -> Result<JsValue, JsValue> {
-        step_view(self.sampler.step().map_err(err)?)
+        let sampler = &mut self.sampler;
+        step_view(crate::backend::cpu::on_pool(|| sampler.step()).map_err(err)?)
     }
 
     /// Reads `which` ("xt": the current sample; "x0": the predicted clean image, falling back

@@ -20,6 +20,8 @@
 //! - **K blocks** of `KC`: a block of A (`m x KC`) stays in L2 while every B panel passes
 //!   over it (GotoBLAS's loop order).
 
+use super::par;
+
 /// Rows of A (output channels) per tile.
 pub(crate) const MR: usize = 4;
 /// Columns of B (output pixels) per tile: two 4-lane vectors.
@@ -162,9 +164,10 @@ pub(crate) fn gemm_indirect(
     }
 }
 
-/// The loop both GEMMs share: K blocks of [`KC`], then B's panels, then A's (GotoBLAS's order),
-/// `dst` `[m, n]` with row stride `ldc` += A B; an edge tile goes through a full-size scratch
-/// tile.
+/// The loop both GEMMs share: `dst` `[m, n]` with row stride `ldc` += A B, over the pool's
+/// threads when there are several and the product is large enough to pay for the hand-off
+/// ([`par::split`]): each thread takes a run of A's row panels and writes its own rows of `dst`,
+/// each computed exactly as on one thread.
 ///
 /// # Safety
 /// `b(j, kk)` points at [`NR`] readable values for every panel `j < n.div_ceil(NR)` and row
@@ -175,7 +178,7 @@ unsafe fn drive(
     n: usize,
     dst: &mut [f32],
     ldc: usize,
-    b: impl Fn(usize, usize) -> *const f32,
+    b: impl Fn(usize, usize) -> *const f32 + Sync,
 ) {
     let (m, k) = (a.rows, a.cols);
     if m == 0 || n == 0 {
@@ -185,19 +188,52 @@ unsafe fn drive(
         ldc >= n && dst.len() >= (m - 1) * ldc + n,
         "gemm: C too small"
     );
+    let panels = m.div_ceil(MR);
+    let parts = par::split(m * n * k, panels);
+    if parts <= 1 {
+        // SAFETY: the caller's promise, for all of A's panels.
+        return unsafe { drive_panels(a, 0..panels, n, dst, ldc, &b) };
+    }
+    let per = panels.div_ceil(parts);
+    let dst = &mut dst[..(m - 1) * ldc + n];
+    par::for_each_chunk_mut(dst, per * MR * ldc, |i, d| {
+        let first = i * per;
+        // SAFETY: chunk i of dst starts at row first MR and holds the rows of panels first ..
+        // first + per (the last chunk ends with dst); `b` is the caller's promise.
+        unsafe { drive_panels(a, first..(first + per).min(panels), n, d, ldc, &b) }
+    });
+}
+
+/// [`drive`] on one thread for A's row panels `panels`, `dst` starting at the first panel's
+/// first row: K blocks of [`KC`], then B's panels, then A's (GotoBLAS's order); an edge tile goes
+/// through a full-size scratch tile.
+///
+/// # Safety
+/// As [`drive`]; `dst` holds the rows of `panels` (the last one up to row m - 1, n values).
+#[inline(always)]
+unsafe fn drive_panels(
+    a: &PackedMatrix,
+    panels: std::ops::Range<usize>,
+    n: usize,
+    dst: &mut [f32],
+    ldc: usize,
+    b: &impl Fn(usize, usize) -> *const f32,
+) {
+    let (m, k) = (a.rows, a.cols);
+    let first = panels.start;
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         for j in 0..n.div_ceil(NR) {
             let cols = NR.min(n - j * NR);
             let bj = |kk: usize| b(j, k0 + kk);
-            for i in 0..m.div_ceil(MR) {
+            for i in panels.clone() {
                 let ap = &a.data[(i * k + k0) * MR..][..kc * MR];
                 let rows = MR.min(m - i * MR);
-                let c = &mut dst[i * MR * ldc + j * NR..];
+                let c = &mut dst[(i - first) * MR * ldc + j * NR..];
                 if rows == MR && cols == NR {
                     // SAFETY: the tile's rows r < MR start at r ldc <= (m - 1 - i MR) ldc in `c`
-                    // and hold NR <= n - j NR values: inside dst (asserted above); ap holds
-                    // kc MR values (sliced above), bj the caller's promise.
+                    // and hold NR <= n - j NR values: inside dst (the caller's promise); ap
+                    // holds kc MR values (sliced above), bj the caller's promise.
                     tile(kc, ap.as_ptr(), bj, c.as_mut_ptr(), ldc);
                 } else {
                     let mut t = [0f32; MR * NR];
@@ -369,6 +405,30 @@ mod tests {
                     got[r * ldc + n..(r + 1) * ldc],
                     c0[r * ldc + n..(r + 1) * ldc]
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn threads_give_the_same_bits() {
+        use crate::backend::cpu::par::with_test_threads;
+        for (m, k, n, extra) in [(13, 300, 21, 3), (4, 9, 8, 0), (33, 17, 5, 1)] {
+            let a: Vec<f32> = (0..m * k).map(|i| value(i, 997)).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| value(i + 7, 991)).collect();
+            let ldc = n + extra;
+            let pa = PackedMatrix::pack(&a, m, k);
+            let mut pb = vec![0.0; packed_b_len(k, n)];
+            for (r, row) in b.chunks_exact(n).enumerate() {
+                pack_b_row(row, r, k, &mut pb);
+            }
+            let run = || {
+                let mut c: Vec<f32> = (0..m * ldc).map(|i| value(i + 3, 983)).collect();
+                gemm_packed(&pa, &pb, n, &mut c, ldc);
+                c
+            };
+            let one = run();
+            for t in [2, 3, 5] {
+                assert_eq!(with_test_threads(t, run), one, "{t} threads, {m}x{k}x{n}");
             }
         }
     }

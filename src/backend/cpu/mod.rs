@@ -54,11 +54,15 @@ mod conv;
 mod gemm;
 mod linear;
 mod norm;
+mod par;
 mod winograd;
 
 pub(crate) use conv::{conv2d, conv2d_applies, ConvGeometry, ConvWeight};
 pub use gemm::PackedMatrix;
 pub(crate) use linear::{linear, linear_applies};
+#[cfg(feature = "threads")]
+pub use par::set_threads;
+pub use par::{on_pool, threads};
 pub use winograd::WinogradWeight;
 
 /// Frees the convolutions' scratch (grown to the largest layer and kept between calls); called

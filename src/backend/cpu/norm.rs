@@ -2,7 +2,7 @@
 
 use burn::tensor::Tensor;
 
-use super::{on_cpu_f32, take_host};
+use super::{on_cpu_f32, par, take_host};
 
 /// `e^x` in f32 to within a few ulp: Cody-Waite reduction `x = n ln 2 + r`, `|r| <= ln2 / 2`,
 /// and the degree-7 Taylor polynomial of `e^r` (truncation error < 6e-9 relative), scaled by
@@ -95,7 +95,11 @@ pub(crate) fn geglu(h: Tensor<3>) -> Tensor<3> {
     let device = h.device();
     let (_, out) = take_host(h, |v| {
         let mut out = vec![0f32; b * n * inner];
-        geglu_rows(v, &mut out, inner);
+        let part = par::part_len(b * n, inner, 8);
+        par::for_each_chunk_mut(&mut out, part, |i, o| {
+            let rows = part / inner.max(1);
+            geglu_rows(&v[i * rows * 2 * inner..], o, inner);
+        });
         out
     });
     super::from_host(out, [b, n, inner], &device)
@@ -122,7 +126,10 @@ fn geglu_rows_body(v: &[f32], out: &mut [f32], inner: usize) {
 /// SiLU in place on a flex tensor ([`silu_applies`]).
 pub(crate) fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
-    let (data, ()) = take_host(x, silu_slice);
+    let (data, ()) = take_host(x, |v| {
+        let part = par::part_len(v.len().div_ceil(4096), 4096, 4);
+        par::for_each_chunk_mut(v, part, |_, v| silu_slice(v));
+    });
     Tensor::from_data(data, &device)
 }
 
@@ -169,7 +176,13 @@ pub(crate) fn group_norm(
         eps,
         with_silu,
     };
-    let (data, ()) = take_host(x, |v| normalise(v, shape, gamma, beta));
+    let (data, ()) = take_host(x, |v| {
+        let group = cpg * hw;
+        let part = par::part_len(v.len() / group.max(1), group, 3);
+        par::for_each_chunk_mut(v, part, |i, v| {
+            normalise(v, shape, i * part / group.max(1), gamma, beta)
+        });
+    });
     Tensor::from_data(data, &device)
 }
 
@@ -185,7 +198,11 @@ pub(crate) fn layer_norm_applies(x: &Tensor<3>, dim: usize) -> bool {
 /// passes with a buffer each: var_mean, sub, div, mul, add).
 pub(crate) fn layer_norm(x: Tensor<3>, gamma: &[f32], beta: &[f32], eps: f64) -> Tensor<3> {
     let device = x.device();
-    let (data, ()) = take_host(x, |v| normalise_tokens(v, gamma, beta, eps));
+    let (data, ()) = take_host(x, |v| {
+        let d = gamma.len();
+        let part = par::part_len(v.len() / d.max(1), d, 3);
+        par::for_each_chunk_mut(v, part, |_, v| normalise_tokens(v, gamma, beta, eps));
+    });
     Tensor::from_data(data, &device)
 }
 
@@ -225,12 +242,13 @@ struct GroupShape {
 }
 
 wide_simd! {
-    /// [`group_norm`] on the host values `v` of `[B, C, H, W]`, in place.
-    fn normalise(v: &mut [f32], s: GroupShape, gamma: &[f32], beta: &[f32]) = normalise_body
+    /// [`group_norm`] in place on the host values `v` of whole groups of `[B, C, H, W]`, the
+    /// first one group number `first` (counted over the batch).
+    fn normalise(v: &mut [f32], s: GroupShape, first: usize, gamma: &[f32], beta: &[f32]) = normalise_body
 }
 
 #[inline(always)]
-fn normalise_body(v: &mut [f32], s: GroupShape, gamma: &[f32], beta: &[f32]) {
+fn normalise_body(v: &mut [f32], s: GroupShape, first: usize, gamma: &[f32], beta: &[f32]) {
     let GroupShape {
         c,
         hw,
@@ -239,26 +257,26 @@ fn normalise_body(v: &mut [f32], s: GroupShape, gamma: &[f32], beta: &[f32]) {
         eps,
         with_silu,
     } = s;
-    for sample in v.chunks_exact_mut(c * hw) {
-        for (g, group) in sample.chunks_exact_mut(cpg * hw).enumerate() {
-            let mean = lane_sum(group, |e| e) / n;
-            let var = lane_sum(group, |e| {
-                let d = e - mean;
-                d * d
-            }) / n;
-            let rstd = 1.0 / (var + eps).sqrt();
-            for (ci, plane) in group.chunks_exact_mut(hw).enumerate() {
-                let ch = g * cpg + ci;
-                let scale = (rstd * gamma[ch] as f64) as f32;
-                let shift = (beta[ch] as f64 - mean * rstd * gamma[ch] as f64) as f32;
-                if with_silu {
-                    for e in plane.iter_mut() {
-                        *e = silu_f32(*e * scale + shift);
-                    }
-                } else {
-                    for e in plane.iter_mut() {
-                        *e = *e * scale + shift;
-                    }
+    let groups = c / cpg.max(1);
+    for (i, group) in v.chunks_exact_mut(cpg * hw).enumerate() {
+        let g = (first + i) % groups.max(1);
+        let mean = lane_sum(group, |e| e) / n;
+        let var = lane_sum(group, |e| {
+            let d = e - mean;
+            d * d
+        }) / n;
+        let rstd = 1.0 / (var + eps).sqrt();
+        for (ci, plane) in group.chunks_exact_mut(hw).enumerate() {
+            let ch = g * cpg + ci;
+            let scale = (rstd * gamma[ch] as f64) as f32;
+            let shift = (beta[ch] as f64 - mean * rstd * gamma[ch] as f64) as f32;
+            if with_silu {
+                for e in plane.iter_mut() {
+                    *e = silu_f32(*e * scale + shift);
+                }
+            } else {
+                for e in plane.iter_mut() {
+                    *e = *e * scale + shift;
                 }
             }
         }
@@ -268,6 +286,44 @@ fn normalise_body(v: &mut [f32], s: GroupShape, gamma: &[f32], beta: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threads_give_the_same_bits() {
+        use crate::backend::cpu::par::with_test_threads;
+        use burn::tensor::{Device, TensorData};
+        let device = Device::flex();
+        let value = crate::backend::cpu::test_value;
+        let (b, c, h, w, groups) = (3, 6, 5, 7, 3);
+        let x: Vec<f32> = (0..b * c * h * w).map(|i| value(i, 997)).collect();
+        let gamma: Vec<f32> = (0..c).map(|i| 1.0 + value(i, 7)).collect();
+        let beta: Vec<f32> = (0..c).map(|i| value(i + 3, 11)).collect();
+        let t4 = || Tensor::<4>::from_data(TensorData::new(x.clone(), [b, c, h, w]), &device);
+        let t3 = |d: usize| {
+            Tensor::<3>::from_data(TensorData::new(x.clone(), [b, c * h * w / d, d]), &device)
+        };
+        let bits = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+        let bits3 = |t: Tensor<3>| t.into_data().try_to_vec::<f32>().unwrap();
+        let runs: Vec<Box<dyn Fn() -> Vec<f32>>> = vec![
+            Box::new(|| bits(group_norm(t4(), &gamma, &beta, groups, 1e-5, true))),
+            Box::new(|| bits(group_norm(t4(), &gamma, &beta, groups, 1e-5, false))),
+            Box::new(|| bits(silu(t4()))),
+            Box::new(|| {
+                bits3(layer_norm(
+                    t3(7),
+                    &gamma[..1].repeat(7),
+                    &beta[..1].repeat(7),
+                    1e-5,
+                ))
+            }),
+            Box::new(|| bits3(geglu(t3(10)))),
+        ];
+        for (k, run) in runs.iter().enumerate() {
+            let one = run();
+            for t in [2, 4] {
+                assert_eq!(with_test_threads(t, run), one, "kernel {k}, {t} threads");
+            }
+        }
+    }
     use burn::tensor::{Device, TensorData};
 
     #[test]

@@ -24,7 +24,7 @@ use burn::tensor::Tensor;
 
 use super::conv::gemm_values;
 use super::gemm::{copy_panel_row, gemm_packed, packed_b_len, PackedMatrix, NR};
-use super::{from_host, take_host};
+use super::{from_host, par, take_host};
 
 /// Floats of one chunk's `V` and `M` together: tiles per chunk are chosen to keep both within
 /// about 1 MiB (L2), so the transforms' writes are still cached when the GEMMs read them.
@@ -149,29 +149,36 @@ pub(crate) fn conv2d(x: Tensor<4>, w: &WinogradWeight, bias: &[f32]) -> Tensor<4
     };
     let tiles = b * grid.th * grid.tw;
     // Tiles per chunk: V and M within CHUNK_ELEMS, whole GEMM panels.
-    let chunk = (CHUNK_ELEMS / (16 * (c_in + c_out)).max(1) / NR * NR).max(NR);
+    let mut chunk = (CHUNK_ELEMS / (16 * (c_in + c_out)).max(1) / NR * NR).max(NR);
+    // With threads, the chunks are the parts: a whole number of them per thread.
+    let parts = par::split(tiles * 16 * c_in * c_out, tiles.div_ceil(NR));
+    if parts > 1 {
+        let chunks = tiles.div_ceil(chunk).next_multiple_of(parts);
+        chunk = tiles.div_ceil(chunks).next_multiple_of(NR);
+    }
     let packed = matches!(w.u.first(), Some(Lhs::Packed(_)));
+    // One ξ's V for n tiles: [c_in, n] row-major, or packed into NR-column panels.
+    let v_len = |n: usize| {
+        if packed {
+            packed_b_len(c_in, n)
+        } else {
+            c_in * n
+        }
+    };
     let run = |x: &[f32]| {
-        SCRATCH.with_borrow_mut(|Scratch { v, m }| {
-            // One ξ's V for n tiles: [c_in, n] row-major, or packed into NR-column panels.
-            let v_len = |n: usize| {
-                if packed {
-                    packed_b_len(c_in, n)
-                } else {
-                    c_in * n
-                }
-            };
-            let nc = chunk.min(tiles);
-            if v.len() < 16 * v_len(nc) {
-                v.resize(16 * v_len(nc), 0.0);
-            }
-            if m.len() < 16 * c_out * nc {
-                m.resize(16 * c_out * nc, 0.0);
-            }
-            let mut out = vec![0f32; b * c_out * h * wd];
-            for t0 in (0..tiles).step_by(chunk) {
-                let n = chunk.min(tiles - t0);
+        let mut out = vec![0f32; b * c_out * h * wd];
+        let planes = Planes::new(&mut out);
+        par::for_each(tiles.div_ceil(chunk), |ci| {
+            let t0 = ci * chunk;
+            let n = chunk.min(tiles - t0);
+            SCRATCH.with_borrow_mut(|Scratch { v, m }| {
                 let v_len = v_len(n);
+                if v.len() < 16 * v_len {
+                    v.resize(16 * v_len, 0.0);
+                }
+                if m.len() < 16 * c_out * n {
+                    m.resize(16 * c_out * n, 0.0);
+                }
                 // 1. V_ξ = (Bᵀ d B)_ξ for every input channel and tile of the chunk.
                 transform_inputs(x, grid, c_in, t0..t0 + n, packed, &mut v[..16 * v_len]);
                 // 2. M_ξ = U_ξ V_ξ: one GEMM per ξ over all the chunk's tiles.
@@ -189,10 +196,10 @@ pub(crate) fn conv2d(x: Tensor<4>, w: &WinogradWeight, bias: &[f32]) -> Tensor<4
                     }
                 }
                 // 3. Y = Aᵀ M A + bias, the tiles' 2x2 outputs.
-                transform_outputs(m, grid, c_out, t0..t0 + n, bias, &mut out);
-            }
-            out
-        })
+                transform_outputs(m, grid, c_out, t0..t0 + n, bias, &planes);
+            });
+        });
+        out
     };
     let device = x.device();
     let (_, out) = take_host(x, |v| run(v));
@@ -219,6 +226,44 @@ struct Segment {
     tx0: usize,
     len: usize,
     j0: usize,
+}
+
+/// The output `[B, c_out, h, w]` as the chunks write it: each chunk writes the outputs of its
+/// own tiles only (disjoint column runs of rows), possibly from several threads at once, so it
+/// hands out each run as its own slice instead of the whole buffer.
+struct Planes<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _out: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: `Planes` is a `&mut [f32]` whose parts are handed out by `run`, and its users
+// (`transform_outputs_body`) only ask for the runs of their own tiles, which no two chunks share.
+unsafe impl Send for Planes<'_> {}
+unsafe impl Sync for Planes<'_> {}
+
+impl<'a> Planes<'a> {
+    fn new(out: &'a mut [f32]) -> Self {
+        Self {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            _out: std::marker::PhantomData,
+        }
+    }
+
+    /// The `len` values at `start`.
+    ///
+    /// # Safety
+    /// No other slice of the same values is alive: the caller writes outputs of its own tiles.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn run(&self, start: usize, len: usize) -> &mut [f32] {
+        assert!(
+            start + len <= self.len,
+            "winograd: output run out of bounds"
+        );
+        // SAFETY: in bounds (asserted); exclusive by the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
 }
 
 impl Grid {
@@ -380,7 +425,7 @@ fn transform_outputs_body(
     c_out: usize,
     tiles: std::ops::Range<usize>,
     bias: &[f32],
-    out: &mut [f32],
+    out: &Planes,
 ) {
     let n = tiles.len();
     let segs = g.segments(tiles);
@@ -426,22 +471,25 @@ fn transform_outputs_body(
                 y3[k] = b[1] - b[2] - b[3] + bv;
             }
             // 2. Into the output rows 2 ty, 2 ty + 1 (those inside the plane), columns 2 tx, 2 tx + 1.
-            let plane = &mut out[(s.img * c_out + o) * h * w..][..h * w];
+            let plane = (s.img * c_out + o) * h * w;
             for (r, (left, right)) in [(&*y0, &*y1), (&*y2, &*y3)].into_iter().enumerate() {
                 let y = 2 * s.ty + r;
                 if y >= h {
                     continue;
                 }
-                let row = &mut plane[y * w..][..w];
                 let x0 = 2 * s.tx0;
-                let whole = len.min((w - x0) / 2);
-                for (k, pair) in row[x0..x0 + 2 * whole].chunks_exact_mut(2).enumerate() {
+                // The run's columns 2 tx0 .. 2 (tx0 + len), cut at the plane's edge.
+                let cols = (2 * len).min(w - x0);
+                // SAFETY: these outputs belong to this chunk's tiles only.
+                let row = unsafe { out.run(plane + y * w + x0, cols) };
+                let whole = cols / 2;
+                for (k, pair) in row.chunks_exact_mut(2).enumerate() {
                     pair[0] = left[k];
                     pair[1] = right[k];
                 }
                 if whole < len {
                     // An odd width: the last tile's left column only.
-                    row[x0 + 2 * whole] = left[whole];
+                    row[2 * whole] = left[whole];
                 }
             }
         }
@@ -468,7 +516,7 @@ wide_simd! {
         c_out: usize,
         tiles: std::ops::Range<usize>,
         bias: &[f32],
-        out: &mut [f32],
+        out: &Planes,
     ) = transform_outputs_body
 }
 
@@ -485,7 +533,7 @@ thread_local! {
 
 /// Frees [`conv2d`]'s scratch.
 pub(crate) fn release_scratch() {
-    SCRATCH.with_borrow_mut(|s| *s = Scratch::default());
+    par::on_every_thread(|| SCRATCH.with_borrow_mut(|s| *s = Scratch::default()));
 }
 
 #[cfg(test)]
@@ -493,6 +541,40 @@ mod tests {
     use super::*;
 
     use crate::backend::cpu::test_value as value;
+
+    #[test]
+    fn threads_give_the_same_bits() {
+        use crate::backend::cpu::par::with_test_threads;
+        use burn::tensor::{Device, TensorData};
+        let device = Device::flex();
+        // Odd sizes (a chunk boundary inside a tile row, a last tile of one column), a batch.
+        for (b, c_in, c_out, h, w) in [(2, 3, 5, 7, 9), (1, 8, 4, 16, 16), (3, 2, 6, 5, 3)] {
+            let x: Vec<f32> = (0..b * c_in * h * w).map(|i| value(i, 997)).collect();
+            let wt: Vec<f32> = (0..c_out * c_in * 9).map(|i| value(i + 1, 101)).collect();
+            let bias: Vec<f32> = (0..c_out).map(|i| value(i + 2, 13)).collect();
+            for packed in [false, true] {
+                let weight = WinogradWeight::new(&wt, c_out, c_in, packed);
+                let run = || {
+                    let xt = Tensor::<4>::from_data(
+                        TensorData::new(x.clone(), [b, c_in, h, w]),
+                        &device,
+                    );
+                    conv2d(xt, &weight, &bias)
+                        .into_data()
+                        .try_to_vec::<f32>()
+                        .unwrap()
+                };
+                let one = run();
+                for t in [2, 3] {
+                    assert_eq!(
+                        with_test_threads(t, run),
+                        one,
+                        "{t} threads, {b}x{c_in}x{h}x{w}, packed {packed}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn the_weight_comes_back_from_its_transform() {

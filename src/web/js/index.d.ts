@@ -54,6 +54,13 @@ export interface LoadOptions {
   onWarning?: (message: string) => void;
   /** Bytes a model and a run may take at their estimated peak; more rejects with a MemoryLimitError. */
   memoryBudget?: number;
+  /**
+   * Threads for the CPU backend (1 to 64). On a cross-origin isolated page (COOP/COEP headers)
+   * the CPU backend runs the package's threaded build with one thread per core (at most 8) by
+   * default; 1 keeps the single-threaded build. Ignored for WebGPU. The first load in a page or
+   * worker picks the build for all of it.
+   */
+  threads?: number;
 }
 
 /** A scheduler of this package (the names the CLI takes too; diffusers' class names, e.g. "EulerDiscreteScheduler", are accepted as well). */
@@ -278,6 +285,10 @@ export declare class Sampler {
   readonly backend: Backend;
   /** Why this backend: what was requested, or what "auto" found (e.g. a software adapter, or WebGPU failing). */
   readonly backendReason: string;
+  /** Threads the CPU backend runs on (1 on WebGPU, and wherever the page has no wasm threads). */
+  readonly threads: number;
+  /** Why that many threads: what the page allows (cross-origin isolation, cores), the `threads` option, or what failed. */
+  readonly threadsReason: string;
   readonly config: ModelConfig | PipelineConfig;
   /** Bytes of wasm linear memory of this page (shared by all its samplers; it never shrinks). */
   readonly memoryBytes: number;
@@ -321,6 +332,8 @@ export declare class SamplerWorker {
   static load(source: string | URL | ArrayBuffer | Uint8Array, options?: WorkerLoadOptions): Promise<SamplerWorker>;
   readonly backend: Backend;
   readonly backendReason: string;
+  readonly threads: number;
+  readonly threadsReason: string;
   readonly config: ModelConfig | PipelineConfig;
   sample(options?: SampleOptions): AsyncGenerator<WorkerFrame, void, undefined>;
   /** Same as Sampler.tokenize, computed in the worker. */

@@ -16,10 +16,19 @@
 // wasm-bindgen's `--target web` glue keeps one instance per page or worker, so the main thread
 // recovers only by a reload; a SamplerWorker recovers by loading again (a new worker).
 
-import initWasm, * as wasm from "./wasm_diffusion.js";
+import initSingle, * as singleGlue from "./wasm_diffusion.js";
 export { SamplerWorker } from "./worker-client.js";
 
 const WASM_URL = new URL("./wasm_diffusion_bg.wasm", import.meta.url);
+// The threaded CPU build (no WebGPU in it): taken on cross-origin isolated pages for the CPU
+// backend, its glue imported only then.
+const THREADS_WASM_URL = new URL("./wasm_diffusion_threads_bg.wasm", import.meta.url);
+const THREADS_GLUE = "./wasm_diffusion_threads.js";
+/** Threads the CPU backend takes at most by default (one per core up to this). */
+const MAX_DEFAULT_THREADS = 8;
+/** The bindings of this page's or worker's instance: the single-threaded build's until the
+ * threaded one is chosen. @type {any} */
+let wasm = singleGlue;
 const CACHE_NAME = "wasm-diffusion-models-v1";
 const WorkerScope = /** @type {any} */ (globalThis).WorkerGlobalScope;
 const IN_WORKER = typeof WorkerScope === "function" && globalThis instanceof WorkerScope;
@@ -34,6 +43,11 @@ const instance = {
   delivered: 0,
   /** Reject functions of the wasm promises in flight. */
   pending: new Set(),
+  /** The CPU backend's threads in this instance, and why that many. */
+  threads: 1,
+  threadsReason: "",
+  /** Whether the instance is the threaded build (the CPU backend only). */
+  threaded: false,
   /** For tests and leak checks: engines alive, runs alive, steps taken. */
   engines: 0,
   runs: 0,
@@ -80,7 +94,8 @@ function onPanic(message) {
  */
 function onUncaught(event, error) {
   if (typeof WebAssembly === "undefined" || !(error instanceof WebAssembly.RuntimeError)) return;
-  const ours = instance.crash !== null || String(error.stack || "").includes(WASM_URL.href);
+  const stack = String(error.stack || "");
+  const ours = instance.crash !== null || stack.includes(WASM_URL.href) || stack.includes(THREADS_WASM_URL.href);
   if (!ours) return;
   markCrashed(`WebAssembly trap: ${error.message}`);
   event.preventDefault();
@@ -93,23 +108,80 @@ function onUncaught(event, error) {
   }
 }
 
-function ensureWasm() {
+/**
+ * How many threads the CPU backend can have here, and why: the threaded build needs a cross-origin
+ * isolated page (SharedArrayBuffer) and more than one core. `requested`: the `threads` option.
+ * @param {number | undefined} requested
+ */
+function threadPlan(requested) {
+  if (requested === 1) return { n: 1, reason: "the threads option is 1" };
+  if (/** @type {any} */ (globalThis).crossOriginIsolated !== true || typeof SharedArrayBuffer !== "function") {
+    return {
+      n: 1,
+      reason:
+        "the page is not cross-origin isolated, so it has no SharedArrayBuffer for wasm threads (serve it with Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp)",
+    };
+  }
+  const cores = (typeof navigator !== "undefined" && navigator.hardwareConcurrency) || 1;
+  if (requested !== undefined) return { n: requested, reason: `the threads option is ${requested} (the page is cross-origin isolated)` };
+  // A step runs on the pool while the calling thread waits: a worker sleeps then, but the page's
+  // main thread cannot (Atomics.wait is not allowed there) and spins, taking a core.
+  const free = IN_WORKER ? cores : cores - 1;
+  if (free <= 1) {
+    return {
+      n: 1,
+      reason: IN_WORKER
+        ? `navigator.hardwareConcurrency is ${cores}`
+        : `on the page's main thread, which spins on a core while the threads work (it cannot sleep there), navigator.hardwareConcurrency ${cores} leaves ${free} core for them; SamplerWorker (a worker) gets threads`,
+    };
+  }
+  const n = Math.min(free, MAX_DEFAULT_THREADS);
+  const where = IN_WORKER ? "" : ", less one core for the main thread, which spins while it waits";
+  return { n, reason: `the page is cross-origin isolated and navigator.hardwareConcurrency is ${cores}${where}${n < free ? ` (at most ${MAX_DEFAULT_THREADS} by default)` : ""}` };
+}
+
+/**
+ * Instantiates this page's (or worker's) wasm once: the threaded build when `plan` asks for more
+ * than one thread (its pool started before anything runs), else, or when that fails, the
+ * single-threaded one. Later calls get the same instance whatever they ask.
+ * @param {{ n: number, reason: string }} [plan]
+ */
+function ensureWasm(plan = { n: 1, reason: "no model load chose threads for this instance" }) {
   if (instance.crash !== null) return Promise.reject(crashedError());
   if (!instance.ready) {
-    instance.ready = initWasm({ module_or_path: WASM_URL }).then(
-      () => {
-        if (typeof wasm.setPanicHandler === "function") wasm.setPanicHandler(onPanic);
-        if (typeof globalThis.addEventListener === "function") {
-          globalThis.addEventListener("error", (ev) => onUncaught(ev, ev.error));
-          globalThis.addEventListener("unhandledrejection", (ev) => onUncaught(ev, ev.reason));
+    instance.ready = (async () => {
+      let why = plan.reason;
+      if (plan.n > 1) {
+        try {
+          const glue = await import(THREADS_GLUE);
+          await glue.default({ module_or_path: THREADS_WASM_URL });
+          await glue.startThreads(plan.n);
+          wasm = glue;
+          instance.threaded = true;
+        } catch (e) {
+          const err = asError(e);
+          why = `starting the threaded build failed (${err.name}: ${err.message})`;
         }
-      },
-      (e) => {
-        instance.ready = null;
-        const err = asError(e);
-        throw namedError("NetworkError", `loading the wasm module ${WASM_URL.href} failed: ${err.name}: ${err.message}`);
-      },
-    );
+      }
+      if (!instance.threaded) {
+        try {
+          await initSingle({ module_or_path: WASM_URL });
+        } catch (e) {
+          const err = asError(e);
+          throw namedError("NetworkError", `loading the wasm module ${WASM_URL.href} failed: ${err.name}: ${err.message}`);
+        }
+      }
+      instance.threads = instance.threaded ? plan.n : 1;
+      instance.threadsReason = why;
+      if (typeof wasm.setPanicHandler === "function") wasm.setPanicHandler(onPanic);
+      if (typeof globalThis.addEventListener === "function") {
+        globalThis.addEventListener("error", (ev) => onUncaught(ev, ev.error));
+        globalThis.addEventListener("unhandledrejection", (ev) => onUncaught(ev, ev.reason));
+      }
+    })();
+    instance.ready.catch(() => {
+      instance.ready = null;
+    });
   }
   return instance.ready;
 }
@@ -584,8 +656,10 @@ function checkInt(name, v, min, max) {
 /** A model loaded on one backend, ready to sample. */
 export class Sampler {
   /** @private */
-  constructor(engine, config, backend, backendReason) {
+  constructor(engine, config, backend, backendReason, threadInfo) {
     this._engine = engine;
+    this._threads = threadInfo.n;
+    this._threadsReason = threadInfo.reason;
     this._config = config;
     this._backend = backend;
     this._backendReason = backendReason;
@@ -600,13 +674,14 @@ export class Sampler {
    * @param {import("./index").LoadOptions} [options]
    */
   static async load(source, options = {}) {
-    const { backend = "auto", onProgress, onWarning, signal, integrity, cache = false, memoryBudget } = options;
+    const { backend = "auto", onProgress, onWarning, signal, integrity, cache = false, memoryBudget, threads } = options;
     if (!["auto", "webgpu", "cpu"].includes(backend)) {
       throw namedError("InvalidArgumentError", `backend: expected "auto", "webgpu" or "cpu", found "${backend}"`);
     }
     if (memoryBudget !== undefined && !(typeof memoryBudget === "number" && memoryBudget > 0 && Number.isFinite(memoryBudget))) {
       throw namedError("InvalidArgumentError", `memoryBudget: expected a number of bytes > 0, found ${memoryBudget}`);
     }
+    if (threads !== undefined) checkInt("threads", threads, 1, 64);
     throwIfAborted(signal);
     if (instance.crash !== null) throw crashedError();
     const warn = (message) => {
@@ -614,8 +689,19 @@ export class Sampler {
       else console.warn(`wasm-diffusion: ${message}`);
     };
     const expected = parseIntegrity(integrity);
-    // The module downloads and compiles while the model downloads.
-    const wasmReady = ensureWasm();
+    // Which build: the threaded one for the CPU backend where the page allows threads ("auto"
+    // asks for a WebGPU adapter first, as the threaded build has no WebGPU). The module
+    // downloads and compiles while the model downloads.
+    let choice = null;
+    let plan = { n: 1, reason: 'backend "webgpu" (threads serve the CPU backend)' };
+    if (backend !== "webgpu" && !instance.ready) {
+      plan = threadPlan(threads);
+      if (plan.n > 1 && backend === "auto") {
+        choice = await raceAbort(chooseBackend(backend), signal);
+        if (choice.backend !== "cpu") plan = { n: 1, reason: "the WebGPU backend (threads serve the CPU backend)" };
+      }
+    }
+    const wasmReady = ensureWasm(plan);
     wasmReady.catch(() => {});
 
     // 1. Where the bytes come from: the caller, or a URL (through the Cache API when asked).
@@ -645,7 +731,14 @@ export class Sampler {
 
     // 2. The backend, then the engine, streamed in as the file arrives ("auto" falls back to
     // the CPU when WebGPU fails, reading the file again: from the cache when it got there).
-    let choice = await raceAbort(chooseBackend(backend), signal);
+    if (choice === null) choice = await raceAbort(chooseBackend(backend), signal);
+    if (instance.threaded && choice.backend === "webgpu") {
+      // This instance is the threaded build (an earlier load chose it): the CPU only.
+      if (backend === "webgpu") {
+        throw namedError("BackendError", 'backend "webgpu": expected an instance with WebGPU, found the threaded CPU build an earlier load started here (load WebGPU models in a new worker)');
+      }
+      choice = { backend: "cpu", reason: "auto: this instance is the threaded CPU build an earlier load started; using the CPU", adapter: null };
+    }
     const limits = (adapter) => {
       const l = {};
       if (memoryBudget !== undefined) l.memoryBudget = memoryBudget;
@@ -702,7 +795,11 @@ export class Sampler {
     try {
       const config = call(() => engine.config());
       throwIfAborted(signal);
-      return new Sampler(engine, config, choice.backend, choice.reason);
+      const threadInfo =
+        choice.backend === "cpu"
+          ? { n: instance.threads, reason: instance.threadsReason }
+          : { n: 1, reason: "the WebGPU backend (threads serve the CPU backend)" };
+      return new Sampler(engine, config, choice.backend, choice.reason, threadInfo);
     } catch (e) {
       freeEngine(engine);
       throw fail(e);
@@ -719,6 +816,18 @@ export class Sampler {
   get backendReason() {
     this._check();
     return this._backendReason;
+  }
+
+  /** Threads the CPU backend runs on (1 on WebGPU and wherever the page has no wasm threads). */
+  get threads() {
+    this._check();
+    return this._threads;
+  }
+
+  /** Why that many threads: what the page allows, the `threads` option, or what failed. */
+  get threadsReason() {
+    this._check();
+    return this._threadsReason;
   }
 
   /** Model and scheduler config, quantization, class names. */

@@ -164,6 +164,8 @@ export class SamplerWorker {
     this._disposed = false;
     this.backend = loaded.backend;
     this.backendReason = loaded.backendReason;
+    this.threads = loaded.threads;
+    this.threadsReason = loaded.threadsReason;
     this.config = loaded.config;
   }
 

@@ -66,7 +66,7 @@ self.onmessage = async (event) => {
         onProgress: (p) => post({ id, type: "progress", loaded: p.loaded, total: p.total }),
         onWarning: (message) => post({ id, type: "warning", message }),
       });
-      post({ id, type: "loaded", backend: sampler.backend, backendReason: sampler.backendReason, config: sampler.config });
+      post({ id, type: "loaded", backend: sampler.backend, backendReason: sampler.backendReason, threads: sampler.threads, threadsReason: sampler.threadsReason, config: sampler.config });
     } else if (type === "sample") {
       await sample(id, msg.options, controller.signal);
     } else if (type === "addNoise") {
