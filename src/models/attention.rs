@@ -101,10 +101,16 @@ impl Attention {
         let d = c / self.heads;
         let context = context.unwrap_or_else(|| x.clone());
         let m = context.dims()[1];
+        let (q, k, v) = (
+            self.to_q.forward(x),
+            self.to_k.forward(context.clone()),
+            self.to_v.forward(context),
+        );
+        if cpu::attention_applies(&q, &k, &v, self.heads) {
+            return self.to_out.forward(cpu::attention(q, k, v, self.heads));
+        }
         let split = |t: Tensor<3>, len: usize| t.reshape([b, len, self.heads, d]).swap_dims(1, 2); // [B, heads, len, d]
-        let q = split(self.to_q.forward(x), n);
-        let k = split(self.to_k.forward(context.clone()), m);
-        let v = split(self.to_v.forward(context), m);
+        let (q, k, v) = (split(q, n), split(k, m), split(v, m));
         let attn = attend(q, k, v, MAX_SCORE_ELEMS); // [B, heads, N, d]
         self.to_out.forward(attn.swap_dims(1, 2).reshape([b, n, c]))
     }

@@ -50,6 +50,7 @@ macro_rules! wide_simd {
     };
 }
 
+mod attention;
 mod conv;
 mod gemm;
 mod linear;
@@ -57,6 +58,7 @@ mod norm;
 mod par;
 mod winograd;
 
+pub(crate) use attention::{attention, attention_applies};
 pub(crate) use conv::{conv2d, conv2d_applies, ConvGeometry, ConvWeight};
 pub use gemm::PackedMatrix;
 pub(crate) use linear::{linear, linear_applies};

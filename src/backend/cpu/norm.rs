@@ -40,7 +40,7 @@ pub(crate) fn silu_f32(x: f32) -> f32 {
 /// chain of dependent adds at the adder's latency per element, which kept GroupNorm's two
 /// statistics passes scalar; lanes vectorise (f64x2 in wasm simd128) and overlap.
 #[inline(always)]
-fn lane_sum(v: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+pub(crate) fn lane_sum(v: &[f32], f: impl Fn(f64) -> f64) -> f64 {
     const LANES: usize = 8;
     let mut acc = [0f64; LANES];
     let chunks = v.chunks_exact(LANES);

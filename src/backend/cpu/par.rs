@@ -3,9 +3,14 @@
 //! (`startThreads`, then [`set_threads`]); everywhere else, and before the pool exists, it runs
 //! in order on the calling thread, so the single-threaded builds carry no pool at all.
 //!
-//! A sampling step runs on a pool thread ([`on_pool`]) while the JS-facing thread waits, and the
-//! kernels split their large loops into one part per thread ([`split`], [`for_each`],
-//! [`for_each_chunk_mut`]); a part's kernels are not split again.
+//! A sampling step runs on a pool thread ([`on_pool`]) while the JS-facing thread waits, with the
+//! pool's other threads as its team for the step's length: they spin on a job slot, and the
+//! kernels hand them their large loops as one part per thread ([`split`], [`for_each`],
+//! [`for_each_chunk_mut`]), taking parts themselves too; a part's kernels are not split again.
+//! Why a spinning team, not rayon's own `par_iter`: a step is ~100 such loops of 0.1-2 ms, and
+//! a rayon worker goes to sleep within microseconds of its last job, so every loop paid for
+//! waking it (an `Atomics.notify` to a sleeping Web Worker); XNNPACK's pthreadpool spins the
+//! same way.
 //!
 //! The split never changes a result: each part writes its own outputs, computed exactly as the
 //! one-thread loop computes them (no sum is split across threads), so a threaded run is
@@ -91,9 +96,9 @@ fn test_order() -> bool {
 enum Parts {
     /// In order on this thread.
     Here,
-    /// As parts over the pool.
+    /// As parts over the step's team.
     #[cfg(feature = "threads")]
-    Pool,
+    Pool(&'static team::Team),
     /// As parts on this thread, last first ([`with_test_threads`]).
     #[cfg(test)]
     Reversed,
@@ -108,19 +113,25 @@ fn parts_mode(several: bool) -> Parts {
         return Parts::Reversed;
     }
     #[cfg(feature = "threads")]
-    return Parts::Pool;
-    #[allow(unreachable_code)]
+    if let Some(team) = team::current() {
+        return Parts::Pool(team);
+    }
     Parts::Here
 }
 
-/// Into how many parts (at most `max_parts`) to cut `work` multiply-adds: one per thread when
-/// the work is worth splitting, else 1.
+/// Parts per thread in a split: the threads take parts as they come free, so a thread the
+/// browser or the OS holds up for a while (2 vCPUs shared with the browser's own threads) leaves
+/// a small part to the others instead of half of the work.
+const PARTS_PER_THREAD: usize = 4;
+
+/// Into how many parts (at most `max_parts`) to cut `work` multiply-adds: a few per thread
+/// ([`PARTS_PER_THREAD`]) when the work is worth splitting, else 1.
 pub fn split(work: usize, max_parts: usize) -> usize {
     let t = threads_here();
     if t <= 1 || (work < MIN_PARALLEL_WORK && !test_order()) {
         1
     } else {
-        t.min(max_parts).max(1)
+        (t * PARTS_PER_THREAD).min(max_parts).max(1)
     }
 }
 
@@ -138,10 +149,176 @@ pub fn part_len(units: usize, unit_len: usize, work: usize) -> usize {
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     #[cfg(feature = "threads")]
     if threads() > 1 && rayon::current_thread_index().is_none() {
-        // `scope` runs its closure on a pool thread and returns once it has returned.
-        return rayon::scope(|_| f());
+        // `scope` runs its closure on a pool thread and returns once it and the helpers it
+        // spawned have returned.
+        let team = team::Team::new();
+        let team = &team;
+        return rayon::scope(move |s| {
+            for _ in 1..threads() {
+                s.spawn(move |_| team.help());
+            }
+            let r = team.lead(f);
+            team.dismiss();
+            r
+        });
     }
     f()
+}
+
+/// A buffer whose parts a split's parts write, each its own values (disjoint runs that need not
+/// be contiguous chunks, e.g. the columns of a Winograd chunk's tiles in every output row): it
+/// hands out each run as its own slice instead of the whole buffer.
+pub struct Disjoint<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _buf: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: a `&mut [T]` handed out in disjoint runs (the promise of `run`'s callers).
+unsafe impl<T: Send> Send for Disjoint<'_, T> {}
+unsafe impl<T: Send> Sync for Disjoint<'_, T> {}
+
+impl<'a, T> Disjoint<'a, T> {
+    pub fn new(buf: &'a mut [T]) -> Self {
+        Self {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+            _buf: std::marker::PhantomData,
+        }
+    }
+
+    /// The `len` values at `start`.
+    ///
+    /// # Safety
+    /// No other slice of the same values is alive: the caller writes its own values only.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn run(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(
+            start <= self.len && len <= self.len - start,
+            "Disjoint::run: out of bounds"
+        );
+        // SAFETY: in bounds (asserted); exclusive by the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+/// A step's team: the thread running the step (the lead) publishes a loop as a job; the helpers,
+/// spinning until the step ends, and the lead take its indices one at a time.
+#[cfg(feature = "threads")]
+mod team {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::SeqCst};
+
+    /// One loop: `f(i)` for `i < n`; `next` hands out indices, `done` counts finished ones.
+    struct Job<'a> {
+        f: &'a (dyn Fn(usize) + Sync),
+        n: usize,
+        next: AtomicUsize,
+        done: AtomicUsize,
+    }
+
+    impl Job<'_> {
+        fn work(&self) {
+            loop {
+                let i = self.next.fetch_add(1, SeqCst);
+                if i >= self.n {
+                    return;
+                }
+                (self.f)(i);
+                self.done.fetch_add(1, SeqCst);
+            }
+        }
+    }
+
+    pub struct Team {
+        /// The job in progress (on the lead's stack), or null.
+        job: AtomicPtr<Job<'static>>,
+        /// Bumped when a job is published.
+        generation: AtomicUsize,
+        /// Helpers that may be reading `job`: the lead waits for 0 before the job goes.
+        busy: AtomicUsize,
+        stop: AtomicBool,
+    }
+
+    thread_local! {
+        /// The team of the step running on this thread (the lead's).
+        static CURRENT: Cell<*const Team> = const { Cell::new(std::ptr::null()) };
+    }
+
+    /// The team of the step running on this thread, if this thread leads one.
+    pub fn current() -> Option<&'static Team> {
+        let p = CURRENT.with(Cell::get);
+        // SAFETY: set only by `lead`, for the length of the step, while the team lives.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+
+    impl Team {
+        pub fn new() -> Self {
+            Self {
+                job: AtomicPtr::new(std::ptr::null_mut()),
+                generation: AtomicUsize::new(0),
+                busy: AtomicUsize::new(0),
+                stop: AtomicBool::new(false),
+            }
+        }
+
+        /// Runs the step `f` on this thread as the team's lead.
+        pub fn lead<R>(&self, f: impl FnOnce() -> R) -> R {
+            let outer = CURRENT.with(|c| c.replace(self));
+            let r = f();
+            CURRENT.with(|c| c.set(outer));
+            r
+        }
+
+        /// Ends the step: the helpers return.
+        pub fn dismiss(&self) {
+            self.stop.store(true, SeqCst);
+        }
+
+        /// A helper's loop until the step ends: take part in every job published.
+        pub fn help(&self) {
+            let mut seen = self.generation.load(SeqCst);
+            while !self.stop.load(SeqCst) {
+                let g = self.generation.load(SeqCst);
+                if g == seen {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                seen = g;
+                self.busy.fetch_add(1, SeqCst);
+                let job = self.job.load(SeqCst);
+                if !job.is_null() {
+                    // SAFETY: the lead keeps the job alive until `busy` is back to 0, and
+                    // clears `job` before it waits for that.
+                    unsafe { &*job }.work();
+                }
+                self.busy.fetch_sub(1, SeqCst);
+            }
+        }
+
+        /// `f(i)` for every `i < n`, over the lead and the helpers; returns when all are done.
+        pub fn run(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+            let job = Job {
+                f,
+                n,
+                next: AtomicUsize::new(0),
+                done: AtomicUsize::new(0),
+            };
+            // The job lives on this stack frame; `job` is cleared and the helpers out of it
+            // (busy == 0) before it returns, so the erased lifetime never outlives it.
+            let ptr = (&job as *const Job<'_>).cast::<Job<'static>>().cast_mut();
+            self.job.store(ptr, SeqCst);
+            self.generation.fetch_add(1, SeqCst);
+            job.work();
+            while job.done.load(SeqCst) < n {
+                std::hint::spin_loop();
+            }
+            self.job.store(std::ptr::null_mut(), SeqCst);
+            while self.busy.load(SeqCst) != 0 {
+                std::hint::spin_loop();
+            }
+        }
+    }
 }
 
 /// Runs `f` on every thread of the pool and on the calling thread (to free thread-local
@@ -160,12 +337,19 @@ pub fn for_each(n: usize, f: impl Fn(usize) + Sync + Send) {
     match parts_mode(n > 1) {
         Parts::Here => (0..n).for_each(f),
         #[cfg(feature = "threads")]
-        Parts::Pool => {
-            use rayon::prelude::*;
-            (0..n).into_par_iter().for_each(|i| as_part(|| f(i)));
-        }
+        Parts::Pool(team) => team.run(n, &|i| as_part(|| f(i))),
         #[cfg(test)]
         Parts::Reversed => (0..n).rev().for_each(|i| as_part(|| f(i))),
+    }
+}
+
+/// [`for_each`] when `work` multiply-adds over all of `0..n` are worth splitting ([`split`]),
+/// else in order here.
+pub fn for_each_sized(n: usize, work: usize, f: impl Fn(usize) + Sync + Send) {
+    if split(work, n) > 1 {
+        for_each(n, f);
+    } else {
+        (0..n).for_each(f);
     }
 }
 
@@ -183,11 +367,16 @@ pub fn for_each_chunk_mut<T: Send>(
             .enumerate()
             .for_each(|(i, c)| f(i, c)),
         #[cfg(feature = "threads")]
-        Parts::Pool => {
-            use rayon::prelude::*;
-            out.par_chunks_mut(chunk_len)
-                .enumerate()
-                .for_each(|(i, c)| as_part(|| f(i, c)));
+        Parts::Pool(team) => {
+            let len = out.len();
+            let buf = Disjoint::new(out);
+            team.run(len.div_ceil(chunk_len), &|i| {
+                let start = i * chunk_len;
+                // SAFETY: chunk i is out[start .. start + chunk_len] cut at len, and no two
+                // indices (each run once) share a value.
+                let chunk = unsafe { buf.run(start, chunk_len.min(len - start)) };
+                as_part(|| f(i, chunk))
+            });
         }
         #[cfg(test)]
         Parts::Reversed => out

@@ -24,7 +24,8 @@ use burn::tensor::Tensor;
 
 use super::conv::gemm_values;
 use super::gemm::{copy_panel_row, gemm_packed, packed_b_len, PackedMatrix, NR};
-use super::{from_host, par, take_host};
+use super::par::{self, Disjoint};
+use super::{from_host, take_host};
 
 /// Floats of one chunk's `V` and `M` together: tiles per chunk are chosen to keep both within
 /// about 1 MiB (L2), so the transforms' writes are still cached when the GEMMs read them.
@@ -167,7 +168,7 @@ pub(crate) fn conv2d(x: Tensor<4>, w: &WinogradWeight, bias: &[f32]) -> Tensor<4
     };
     let run = |x: &[f32]| {
         let mut out = vec![0f32; b * c_out * h * wd];
-        let planes = Planes::new(&mut out);
+        let planes = Disjoint::new(&mut out);
         par::for_each(tiles.div_ceil(chunk), |ci| {
             let t0 = ci * chunk;
             let n = chunk.min(tiles - t0);
@@ -226,44 +227,6 @@ struct Segment {
     tx0: usize,
     len: usize,
     j0: usize,
-}
-
-/// The output `[B, c_out, h, w]` as the chunks write it: each chunk writes the outputs of its
-/// own tiles only (disjoint column runs of rows), possibly from several threads at once, so it
-/// hands out each run as its own slice instead of the whole buffer.
-struct Planes<'a> {
-    ptr: *mut f32,
-    len: usize,
-    _out: std::marker::PhantomData<&'a mut [f32]>,
-}
-
-// SAFETY: `Planes` is a `&mut [f32]` whose parts are handed out by `run`, and its users
-// (`transform_outputs_body`) only ask for the runs of their own tiles, which no two chunks share.
-unsafe impl Send for Planes<'_> {}
-unsafe impl Sync for Planes<'_> {}
-
-impl<'a> Planes<'a> {
-    fn new(out: &'a mut [f32]) -> Self {
-        Self {
-            ptr: out.as_mut_ptr(),
-            len: out.len(),
-            _out: std::marker::PhantomData,
-        }
-    }
-
-    /// The `len` values at `start`.
-    ///
-    /// # Safety
-    /// No other slice of the same values is alive: the caller writes outputs of its own tiles.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn run(&self, start: usize, len: usize) -> &mut [f32] {
-        assert!(
-            start + len <= self.len,
-            "winograd: output run out of bounds"
-        );
-        // SAFETY: in bounds (asserted); exclusive by the caller's promise.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
-    }
 }
 
 impl Grid {
@@ -425,7 +388,7 @@ fn transform_outputs_body(
     c_out: usize,
     tiles: std::ops::Range<usize>,
     bias: &[f32],
-    out: &Planes,
+    out: &Disjoint<f32>,
 ) {
     let n = tiles.len();
     let segs = g.segments(tiles);
@@ -516,7 +479,7 @@ wide_simd! {
         c_out: usize,
         tiles: std::ops::Range<usize>,
         bias: &[f32],
-        out: &Planes,
+        out: &Disjoint<f32>,
     ) = transform_outputs_body
 }
 
