@@ -13,6 +13,11 @@
 //   (the demo waits for the worker on a first visit, so this only happens without one).
 // - A cached model is checked against the `integrity` in its build's models/index.json each time
 //   it is served; a bad copy is evicted and fetched again (or, offline, a clear error).
+// - Every response it serves carries COOP/COEP (Cross-Origin-Opener-Policy: same-origin,
+//   Cross-Origin-Embedder-Policy: require-corp), so the page is cross-origin isolated on any
+//   static host and the package runs its threaded CPU build (the demo reloads once after a first
+//   visit for it, www/demo.js). The threaded build's pool workers are blob workers that no request
+//   of theirs pins: their build files come from the build the live pages are pinned to.
 // - Only the known files are cached: the page files (network first, so edits show), the build
 //   files and the models that models/index.json names (the default and the text-to-image one). Everything else passes through.
 try {
@@ -25,7 +30,13 @@ const FILES = self.WASM_DIFFUSION_FILES || null;
 const PREFIX = "wasm-diffusion-demo-";
 const PINS = "wasm-diffusion-pins"; // clientId -> build; not PREFIX, it is no build
 const PAGE = ["index.html", "www/style.css", "www/demo.js"];
-const PKG = ["pkg/index.js", "pkg/worker-client.js", "pkg/worker.js", "pkg/wasm_diffusion.js", "pkg/wasm_diffusion_bg.wasm"];
+// The package's files: the manifest's list (scripts/demo-manifest.mjs: PKG_FILES and the
+// threaded build's snippets), or the fixed ones without a manifest.
+const PKG = FILES
+  ? Object.keys(FILES).filter((f) => f.startsWith("pkg/"))
+  : ["pkg/index.js", "pkg/worker-client.js", "pkg/worker.js", "pkg/wasm_diffusion.js", "pkg/wasm_diffusion_bg.wasm", "pkg/wasm_diffusion_threads.js", "pkg/wasm_diffusion_threads_bg.wasm"];
+/** The headers that make the page cross-origin isolated (wasm threads need SharedArrayBuffer). */
+const ISOLATION = { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp" };
 const ENTRY = "pkg/index.js";
 const NETWORK = "network"; // the pin of a client that got its package from the network
 const PIN_GRACE_MS = 10000; // a worker's pin survives pruning this long before the worker runs
@@ -135,9 +146,38 @@ async function prune(again = true) {
   }
 }
 
+/** `response` with the isolation headers added (an opaque or error response as it is). */
+function isolated(response) {
+  if (!response || response.type === "opaque" || response.status === 0) return response;
+  const headers = new Headers(response.headers);
+  for (const [k, v] of Object.entries(ISOLATION)) headers.set(k, v);
+  return new Response(response.body, { status: response.status, statusText: response.statusText, headers });
+}
+
+/** The build a live pinned page or worker runs (the newest of them), or null. */
+async function livePinnedBuild() {
+  const live = await self.clients.matchAll({ type: "all", includeUncontrolled: true });
+  let best = null;
+  for (const c of live) {
+    const build = await getPin(c.id);
+    const at = pins.get(c.id)?.at ?? 0;
+    if (build && build !== NETWORK && (!best || at > best.at)) best = { build, at };
+  }
+  return best && best.build;
+}
+
 /** The build whose files `event`'s client runs, pinning it on its first package request. */
 async function buildOf(event, rel) {
   let build = await getPin(event.clientId);
+  if (!build && event.clientId) {
+    // A pool worker of the threaded build (a blob worker: no script request pinned it) asks for
+    // the glue its SamplerWorker runs: the build of the live pinned clients.
+    const client = await self.clients.get(event.clientId);
+    if (client && client.type === "worker" && client.url.startsWith("blob:")) {
+      const live = await livePinnedBuild();
+      if (live) return live;
+    }
+  }
   if (!build) {
     // A client's first build file must be the package's entry; anything else means it loaded
     // the package before this worker controlled it, from the network: it stays on the network.
@@ -160,13 +200,13 @@ self.addEventListener("fetch", (event) => {
   const path = url.pathname.slice(scope().pathname.length);
   const rel = path === "" ? "index.html" : path;
   if (request.mode === "navigate") {
-    if (rel === "index.html") event.respondWith(pageFile(request, rel));
+    if (rel === "index.html") event.respondWith(pageFile(request, rel).then(isolated));
     return;
   }
   if (PKG.includes(rel) || rel === "models/index.json" || (rel.startsWith("models/") && rel.endsWith(".safetensors"))) {
-    event.respondWith(buildFile(event, rel));
+    event.respondWith(buildFile(event, rel).then(isolated));
   } else if (PAGE.includes(rel)) {
-    event.respondWith(pageFile(request, rel));
+    event.respondWith(pageFile(request, rel).then(isolated));
   }
   // anything else: not ours, not cached
 });

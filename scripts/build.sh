@@ -96,6 +96,46 @@ rm -rf "$out_dir/snippets"
 wasm-bindgen --target web --out-dir "$out_dir" --out-name wasm_diffusion_threads "$threads_wasm"
 threads_bg="$out_dir/wasm_diffusion_threads_bg.wasm"
 [ -f "$threads_bg" ] || die "wasm-bindgen did not produce $threads_bg"
+# wasm-bindgen-rayon's worker script (a JS snippet) starts each pool worker from a blob: URL of
+# its own source, and initialises with wasm-bindgen's deprecated positional arguments. Started
+# from its own URL instead, the workers are ordinary same-origin module workers: the demo's
+# service worker serves and pins their files like any other worker's (offline too), and a page
+# sees no blob: requests. The patch must apply exactly, or the build stops.
+node -e '
+    const fs = require("fs");
+    const dir = process.argv[1] + "/snippets";
+    const files = fs.readdirSync(dir, { recursive: true }).filter((f) => f.endsWith("workerHelpers.no-bundler.js"));
+    if (files.length !== 1) throw new Error(`expected one wasm-bindgen-rayon worker script in ${dir}, found ${files.length}`);
+    const file = `${dir}/${files[0]}`;
+    let js = fs.readFileSync(file, "utf8");
+    const swaps = [
+      ["let scriptBlob = await fetch(import.meta.url).then(r => r.blob());", ""],
+      ["let url = URL.createObjectURL(scriptBlob);", "let url = import.meta.url;"],
+      ["URL.revokeObjectURL(url);", ""],
+      ["await pkg.default(data.module, data.memory);", "await pkg.default({ module_or_path: data.module, memory: data.memory });"],
+      ["mainJS: builder.mainJS()", "mainJS: await glueForPool(builder.mainJS())"],
+    ];
+    // The pool workers are nested workers, which a service worker does not control: the glue
+    // they import comes from this (controlled) worker instead, as a blob whose relative imports
+    // point at the package (the snippet it imports is the pool worker itself, already loaded).
+    js += [
+      "",
+      "// Added by wasm-diffusion (scripts/build.sh): the glue for the pool workers, fetched here.",
+      "async function glueForPool(url) {",
+      "  const response = await fetch(url);",
+      "  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);",
+      "  const base = new URL(\".\", url).href;",
+      "  const text = (await response.text()).replace(/(from\\s*|import\\s*\\(\\s*)([\x27\"])\\.\\//g, (_, a, q) => a + q + base);",
+      "  return URL.createObjectURL(new Blob([text], { type: \"text/javascript\" }));",
+      "}",
+      "",
+    ].join("\n");
+    for (const [from, to] of swaps) {
+      if (js.split(from).length !== 2) throw new Error(`${file}: expected ${JSON.stringify(from)} once (a new wasm-bindgen-rayon? check the patch in scripts/build.sh)`);
+      js = js.replace(from, to);
+    }
+    fs.writeFileSync(file, js);
+' "$out_dir"
 # Its types are the single-threaded build's (index.js is the package's API either way).
 rm -f "$out_dir/wasm_diffusion_threads.d.ts" "$out_dir/wasm_diffusion_threads_bg.wasm.d.ts"
 

@@ -13,8 +13,32 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 
-// The package files the demo runs; sw.js caches exactly these (keep the two lists equal).
-export const PKG_FILES = ["pkg/index.js", "pkg/worker-client.js", "pkg/worker.js", "pkg/wasm_diffusion.js", "pkg/wasm_diffusion_bg.wasm"];
+// The package files the demo runs; sw.js caches exactly these (its list comes from build-id.js).
+export const PKG_FILES = [
+  "pkg/index.js",
+  "pkg/worker-client.js",
+  "pkg/worker.js",
+  "pkg/wasm_diffusion.js",
+  "pkg/wasm_diffusion_bg.wasm",
+  "pkg/wasm_diffusion_threads.js",
+  "pkg/wasm_diffusion_threads_bg.wasm",
+];
+
+/** The package files under `root` the demo runs: PKG_FILES and the threaded build's JS snippets
+ * (pkg/snippets/, whose folder names wasm-bindgen derives from a hash). */
+export function pkgFiles(root) {
+  const snippets = [];
+  const walk = (rel) => {
+    const abs = path.join(root, rel);
+    if (!fs.existsSync(abs)) return;
+    for (const e of fs.readdirSync(abs, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      if (e.isDirectory()) walk(`${rel}/${e.name}`);
+      else if (e.name.endsWith(".js")) snippets.push(`${rel}/${e.name}`);
+    }
+  };
+  walk("pkg/snippets");
+  return [...PKG_FILES, ...snippets];
+}
 
 const sri = (bytes) => `sha256-${crypto.createHash("sha256").update(bytes).digest("base64")}`;
 
@@ -39,7 +63,7 @@ export function writeManifest(root) {
   fs.writeFileSync(indexPath, `${JSON.stringify(index, null, 2)}\n`);
 
   const files = {};
-  for (const f of [...PKG_FILES, "models/index.json", ...names.map((m) => `models/${m}`)]) files[f] = sri(fs.readFileSync(path.join(root, f)));
+  for (const f of [...pkgFiles(root), "models/index.json", ...names.map((m) => `models/${m}`)]) files[f] = sri(fs.readFileSync(path.join(root, f)));
   const build = crypto.createHash("sha256").update(JSON.stringify(files)).digest("hex").slice(0, 16);
   fs.mkdirSync(path.join(root, "www"), { recursive: true });
   fs.writeFileSync(

@@ -22,6 +22,8 @@ const TEXT_MODE = params.get("mode") === "text";
  * cached (and pinned this page to), not files fetched around it; without a worker (none, or its
  * install failed) it imports from the network.
  */
+const RELOADED_FOR_ISOLATION = "wasm-diffusion-reloaded-for-isolation";
+
 async function importPackage() {
   const sw = navigator.serviceWorker;
   if (sw) {
@@ -37,6 +39,14 @@ async function importPackage() {
           worker.addEventListener("statechange", () => ["activated", "redundant"].includes(worker.state) && resolve());
         });
         if (!sw.controller) $("offline-status").textContent = "offline mode unavailable: the service worker did not install";
+      }
+      // The worker serves the demo cross-origin isolated (COOP/COEP), which the CPU backend's
+      // threads need; a page is isolated or not from its first response, so a first visit,
+      // loaded before the worker controlled it, reloads once to get threads.
+      if (sw.controller && !globalThis.crossOriginIsolated && !sessionStorage.getItem(RELOADED_FOR_ISOLATION)) {
+        sessionStorage.setItem(RELOADED_FOR_ISOLATION, "1");
+        location.reload();
+        return new Promise(() => {});
       }
       // A later build takes over the worker; this page keeps its own build until it reloads.
       // The page runs under its controller, or under `worker` when that one activated just now
@@ -122,6 +132,9 @@ async function main() {
   $("load-progress").value = 1;
   $("load-status").textContent = `Loaded ${cfg.name || "model"} (${cfg.quantization}, ${cfg.sampleSize?.join("×")} px) in ${((performance.now() - t0) / 1000).toFixed(1)} s`;
   $("backend").textContent = state.sampler.backend;
+  $("backend").title = state.sampler.backendReason;
+  $("threads").textContent = String(state.sampler.threads);
+  $("threads").title = state.sampler.threadsReason;
   $("train-steps").textContent = String(cfg.scheduler.num_train_timesteps);
   if (cfg.kind === "latent") {
     setUpTextToImage(cfg, params.get("model") === null ? entry : {});

@@ -24,6 +24,8 @@ const WASM_URL = new URL("./wasm_diffusion_bg.wasm", import.meta.url);
 // backend, its glue imported only then.
 const THREADS_WASM_URL = new URL("./wasm_diffusion_threads_bg.wasm", import.meta.url);
 const THREADS_GLUE = "./wasm_diffusion_threads.js";
+/** How long the threaded build's workers may take to start before the single-threaded build is used. */
+const THREADS_START_MS = 30000;
 /** Threads the CPU backend takes at most by default (one per core up to this). */
 const MAX_DEFAULT_THREADS = 8;
 /** The bindings of this page's or worker's instance: the single-threaded build's until the
@@ -155,7 +157,17 @@ function ensureWasm(plan = { n: 1, reason: "no model load chose threads for this
         try {
           const glue = await import(THREADS_GLUE);
           await glue.default({ module_or_path: THREADS_WASM_URL });
-          await glue.startThreads(plan.n);
+          // Workers that cannot start (blocked, or their script unreachable) never answer:
+          // after a while the single-threaded build takes over.
+          let timer;
+          const late = new Promise((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`its ${plan.n} workers did not start within ${THREADS_START_MS / 1000} s`)), THREADS_START_MS);
+          });
+          try {
+            await Promise.race([glue.startThreads(plan.n), late]);
+          } finally {
+            clearTimeout(timer);
+          }
           wasm = glue;
           instance.threaded = true;
         } catch (e) {
