@@ -79,7 +79,14 @@ test("the package's version is Cargo.toml's, and pkg/package.json is src/web/js/
 test("npm pack ships exactly the files package.json lists", () => {
   assert.equal(packed.name, NAME);
   assert.equal(packed.version, MANIFEST.version);
-  assert.deepEqual(packed.files.map((f) => f.path).sort(), [...MANIFEST.files, "package.json"].sort());
+  // A folder entry ("snippets/": the threaded build's JS snippets) ships every file under it.
+  const files = MANIFEST.files.flatMap((f) =>
+    f.endsWith("/")
+      ? fs.readdirSync(path.join(REPO, "pkg", f), { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => path.relative(path.join(REPO, "pkg"), path.join(e.parentPath ?? e.path, e.name)))
+      : [f],
+  );
+  assert.ok(files.some((f) => f.startsWith("snippets/")), "the threaded build's snippets are in pkg/");
+  assert.deepEqual(packed.files.map((f) => f.path).sort(), [...files, "package.json"].sort());
 });
 
 test("the installed package resolves by name through its exports (Node)", () => {

@@ -58,7 +58,7 @@ fi
 # The lib target is the package's name with "_" (Cargo.toml has no [lib] name).
 wasm="$WASM_TARGET_DIR/wasm32-unknown-unknown/release/wasm_diffusion.wasm"
 
-echo "==> cargo build (wasm32, release, features: web) in $WASM_TARGET_DIR"
+echo "==> cargo build (wasm32, release, features: web, webgpu) in $WASM_TARGET_DIR"
 t0=$SECONDS
 CARGO_TARGET_DIR="$WASM_TARGET_DIR" cargo build --lib --release \
     --target wasm32-unknown-unknown --no-default-features --features web,webgpu
@@ -87,7 +87,10 @@ for arg in --shared-memory --import-memory --max-memory=4294967296 \
     --export=__wasm_init_tls --export=__tls_size --export=__tls_align --export=__tls_base; do
     threads_flags="$threads_flags -C link-arg=$arg"
 done
-CARGO_TARGET_DIR="$WASM_THREADS_TARGET_DIR" RUSTFLAGS="$threads_flags" \
+# (Without the lint wrapper scripts/clippy-env.sh may have set: the pinned nightly has no
+# clippy, and the stable build above already linted the same code.)
+env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS \
+    CARGO_TARGET_DIR="$WASM_THREADS_TARGET_DIR" RUSTFLAGS="$threads_flags" \
     cargo +"$WASM_THREADS_TOOLCHAIN" build --lib --release -Z build-std=panic_abort,std \
     --target wasm32-unknown-unknown --no-default-features --features threads
 echo "    cargo: $((SECONDS - t0)) s"
