@@ -40,6 +40,9 @@
 // main thread a page keeps one core for the waiting thread, see index.js); a call is the same
 // step, its preview arriving as ImageBitmaps. onnxruntime-web stays on the main thread, which
 // is one of its compute threads.
+// --thread-stats N: after the timed samples, N more calls of ours with the threaded build's
+// counters on (a performance.now() per split loop): the share of a step spent in split loops,
+// the rest on one thread, and the lead's wait for the last helper (the table's last lines).
 // --flags default starts Chromium with plain flags (Liftoff first, TurboFan tier-up as users
 // get it); no-liftoff adds NO_LIFTOFF_ARGS (every wasm function optimized before it first runs:
 // steady-state code from the first call).
@@ -77,7 +80,7 @@ if (argv.includes("-h") || argv.includes("--help")) {
 }
 
 // --- command line ---------------------------------------------------------------------------
-const OPTIONS = ["--models", "--cases", "--rounds", "--samples", "--flags", "--out", "--time-to-speed", "--ttfs-seconds", "--threads"];
+const OPTIONS = ["--models", "--cases", "--rounds", "--samples", "--flags", "--out", "--time-to-speed", "--ttfs-seconds", "--threads", "--thread-stats"];
 const opts = new Map();
 const dirArgs = [];
 for (let i = 0; i < argv.length; i++) {
@@ -122,6 +125,7 @@ const THREADS = (opts.get("--threads") ?? "1").split(",").map((t) => {
   return n;
 });
 const ISOLATED = THREADS.some((t) => t > 1);
+const STATS_CALLS = opts.has("--thread-stats") ? posInt("--thread-stats") : 0;
 const tName = (name, t) => (THREADS.length === 1 && t === 1 ? name : `${name} ${t}t`);
 // Every implementation measured: each build and onnxruntime-web, at each thread count.
 const impls = THREADS.flatMap((t) => [
@@ -184,7 +188,7 @@ async function backToBack(call, { ms }) {
 const HARNESS = `window.cpuBench = { warmThenTime: (${warmThenTime}), backToBack: (${backToBack}) };`;
 
 /** Ours, in a page with the harness: load the model, then `mode` ("warmThenTime" or "backToBack"). */
-async function oursInPage({ pkg, url, batch, mode, cfg, threads, worker }) {
+async function oursInPage({ pkg, url, batch, mode, cfg, threads, worker, statsCalls }) {
   const loadStartAt = performance.now();
   const wd = await import(pkg);
   const sampler = await (worker ? wd.SamplerWorker : wd.Sampler).load(url, { backend: "cpu", threads });
@@ -205,6 +209,24 @@ async function oursInPage({ pkg, url, batch, mode, cfg, threads, worker }) {
     if (r.done || r.value.images.length !== batch) throw new Error(`expected a preview of ${batch} images, found ${r.done ? "the end of the run" : r.value.images.length}`);
   };
   const out = await window.cpuBench[mode](call, cfg);
+  if (statsCalls && worker && threads > 1) {
+    // The threaded build's counters over `statsCalls` more calls (in the sampler's worker).
+    const ask = (on) =>
+      new Promise((resolve) => {
+        const w = sampler._conn.worker;
+        const onMessage = (e) => {
+          if (e.data && e.data.type === "threadStats") {
+            w.removeEventListener("message", onMessage);
+            resolve(e.data.stats);
+          }
+        };
+        w.addEventListener("message", onMessage);
+        w.postMessage({ type: "threadStats", on });
+      });
+    await ask(true);
+    for (let i = 0; i < statsCalls; i++) await call();
+    out.threadStats = await ask(false);
+  }
   if (it) await it.return();
   const backend = sampler.backend;
   const threadsReason = sampler.threadsReason;
@@ -385,7 +407,7 @@ async function runPage(impl, c, mode, cfg) {
       results.ortVersion = r.version;
       return r;
     }
-    return await page.evaluate(oursInPage, { pkg: `${impl.route}index.js`, url: `/m/${c.model}.int8.safetensors`, batch: c.batch, mode, cfg, threads: impl.threads, worker: ISOLATED });
+    return await page.evaluate(oursInPage, { pkg: `${impl.route}index.js`, url: `/m/${c.model}.int8.safetensors`, batch: c.batch, mode, cfg, threads: impl.threads, worker: ISOLATED, statsCalls: STATS_CALLS });
   } finally {
     await close();
   }
@@ -487,6 +509,21 @@ if (!TTFS_PAGES) {
       cell.warmup = of(name).map((q) => ({ round: q.round, calls: q.warmupCalls, ms: Math.round(q.warmupMs), settledAt: Math.round(q.settledAt), settled: q.settled, loadMs: Math.round(q.loadedAt - q.loadStartAt) }));
       results.cells.push(cell);
       lines.push(pad(c.name, caseW) + pad(name, implW) + [s.n, f1(s.median), f1(s.p10), f1(s.p90), f1(s.min), f1(s.max)].map((v) => lpad(v, 8)).join("") + "  " + pad(rounds.map(f1).join(" "), 18) + "  " + ratio);
+    }
+  }
+  const withStats = results.pages.filter((q) => q.threadStats);
+  if (withStats.length) {
+    lines.push("", `threaded steps (--thread-stats ${STATS_CALLS} calls per page, all rounds): split loops, the rest on one thread, the lead's wait for helpers`);
+    for (const c of CASES) {
+      for (const impl of impls.filter((i) => i.ours && i.threads > 1)) {
+        const qs = withStats.filter((q) => q.case === c.name && q.impl === impl.label);
+        if (!qs.length) continue;
+        const sum = (k) => qs.reduce((a, q) => a + q.threadStats[k], 0);
+        const [steps, stepMs, par, wait, regions] = ["steps", "stepMs", "parallelMs", "waitMs", "regions"].map(sum);
+        const cell = results.cells.find((x) => x.case === c.name && x.impl === impl.label);
+        cell.threadStats = { steps, msPerStep: r2(stepMs / steps), splitShare: r2(par / stepMs), serialShare: r2(1 - par / stepMs), waitShare: r2(wait / stepMs), loopsPerStep: r2(regions / steps) };
+        lines.push(pad(c.name, caseW) + pad(impl.label, implW) + `${f1(stepMs / steps)} ms/step in the step itself; split loops ${Math.round((100 * par) / stepMs)}% (${Math.round(regions / steps)} per step), of which waiting for helpers ${Math.round((100 * wait) / stepMs)}%; one thread ${Math.round(100 - (100 * par) / stepMs)}%`);
+      }
     }
   }
   lines.push("", `warm-up per page (calls / ms until settled, from the first call; * = not settled within ${WARMUP.maxCalls} calls or ${WARMUP.maxMs / 1000} s):`);

@@ -126,6 +126,26 @@ pub async fn start_threads(n: usize) -> Result<usize, JsValue> {
     Ok(n)
 }
 
+/// Where the threaded build's steps spent their time since the last call (`{ steps, stepMs,
+/// regions, parallelMs, waitMs }`, see `backend::cpu::par::stats`), counting from now on while
+/// `on`; for benchmarks (`bench/cpu.mjs --thread-stats`).
+#[cfg(feature = "threads")]
+#[wasm_bindgen(js_name = threadStats)]
+pub fn thread_stats(on: bool) -> JsValue {
+    let s = crate::backend::cpu::thread_stats(on);
+    let o = js_sys::Object::new();
+    for (k, v) in [
+        ("steps", s.steps as f64),
+        ("stepMs", s.step_ms),
+        ("regions", s.regions as f64),
+        ("parallelMs", s.parallel_ms),
+        ("waitMs", s.wait_ms),
+    ] {
+        let _ = js_sys::Reflect::set(&o, &k.into(), &v.into());
+    }
+    o.into()
+}
+
 /// How many threads the CPU backend runs on: the rayon pool's size in the threaded build once
 /// `initThreadPool` has resolved, else 1.
 #[wasm_bindgen(js_name = cpuThreads)]

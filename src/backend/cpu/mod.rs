@@ -63,7 +63,7 @@ pub(crate) use conv::{conv2d, conv2d_applies, ConvGeometry, ConvWeight};
 pub use gemm::PackedMatrix;
 pub(crate) use linear::{linear, linear_applies};
 #[cfg(feature = "threads")]
-pub use par::set_threads;
+pub use par::{set_threads, stats::take as thread_stats};
 pub use par::{on_pool, threads};
 pub use winograd::WinogradWeight;
 

@@ -153,7 +153,8 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         // spawned have returned.
         let team = team::Team::new();
         let team = &team;
-        return rayon::scope(move |s| {
+        let t0 = stats::now();
+        let r = rayon::scope(move |s| {
             for _ in 1..threads() {
                 s.spawn(move |_| team.help());
             }
@@ -161,6 +162,8 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
             team.dismiss();
             r
         });
+        stats::add_step(t0);
+        return r;
     }
     f()
 }
@@ -307,12 +310,15 @@ mod team {
             // The job lives on this stack frame; `job` is cleared and the helpers out of it
             // (busy == 0) before it returns, so the erased lifetime never outlives it.
             let ptr = (&job as *const Job<'_>).cast::<Job<'static>>().cast_mut();
+            let t0 = super::stats::now();
             self.job.store(ptr, SeqCst);
             self.generation.fetch_add(1, SeqCst);
             job.work();
+            let t1 = super::stats::now();
             while job.done.load(SeqCst) < n {
                 std::hint::spin_loop();
             }
+            super::stats::add_region(t0, t1);
             self.job.store(std::ptr::null_mut(), SeqCst);
             while self.busy.load(SeqCst) != 0 {
                 std::hint::spin_loop();
@@ -386,5 +392,81 @@ pub fn for_each_chunk_mut<T: Send>(
             .into_iter()
             .rev()
             .for_each(|(i, c)| as_part(|| f(i, c))),
+    }
+}
+
+/// Where a threaded step's time goes, for benchmarks (`threadStats()` in the threaded build; off
+/// unless asked for, as each reading is a call into JS): the steps' wall time, the part of it in
+/// split loops (the lead's own parts, then its wait for the last helper), and the rest, which ran
+/// on one thread.
+#[cfg(feature = "threads")]
+pub mod stats {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    static ON: AtomicBool = AtomicBool::new(false);
+
+    #[derive(Default, Clone, Copy, Debug)]
+    pub struct Stats {
+        pub steps: u64,
+        pub step_ms: f64,
+        /// Loops split over the team, and the time the lead spent in them.
+        pub regions: u64,
+        pub parallel_ms: f64,
+        /// The part of `parallel_ms` the lead waited for helpers after its own parts.
+        pub wait_ms: f64,
+    }
+
+    static STATS: Mutex<Stats> = Mutex::new(Stats {
+        steps: 0,
+        step_ms: 0.0,
+        regions: 0,
+        parallel_ms: 0.0,
+        wait_ms: 0.0,
+    });
+
+    /// Turns the counting on or off and returns the counts so far, zeroing them.
+    pub fn take(on: bool) -> Stats {
+        ON.store(on, Ordering::Relaxed);
+        std::mem::take(&mut *STATS.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// `performance.now()` of this thread's JS realm when counting, else 0.
+    pub fn now() -> f64 {
+        if !ON.load(Ordering::Relaxed) {
+            return 0.0;
+        }
+        let global = js_sys::global();
+        let perf = js_sys::Reflect::get(&global, &"performance".into()).unwrap_or_default();
+        let now = js_sys::Reflect::get(&perf, &"now".into()).unwrap_or_default();
+        use wasm_bindgen::JsCast;
+        now.dyn_ref::<js_sys::Function>()
+            .and_then(|f| f.call0(&perf).ok())
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0)
+    }
+
+    fn with(f: impl FnOnce(&mut Stats)) {
+        if ON.load(Ordering::Relaxed) {
+            f(&mut STATS.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+    }
+
+    pub fn add_step(t0: f64) {
+        let t = now();
+        with(|s| {
+            s.steps += 1;
+            s.step_ms += t - t0;
+        });
+    }
+
+    /// A split loop that started at `t0`, whose last part of the lead's ended at `t1`.
+    pub fn add_region(t0: f64, t1: f64) {
+        let t = now();
+        with(|s| {
+            s.regions += 1;
+            s.parallel_ms += t - t0;
+            s.wait_ms += t - t1;
+        });
     }
 }

@@ -1091,6 +1091,16 @@ export async function _testPanic(kind) {
   return call(() => wasm.testPanic("sync"));
 }
 
+/**
+ * Bench hook (not part of the API): where the threaded build's steps spent their time since the
+ * last call, counting from now on while `on` (null in the single-threaded build).
+ * @private
+ */
+export function _threadStats(on) {
+  if (instance.crash !== null || typeof wasm.threadStats !== "function") return null;
+  return call(() => wasm.threadStats(on));
+}
+
 /** @private */
 export function _stats() {
   return { engines: instance.engines, runs: instance.runs, steps: instance.steps, pending: instance.pending.size, crashed: instance.crash !== null };
