@@ -62,9 +62,9 @@ pub(crate) use attention::{attention, attention_applies};
 pub(crate) use conv::{conv2d, conv2d_applies, ConvGeometry, ConvWeight};
 pub use gemm::PackedMatrix;
 pub(crate) use linear::{linear, linear_applies};
+pub use par::{on_pool, threads};
 #[cfg(feature = "threads")]
 pub use par::{set_threads, stats::take as thread_stats};
-pub use par::{on_pool, threads};
 pub use winograd::WinogradWeight;
 
 /// Frees the convolutions' scratch (grown to the largest layer and kept between calls); called

@@ -9,7 +9,8 @@
 // id) says the script started. Runs are serialised: a sample waits for the previous run to
 // finish, which the client aborts when its caller leaves the loop, so the next sample() starts
 // within one step instead of failing with "already sampling".
-import { Sampler, _threadStats } from "./index.js";
+import { Sampler } from "./index.js";
+import * as internals from "./index.js";
 
 let sampler = null;
 const controllers = new Map();
@@ -55,7 +56,7 @@ self.onmessage = async (event) => {
   }
   if (type === "threadStats") {
     // A bench hook (bench/cpu.mjs --thread-stats), outside the protocol.
-    post({ type: "threadStats", stats: _threadStats(Boolean(msg.on)) });
+    post({ type: "threadStats", stats: /** @type {any} */ (internals)._threadStats(Boolean(msg.on)) });
     return;
   }
   if (id === undefined) return; // not addressed to the protocol (e.g. a test hook's message)
