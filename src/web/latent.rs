@@ -253,7 +253,8 @@ impl PipelineEngine {
         )
         .map_err(err)?;
         opts.latents = init_noise;
-        let run = pipe.start_shared(&opts).map_err(err)?;
+        // The text encoder (and img2img's VAE encode): on the pool in the threaded build.
+        let run = crate::backend::cpu::on_pool(|| pipe.start_shared(&opts)).map_err(err)?;
         Ok(LatentRun {
             run,
             on_gpu: *pipe.unet.device() != Device::flex(),
@@ -290,24 +291,30 @@ impl LatentRun {
     /// full decode when the file has neither), "image" the current latents fully decoded (the
     /// final frame; inpainting keeps the init image's unmasked pixels), "xt" the latents decoded. Resolves to `{ rgba, values, width, height }`.
     #[wasm_bindgen(js_name = readFrame)]
-    pub fn read_frame(&self, which: String) -> Result<js_sys::Promise, JsValue> {
-        let tensor = match which.as_str() {
-            "image" => self.run.image(),
-            "xt" => self.run.decode().clamp(-1.0, 1.0),
-            "x0" => match self.run.preview().map_err(err)? {
-                Some(p) => p,
-                None => match self.run.predicted_x0() {
-                    Some(x0) => self.run.pipe().decode_latents(x0).clamp(-1.0, 1.0),
-                    None => self.run.decode().clamp(-1.0, 1.0),
+    pub fn read_frame(&mut self, which: String) -> Result<js_sys::Promise, JsValue> {
+        if !["image", "xt", "x0"].contains(&which.as_str()) {
+            return Err(js_error_named(
+                "InvalidArgumentError",
+                format!("preview: expected \"x0\" or \"image\", found \"{which}\""),
+            ));
+        }
+        // The decode is a U-Net-sized piece of work (the full VAE for "image"): on the pool in
+        // the threaded build, as the steps are.
+        let run = &mut self.run;
+        let tensor = crate::backend::cpu::on_pool(move || {
+            Ok::<_, crate::error::Error>(match which.as_str() {
+                "image" => run.image(),
+                "xt" => run.decode().clamp(-1.0, 1.0),
+                _ => match run.preview()? {
+                    Some(p) => p,
+                    None => match run.predicted_x0() {
+                        Some(x0) => run.pipe().decode_latents(x0).clamp(-1.0, 1.0),
+                        None => run.decode().clamp(-1.0, 1.0),
+                    },
                 },
-            },
-            other => {
-                return Err(js_error_named(
-                    "InvalidArgumentError",
-                    format!("preview: expected \"x0\" or \"image\", found \"{other}\""),
-                ))
-            }
-        };
+            })
+        })
+        .map_err(err)?;
         Ok(read_frame_promise(tensor, self.on_gpu))
     }
 }
