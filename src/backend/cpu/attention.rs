@@ -188,11 +188,7 @@ mod tests {
             let v: Vec<f32> = (0..b * m * c).map(|i| value(i + 9, 983)).collect();
             let want = reference(&q, &k, &v, [b, n, m, c], heads);
             let got = attention_values(&q, &k, &v, [b, n, m, c], heads);
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let worst = crate::backend::cpu::max_abs_diff(&got, &want);
             assert!(
                 worst < 1e-5,
                 "{b}x{n}x{m}x{c}/{heads}: max |diff| {worst:e}"

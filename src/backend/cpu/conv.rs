@@ -483,11 +483,7 @@ mod tests {
                 let got = conv2d(xt.clone(), weight, &bias, g);
                 assert_eq!(got.dims()[..], want_dims[..], "{g:?}");
                 let got = got.into_data().try_into_vec::<f32>().unwrap();
-                let worst = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
+                let worst = crate::backend::cpu::max_abs_diff(&got, &want);
                 let winograd = matches!(weight, ConvWeight::Winograd(_));
                 assert!(
                     worst < if winograd { 2e-5 } else { 1e-5 },

@@ -109,11 +109,7 @@ mod tests {
                 got.into_data().try_into_vec::<f32>().unwrap(),
                 want.into_data().try_into_vec::<f32>().unwrap(),
             );
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let worst = crate::backend::cpu::max_abs_diff(&got, &want);
             assert!(
                 worst < 1e-4,
                 "{tokens}x{d_in}x{d_out}: max |diff| {worst:e}"

@@ -132,3 +132,12 @@ fn from_host<const D: usize>(v: Vec<f32>, shape: [usize; D], device: &Device) ->
 fn test_value(i: usize, m: usize) -> f32 {
     ((i * 2654435761 % m) as f32 / m as f32) - 0.5
 }
+
+/// The largest `|a[i] - b[i]|`, for the kernels' tests.
+#[cfg(test)]
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}

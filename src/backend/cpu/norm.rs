@@ -443,11 +443,7 @@ mod tests {
             assert!(layer_norm_applies(&x, d));
             let read = |t: Tensor<3>| t.into_data().try_into_vec::<f32>().unwrap();
             let (fused, generic) = (read(ln.forward(x.clone())), read(ln.forward_generic(x)));
-            let worst = fused
-                .iter()
-                .zip(&generic)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let worst = crate::backend::cpu::max_abs_diff(&fused, &generic);
             assert!(
                 worst < 2e-6,
                 "{b}x{n}x{d}: max |fused - generic| = {worst:e}"
