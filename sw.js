@@ -16,8 +16,9 @@
 // - Every response it serves carries COOP/COEP (Cross-Origin-Opener-Policy: same-origin,
 //   Cross-Origin-Embedder-Policy: require-corp), so the page is cross-origin isolated on any
 //   static host and the package runs its threaded CPU build (the demo reloads once after a first
-//   visit for it, www/demo.js). The threaded build's pool workers are blob workers that no request
-//   of theirs pins: their build files come from the build the live pages are pinned to.
+//   visit for it, www/demo.js). The threaded build's pool workers are nested workers, which this
+//   worker does not control: their script is requested by (and pinned to the build of) their
+//   SamplerWorker, and the glue they import comes from it as a blob (scripts/build.sh).
 // - Only the known files are cached: the page files (network first, so edits show), the build
 //   files and the models that models/index.json names (the default and the text-to-image one). Everything else passes through.
 try {
@@ -154,30 +155,9 @@ function isolated(response) {
   return new Response(response.body, { status: response.status, statusText: response.statusText, headers });
 }
 
-/** The build a live pinned page or worker runs (the newest of them), or null. */
-async function livePinnedBuild() {
-  const live = await self.clients.matchAll({ type: "all", includeUncontrolled: true });
-  let best = null;
-  for (const c of live) {
-    const build = await getPin(c.id);
-    const at = pins.get(c.id)?.at ?? 0;
-    if (build && build !== NETWORK && (!best || at > best.at)) best = { build, at };
-  }
-  return best && best.build;
-}
-
 /** The build whose files `event`'s client runs, pinning it on its first package request. */
 async function buildOf(event, rel) {
   let build = await getPin(event.clientId);
-  if (!build && event.clientId) {
-    // A pool worker of the threaded build (a blob worker: no script request pinned it) asks for
-    // the glue its SamplerWorker runs: the build of the live pinned clients.
-    const client = await self.clients.get(event.clientId);
-    if (client && client.type === "worker" && client.url.startsWith("blob:")) {
-      const live = await livePinnedBuild();
-      if (live) return live;
-    }
-  }
   if (!build) {
     // A client's first build file must be the package's entry; anything else means it loaded
     // the package before this worker controlled it, from the network: it stays on the network.

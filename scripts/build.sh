@@ -100,10 +100,11 @@ wasm-bindgen --target web --out-dir "$out_dir" --out-name wasm_diffusion_threads
 threads_bg="$out_dir/wasm_diffusion_threads_bg.wasm"
 [ -f "$threads_bg" ] || die "wasm-bindgen did not produce $threads_bg"
 # wasm-bindgen-rayon's worker script (a JS snippet) starts each pool worker from a blob: URL of
-# its own source, and initialises with wasm-bindgen's deprecated positional arguments. Started
-# from its own URL instead, the workers are ordinary same-origin module workers: the demo's
-# service worker serves and pins their files like any other worker's (offline too), and a page
-# sees no blob: requests. The patch must apply exactly, or the build stops.
+# its own source, lets it import the glue by URL, and initialises with wasm-bindgen's deprecated
+# positional arguments. Pool workers are nested workers, which a service worker does not control,
+# so for the demo offline: each starts from the script's own URL (requested by its SamplerWorker,
+# which the service worker serves from the pinned build), and imports the glue as a blob that
+# SamplerWorker fetched. The patch must apply exactly, or the build stops.
 node -e '
     const fs = require("fs");
     const dir = process.argv[1] + "/snippets";

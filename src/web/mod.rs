@@ -102,7 +102,7 @@ pub fn wasm_memory_bytes() -> f64 {
 }
 
 // The threaded CPU build: `initThreadPool(n)` (wasm-bindgen-rayon) starts n Web Workers on this
-// module's shared memory; the CPU kernels and burn-flex then split their work over them.
+// module's shared memory; the CPU kernels then split their work over them (backend::cpu::par).
 #[cfg(feature = "threads")]
 pub use wasm_bindgen_rayon::init_thread_pool;
 
@@ -144,13 +144,6 @@ pub fn thread_stats(on: bool) -> JsValue {
         let _ = js_sys::Reflect::set(&o, &k.into(), &v.into());
     }
     o.into()
-}
-
-/// How many threads the CPU backend runs on: the rayon pool's size in the threaded build once
-/// `initThreadPool` has resolved, else 1.
-#[wasm_bindgen(js_name = cpuThreads)]
-pub fn cpu_threads() -> usize {
-    crate::backend::cpu::threads()
 }
 
 /// The largest model file this instance can take into its heap now (the copy alone; loading

@@ -5,7 +5,7 @@
 //!
 //! A sampling step runs on a pool thread ([`on_pool`]) while the JS-facing thread waits, with the
 //! pool's other threads as its team for the step's length: they spin on a job slot, and the
-//! kernels hand them their large loops as one part per thread ([`split`], [`for_each`],
+//! kernels hand them their large loops as a few parts per thread ([`split`], [`for_each`],
 //! [`for_each_chunk_mut`]), taking parts themselves too; a part's kernels are not split again.
 //! Why a spinning team, not rayon's own `par_iter`: a step is ~100 such loops of 0.1-2 ms, and
 //! a rayon worker goes to sleep within microseconds of its last job, so every loop paid for
@@ -24,8 +24,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// The pool's size once it has started; 1 before (and always, without `threads`).
 static THREADS: AtomicUsize = AtomicUsize::new(1);
 
-/// Multiply-adds (or element passes) below which a kernel stays on the calling thread: waking
-/// the pool's workers costs tens of microseconds in a browser, about as long as this much work.
+/// Multiply-adds (or element passes) below which a kernel stays on the calling thread: handing a
+/// loop to the team and waiting for its last part costs about as much (2^15 measured slower on
+/// the shipped model, BENCHMARKS.md "Threads").
 pub const MIN_PARALLEL_WORK: usize = 1 << 18;
 
 thread_local! {
